@@ -1,0 +1,22 @@
+//! The Lingr wire contract, shared by every role and by clients' tests.
+//!
+//! - [`values`]: validated newtypes for what users send (room ids, nicknames, messages, JSONP
+//!   callbacks, idempotency ids) and the ids the service mints (sessions, occupants).
+//! - [`event`]: the room events that travel through JetStream and reach clients.
+//! - [`api`]: the JSON answers of the HTTP API.
+//! - [`error`]: the API's error codes and the HTTP status each maps to.
+//! - [`subjects`]: NATS stream, subject and bucket names.
+//! - [`ticket`]: signed room tickets that any role can check without a network call.
+//!
+//! Nothing here does I/O.
+
+pub mod api;
+pub mod error;
+pub mod event;
+pub mod subjects;
+pub mod ticket;
+pub mod values;
+
+pub use error::ErrorCode;
+pub use event::{Event, EventType, ExitReason};
+pub use values::{Callback, IdempotentId, MessageText, Nickname, OccupantId, RoomId, SessionToken};

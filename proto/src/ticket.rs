@@ -1,0 +1,141 @@
+//! Room tickets: proof that a session entered a room as a given occupant.
+//!
+//! A ticket is `<room>.<occupant id>.<session tag>.<p|a>.<signature>`, signed with HMAC-SHA256
+//! under the deployment's secret, so a comet replica checks one without a network call. Whether
+//! the occupant is still in the room is a separate question, answered from the occupants bucket.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use ring::hmac;
+
+use crate::error::ErrorCode;
+use crate::values::{Invalid, OccupantId, RoomId};
+
+/// What a valid ticket says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ticket {
+    /// The room entered.
+    pub room: RoomId,
+    /// The occupant the session became.
+    pub occupant_id: OccupantId,
+    /// The tag of the session that entered.
+    pub session_tag: String,
+    /// An anonymous observer may observe but not speak.
+    pub anonymous: bool,
+}
+
+/// The secret that signs tickets and derives idempotent occupant ids.
+#[derive(Clone)]
+pub struct TicketKey(hmac::Key);
+
+impl std::fmt::Debug for TicketKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TicketKey(..)")
+    }
+}
+
+impl TicketKey {
+    /// A key from secret bytes (the `--secret` value).
+    pub fn new(secret: &[u8]) -> Self {
+        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+    }
+
+    /// Signs a ticket into its text form.
+    pub fn sign(&self, ticket: &Ticket) -> String {
+        let body = body(ticket);
+        let tag = hmac::sign(&self.0, body.as_bytes());
+        format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// Checks a ticket's form and signature.
+    ///
+    /// # Errors
+    /// `invalid_ticket` when malformed or not signed with this key.
+    pub fn verify(&self, text: &str) -> Result<Ticket, Invalid> {
+        let refuse = || Invalid {
+            code: ErrorCode::InvalidTicket,
+            detail: "unknown or expired ticket",
+        };
+        let (body, signature) = text.rsplit_once('.').ok_or_else(refuse)?;
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse())?;
+        hmac::verify(&self.0, body.as_bytes(), &signature).map_err(|_| refuse())?;
+        let mut parts = body.split('.');
+        let (Some(room), Some(occupant), Some(tag), Some(kind), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(refuse());
+        };
+        Ok(Ticket {
+            room: RoomId::parse(room).map_err(|_| refuse())?,
+            occupant_id: OccupantId::parse(occupant).map_err(|_| refuse())?,
+            session_tag: tag.to_owned(),
+            anonymous: match kind {
+                "a" => true,
+                "p" => false,
+                _ => return Err(refuse()),
+            },
+        })
+    }
+
+    /// A stable occupant id for a retried enter: the same session, room and idempotency id
+    /// always give the same occupant, and nobody without the secret can predict it.
+    pub fn derive_occupant_id(&self, session_tag: &str, room: &RoomId, idempotent_id: &str) -> OccupantId {
+        let input = format!("occupant\0{session_tag}\0{}\0{idempotent_id}", room.as_str());
+        let tag = hmac::sign(&self.0, input.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&tag.as_ref()[..16]);
+        OccupantId::from_bytes(&bytes)
+    }
+}
+
+fn body(ticket: &Ticket) -> String {
+    let kind = if ticket.anonymous { "a" } else { "p" };
+    format!(
+        "{}.{}.{}.{kind}",
+        ticket.room.as_str(),
+        ticket.occupant_id.as_str(),
+        ticket.session_tag
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Ticket {
+        Ticket {
+            room: RoomId::parse("lobby").expect("valid"),
+            occupant_id: OccupantId::from_bytes(&[1; 16]),
+            session_tag: "abcdef".into(),
+            anonymous: false,
+        }
+    }
+
+    #[test]
+    fn signed_ticket_verifies_and_round_trips() {
+        let key = TicketKey::new(b"secret");
+        let text = key.sign(&sample());
+        assert_eq!(key.verify(&text), Ok(sample()));
+    }
+
+    #[test]
+    fn tampered_or_foreign_tickets_are_refused() {
+        let key = TicketKey::new(b"secret");
+        let text = key.sign(&sample());
+        assert!(TicketKey::new(b"other").verify(&text).is_err());
+        let anonymous_made_participant = text.replacen(".p.", ".a.", 1);
+        assert!(key.verify(&anonymous_made_participant).is_err());
+        assert!(key.verify("garbage").is_err());
+        assert!(key.verify("").is_err());
+    }
+
+    #[test]
+    fn derived_occupant_ids_are_stable_per_input() {
+        let key = TicketKey::new(b"secret");
+        let room = RoomId::parse("lobby").expect("valid");
+        let a = key.derive_occupant_id("tag", &room, "x");
+        assert_eq!(a, key.derive_occupant_id("tag", &room, "x"));
+        assert_ne!(a, key.derive_occupant_id("tag", &room, "y"));
+        assert_ne!(a, key.derive_occupant_id("tag2", &room, "x"));
+    }
+}
