@@ -1,1 +1,23 @@
-//! placeholder
+//! Plumbing every Lingr role stands on, written once.
+//!
+//! - [`config`]: the flags every role shares, and the secret.
+//! - [`telemetry`]: tracing setup and the W3C trace context carried in NATS headers.
+//! - [`respond`]: request parameters from GET, JSON or form bodies, and the JSON/JSONP answers.
+//! - [`http`]: the router layers and routes every role has (CORS, health, metrics, 404/405).
+//! - [`nats`]: connecting, and creating the event stream and key-value buckets on NATS 2.9.
+//! - [`mirror`]: a live in-memory copy of a key-value bucket.
+//! - [`metrics`]: counters and gauges in Prometheus text format.
+//! - [`shutdown`]: SIGINT/SIGTERM into a cancellation token, and serving until it fires.
+//! - [`clock`]: wall-clock milliseconds, the one place the services read the time of day.
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod mirror;
+pub mod nats;
+pub mod respond;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use respond::{ApiError, Params, Reply};

@@ -5,6 +5,7 @@
 //! - [`event`]: the room events that travel through JetStream and reach clients.
 //! - [`api`]: the JSON answers of the HTTP API.
 //! - [`error`]: the API's error codes and the HTTP status each maps to.
+//! - [`records`]: the session and occupant records kept in NATS key-value buckets.
 //! - [`subjects`]: NATS stream, subject and bucket names.
 //! - [`ticket`]: signed room tickets that any role can check without a network call.
 //!
@@ -13,6 +14,7 @@
 pub mod api;
 pub mod error;
 pub mod event;
+pub mod records;
 pub mod subjects;
 pub mod ticket;
 pub mod values;

@@ -24,7 +24,7 @@ pub fn room_of_subject(subject: &str) -> Option<RoomId> {
 
 /// Key-value bucket of sessions, keyed by session tag.
 pub const SESSIONS_BUCKET: &str = "lingr_sessions";
-/// Key-value bucket of room occupants, keyed by [`occupant_key`].
+/// Key-value bucket of room occupants, keyed by [`crate::records::occupant_key`].
 pub const OCCUPANTS_BUCKET: &str = "lingr_occupants";
 /// Key-value bucket of last-seen times, keyed by occupant id; written by comet and api.
 pub const PRESENCE_BUCKET: &str = "lingr_presence";
@@ -37,11 +37,6 @@ pub const HISTORY_CONSUMER: &str = "history";
 pub const HISTORY_RECENT: &str = "lingr.history.recent";
 /// The queue group history replicas answer [`HISTORY_RECENT`] in.
 pub const HISTORY_QUEUE: &str = "history";
-
-/// The occupants-bucket key of an occupant: `<session tag>.<room>.<occupant id>`.
-pub fn occupant_key(session_tag: &str, room: &RoomId, occupant_id: &str) -> String {
-    format!("{session_tag}.{}.{occupant_id}", room.as_str())
-}
 
 #[cfg(test)]
 mod tests {

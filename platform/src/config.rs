@@ -1,0 +1,67 @@
+//! The flags every role shares, each with its environment variable, and the ticket secret.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+
+/// Flags common to all roles (`--listen`, `--nats`, `--data-dir`, `--secret`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct CommonArgs {
+    /// Address to serve HTTP on.
+    #[arg(long, env = "LINGR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// NATS server URL (for `dev`, omit it to start a private nats-server).
+    #[arg(long = "nats", env = "LINGR_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Directory for local state (`dev`: NATS storage, SQLite, the generated secret).
+    #[arg(long, env = "LINGR_DATA_DIR", default_value = "./.lingr")]
+    pub data_dir: PathBuf,
+    /// The key that signs room tickets; every api and comet replica needs the same one.
+    #[arg(long, env = "LINGR_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
+}
+
+/// The secret given, or for `dev` one generated once and kept in `<data-dir>/secret`.
+///
+/// # Errors
+/// When no secret is given and `generate` is false, or the data dir cannot be written.
+pub fn secret_or_generate(given: Option<&str>, data_dir: &Path, generate: bool) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = given {
+        anyhow::ensure!(secret.len() >= 16, "--secret must be at least 16 characters");
+        return Ok(secret.as_bytes().to_vec());
+    }
+    anyhow::ensure!(generate, "--secret (LINGR_SECRET) is required for this role");
+    let path = data_dir.join("secret");
+    if let Ok(existing) = std::fs::read_to_string(&path) {
+        if existing.trim().len() >= 16 {
+            return Ok(existing.trim().as_bytes().to_vec());
+        }
+    }
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let mut bytes = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    let secret = lingr_proto::values::hex(&bytes);
+    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    Ok(secret.into_bytes())
+}
+
+/// Fills `out` with random bytes from the system source.
+///
+/// # Errors
+/// When the system random source fails (it does not on Linux once booted).
+pub fn random_bytes(out: &mut [u8]) -> anyhow::Result<()> {
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), out)
+        .map_err(|_| anyhow::anyhow!("the system random source failed"))
+}
+
+/// A duration flag in seconds, as clap parses it (`--presence-timeout 90`, `0.5` allowed).
+///
+/// # Errors
+/// When the text is not a non-negative number.
+pub fn parse_seconds(raw: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = raw.parse().map_err(|_| format!("'{raw}' is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("'{raw}' is not a valid duration"))
+}

@@ -1,0 +1,141 @@
+//! A live in-memory copy of a key-value bucket, so hot paths read without a network call.
+//!
+//! A task watches the bucket from its current state onward and applies every put and delete;
+//! [`KvMirror::is_ready`] turns true once the state as of the watch's start has been read.
+//! Values are parsed once, as they arrive.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use async_nats::jetstream::kv::{self, Operation};
+use futures::StreamExt as _;
+use serde::de::DeserializeOwned;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A mirrored bucket of JSON values of type `T`.
+pub struct KvMirror<T> {
+    entries: RwLock<BTreeMap<String, T>>,
+    ready: Arc<AtomicBool>,
+    applied: tokio::sync::watch::Sender<u64>,
+}
+
+impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
+    /// Starts mirroring `store` until `shutdown` fires.
+    pub fn spawn(store: kv::Store, shutdown: CancellationToken) -> (Arc<Self>, JoinHandle<()>) {
+        let mirror = Arc::new(Self {
+            entries: RwLock::new(BTreeMap::new()),
+            ready: Arc::new(AtomicBool::new(false)),
+            applied: tokio::sync::watch::Sender::new(0),
+        });
+        let task = tokio::spawn(Arc::clone(&mirror).follow(store, shutdown));
+        (mirror, task)
+    }
+
+    /// The flag that is up once the initial state is loaded.
+    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.ready)
+    }
+
+    /// Whether the initial state is loaded.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    /// The value of `key`, if present.
+    pub fn get(&self, key: &str) -> Option<T> {
+        self.entries.read().ok()?.get(key).cloned()
+    }
+
+    /// Whether `key` is present.
+    pub fn contains(&self, key: &str) -> bool {
+        self.entries.read().is_ok_and(|e| e.contains_key(key))
+    }
+
+    /// Every key and value whose key starts with `prefix`, in key order.
+    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, T)> {
+        self.entries.read().map_or_else(
+            |_| Vec::new(),
+            |e| {
+                e.range(prefix.to_owned()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            },
+        )
+    }
+
+    /// The newest bucket revision applied so far.
+    pub fn revision(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Waits until the mirror has applied `revision` (or `limit` passes); returns whether it has.
+    pub async fn caught_up_to(&self, revision: u64, limit: std::time::Duration) -> bool {
+        let mut applied = self.applied.subscribe();
+        tokio::time::timeout(limit, applied.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Every key and value.
+    pub fn snapshot(&self) -> Vec<(String, T)> {
+        self.with_prefix("")
+    }
+
+    async fn follow(self: Arc<Self>, store: kv::Store, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                result = self.watch_once(&store) => {
+                    if let Err(err) = result {
+                        tracing::warn!(bucket = %store.name, error = %format!("{err:#}"), "bucket watch ended; restarting");
+                    }
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+            }
+        }
+    }
+
+    async fn watch_once(&self, store: &kv::Store) -> anyhow::Result<()> {
+        let state = store.status().await?.info.state;
+        let caught_up_at = if state.messages == 0 { 0 } else { state.last_sequence };
+        let mut watch = store.watch_with_history(">").await?;
+        if caught_up_at == 0 {
+            self.ready.store(true, Ordering::SeqCst);
+        }
+        let mut fresh: Option<BTreeMap<String, T>> = (!self.is_ready()).then(BTreeMap::new);
+        while let Some(entry) = watch.next().await {
+            let entry = entry?;
+            let value = match entry.operation {
+                Operation::Put => match serde_json::from_slice::<T>(&entry.value) {
+                    Ok(value) => Some(value),
+                    Err(err) => {
+                        tracing::warn!(bucket = %store.name, key = %entry.key, error = %err, "skipping a malformed value");
+                        None
+                    }
+                },
+                Operation::Delete | Operation::Purge => None,
+            };
+            if let Ok(mut entries) = self.entries.write() {
+                let target = fresh.as_mut().unwrap_or(&mut entries);
+                match value {
+                    Some(value) => target.insert(entry.key, value),
+                    None => target.remove(&entry.key),
+                };
+                if fresh.is_some() && entry.revision >= caught_up_at {
+                    if let Some(loaded) = fresh.take() {
+                        *entries = loaded;
+                    }
+                    self.ready.store(true, Ordering::SeqCst);
+                }
+            }
+            self.applied.send_modify(|r| *r = (*r).max(entry.revision));
+        }
+        anyhow::bail!("the watch stream closed")
+    }
+}

@@ -1,0 +1,53 @@
+//! The records Lingr keeps in NATS key-value buckets. They are a contract between roles (api
+//! writes occupants, comet reads them to check tickets), so they live here with the wire types.
+
+use serde::{Deserialize, Serialize};
+
+use crate::values::{Nickname, OccupantId, RoomId};
+
+/// A session, keyed by its tag in [`crate::subjects::SESSIONS_BUCKET`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The nickname given at `session/create`, used when `room/enter` gives none.
+    pub nickname: Option<Nickname>,
+    /// When it was created (Unix ms).
+    pub created_ms: u64,
+    /// When an API call last used it (Unix ms); observing counts through presence.
+    pub last_used_ms: u64,
+    /// Occupant keys ([`occupant_key`]) of the rooms it is in.
+    pub occupants: Vec<String>,
+}
+
+/// An occupant, keyed by [`occupant_key`] in [`crate::subjects::OCCUPANTS_BUCKET`]. Present
+/// exactly while the occupant is in the room.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OccupantRecord {
+    /// The room.
+    pub room: RoomId,
+    /// The occupant.
+    pub occupant_id: OccupantId,
+    /// The tag of the session that entered.
+    pub session_tag: String,
+    /// The nickname; none for an anonymous observer.
+    pub nickname: Option<Nickname>,
+    /// When it entered (Unix ms).
+    pub entered_ms: u64,
+}
+
+impl OccupantRecord {
+    /// Its key in the occupants bucket.
+    pub fn key(&self) -> String {
+        occupant_key(&self.room, &self.occupant_id)
+    }
+}
+
+/// The occupants-bucket key of an occupant: `<room>.<occupant id>`, so a room's occupants
+/// are one key prefix.
+pub fn occupant_key(room: &RoomId, occupant: &OccupantId) -> String {
+    format!("{}.{}", room.as_str(), occupant.as_str())
+}
+
+/// The key prefix of a room's occupants.
+pub fn room_prefix(room: &RoomId) -> String {
+    format!("{}.", room.as_str())
+}
