@@ -75,6 +75,8 @@ pub struct Params {
     values: HashMap<String, String>,
     /// JSON, or JSONP when a valid callback was given.
     pub format: Format,
+    /// The W3C `traceparent` the request came with, if any.
+    pub traceparent: Option<String>,
 }
 
 impl Params {
@@ -83,6 +85,7 @@ impl Params {
         Self {
             values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
             format: Format::Json,
+            traceparent: None,
         }
     }
 
@@ -139,6 +142,11 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Reply;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Reply> {
+        let traceparent = req
+            .headers()
+            .get(crate::telemetry::TRACEPARENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let mut values: HashMap<String, String> = match req.uri().query() {
             Some(query) => serde_urlencoded::from_str(query)
                 .map_err(|_| invalid_body("the query string is not valid URL encoding"))?,
@@ -175,7 +183,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             })?),
             None => Format::Json,
         };
-        Ok(Self { values, format })
+        Ok(Self { values, format, traceparent })
     }
 }
 

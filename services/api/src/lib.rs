@@ -1,1 +1,36 @@
-//! placeholder
+//! The api role: sessions and the room verbs enter, say, set_nickname and exit.
+//!
+//! It keeps no state of its own: sessions and occupants live in NATS key-value buckets and
+//! every event is published to JetStream, answered only after the PubAck, so any replica can
+//! serve any call.
+//!
+//! - [`state`]: configuration, the shared handles, and startup.
+//! - [`sessions`]: `session/create`, `session/destroy`, and loading a caller's session.
+//! - [`rooms`]: `room/enter`, `room/say`, `room/set_nickname`, `room/exit`.
+//! - [`publish`]: publishing an event idempotently and reading back the stored one.
+//! - [`presence`]: the reaper that times out silent occupants and expires unused sessions.
+//! - [`rate_limit`]: the per-session token bucket for `say`.
+
+pub mod presence;
+pub mod publish;
+pub mod rate_limit;
+pub mod rooms;
+pub mod sessions;
+pub mod state;
+
+use axum::Router;
+use lingr_platform::http::api_route;
+
+pub use state::{ApiConfig, ApiState};
+
+/// The api's routes, without health routes or layers (see [`lingr_platform::http::app`]).
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/api/session/create", api_route(sessions::create))
+        .route("/api/session/destroy", api_route(sessions::destroy))
+        .route("/api/room/enter", api_route(rooms::enter))
+        .route("/api/room/say", api_route(rooms::say))
+        .route("/api/room/set_nickname", api_route(rooms::set_nickname))
+        .route("/api/room/exit", api_route(rooms::exit))
+        .with_state(state)
+}

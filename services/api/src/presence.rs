@@ -1,0 +1,122 @@
+//! Presence: an occupant is present while it observes or calls the API. This module owns the
+//! one way an occupant leaves ([`leave`]) and the reaper that makes silent occupants leave with
+//! `reason: timeout` and deletes sessions unused for the session TTL.
+//!
+//! Every api replica runs the reaper. The exit event is published with the `Nats-Msg-Id`
+//! `exit:<occupant>`, so however many replicas (or a racing `room/exit`) make the same occupant
+//! leave, JetStream stores one exit event.
+
+use std::time::Duration;
+
+use lingr_platform::clock::now_ms;
+use lingr_platform::ApiError;
+use lingr_proto::event::timestamp_now;
+use lingr_proto::records::{OccupantRecord, SessionRecord};
+use lingr_proto::{Event, EventType, ExitReason, OccupantId};
+use tokio_util::sync::CancellationToken;
+
+use crate::publish::publish;
+use crate::sessions::{self, millis};
+use crate::state::ApiState;
+
+/// Makes an occupant leave its room: the exit event (none for an anonymous observer), then
+/// the occupant and its presence are deleted and the session forgets it. Returns the exit
+/// event's counter.
+///
+/// # Errors
+/// `unavailable` when NATS fails; a retry completes the leave without a second exit event.
+pub async fn leave(
+    state: &ApiState,
+    occupant: &OccupantRecord,
+    reason: ExitReason,
+    traceparent: Option<&str>,
+) -> Result<Option<u64>, ApiError> {
+    let counter = match &occupant.nickname {
+        Some(nickname) => {
+            let event = Event {
+                counter: 0,
+                kind: EventType::Exit,
+                room: occupant.room.clone(),
+                occupant_id: occupant.occupant_id.to_string(),
+                nickname: nickname.to_string(),
+                text: None,
+                prev_nickname: None,
+                reason: Some(reason),
+                timestamp: timestamp_now(),
+            };
+            let msg_id = format!("exit:{}", occupant.occupant_id);
+            Some(publish(state, event, Some(msg_id), traceparent).await?.event.counter)
+        }
+        None => None,
+    };
+    let key = occupant.key();
+    state.occupants.delete(key.as_str()).await.map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
+    if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
+        tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
+    }
+    sessions::update(state, &occupant.session_tag, |record| record.occupants.retain(|k| *k != key)).await?;
+    Ok(counter)
+}
+
+/// Records that an occupant is active now.
+pub async fn touch(state: &ApiState, occupant: &OccupantId) {
+    let now = now_ms().to_string();
+    if let Err(err) = state.presence.put(occupant.as_str(), now.into()).await {
+        tracing::warn!(error = %err, "presence not recorded");
+    }
+}
+
+/// When a session was last active: its own last use, or the latest presence of its occupants
+/// (an occupant that observes keeps its session alive).
+pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
+    record
+        .occupants
+        .iter()
+        .filter_map(|key| key.rsplit('.').next())
+        .filter_map(|occupant| state.presence_mirror.get(occupant))
+        .fold(record.last_used_ms, u64::max)
+}
+
+/// Reaps until `shutdown` fires.
+pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval(state.config.reap_interval.max(Duration::from_millis(50)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        if state.occupants_mirror.is_ready() && state.presence_mirror.is_ready() && state.sessions_mirror.is_ready() {
+            reap_once(&state).await;
+        }
+    }
+}
+
+/// One pass: time out silent occupants, then expire unused sessions.
+pub async fn reap_once(state: &ApiState) {
+    let now = now_ms();
+    let timeout_ms = millis(state.config.presence_timeout);
+    for (_, occupant) in state.occupants_mirror.snapshot() {
+        let seen = state.presence_mirror.get(occupant.occupant_id.as_str()).unwrap_or(0).max(occupant.entered_ms);
+        if now.saturating_sub(seen) <= timeout_ms {
+            continue;
+        }
+        match leave(state, &occupant, ExitReason::Timeout, None).await {
+            Ok(_) => {
+                state.metrics.presence_timeouts.inc();
+                tracing::info!(room.id = %occupant.room, occupant.id = %occupant.occupant_id, "occupant timed out");
+            }
+            Err(err) => tracing::warn!(code = err.code.as_str(), "timing out an occupant failed; next pass retries"),
+        }
+    }
+    let ttl_ms = millis(state.config.session_ttl);
+    for (tag, record) in state.sessions_mirror.snapshot() {
+        if now.saturating_sub(session_last_active(state, &record)) <= ttl_ms {
+            continue;
+        }
+        match sessions::end_session(state, &tag, &record, ExitReason::Timeout, None).await {
+            Ok(()) => state.metrics.sessions_expired.inc(),
+            Err(err) => tracing::warn!(code = err.code.as_str(), "expiring a session failed; next pass retries"),
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! Publishing an event: to the room's subject, with the trace context and, for a retry-safe
+//! call, a `Nats-Msg-Id`. The answer waits for the PubAck; a duplicate is answered with the
+//! event first stored under that id, read back from the stream.
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use lingr_platform::telemetry;
+use lingr_platform::ApiError;
+use lingr_proto::{subjects, Event};
+
+use crate::state::ApiState;
+
+/// An event as stored, with its counter.
+#[derive(Debug, Clone)]
+pub struct Published {
+    /// The stored event (`counter` set).
+    pub event: Event,
+    /// Whether the server had already stored this id; `event` is then the original.
+    pub duplicate: bool,
+}
+
+/// Publishes `event` and waits until JetStream has stored it.
+///
+/// # Errors
+/// `unavailable` when NATS does not store it in time.
+pub async fn publish(
+    state: &ApiState,
+    mut event: Event,
+    msg_id: Option<String>,
+    traceparent: Option<&str>,
+) -> Result<Published, ApiError> {
+    let payload = serde_json::to_vec(&event).map_err(|err| ApiError::internal("serializing an event", err))?;
+    let mut publish = Publish::build()
+        .payload(payload.into())
+        .header(telemetry::TRACEPARENT, telemetry::child_traceparent(traceparent).as_str());
+    if let Some(id) = msg_id {
+        publish = publish.message_id(id);
+    }
+    let ack = state
+        .js
+        .send_publish(subjects::room_events(&event.room), publish)
+        .await
+        .map_err(|err| ApiError::unavailable("publishing an event", err))?
+        .await
+        .map_err(|err| ApiError::unavailable("awaiting a PubAck", err))?;
+    state.metrics.events_published.inc();
+    if ack.duplicate {
+        state.metrics.duplicates.inc();
+        return Ok(Published { event: stored_event(state, ack.sequence).await?, duplicate: true });
+    }
+    event.counter = ack.sequence;
+    Ok(Published { event, duplicate: false })
+}
+
+/// The event stored at `counter`.
+///
+/// # Errors
+/// `unavailable` when it cannot be read; `internal` when it is not an event.
+pub async fn stored_event(state: &ApiState, counter: u64) -> Result<Event, ApiError> {
+    let message = state
+        .events
+        .direct_get(counter)
+        .await
+        .map_err(|err| ApiError::unavailable("reading a stored event", err))?;
+    let mut event: Event =
+        serde_json::from_slice(&message.payload).map_err(|err| ApiError::internal("parsing a stored event", err))?;
+    event.counter = counter;
+    Ok(event)
+}
+
+/// The newest counter in the stream: everything after it is yet to come.
+///
+/// # Errors
+/// `unavailable` when NATS does not answer.
+pub async fn newest_counter(state: &ApiState) -> Result<u64, ApiError> {
+    let mut events = state.events.clone();
+    let info = events.info().await.map_err(|err| ApiError::unavailable("reading the stream state", err))?;
+    Ok(info.state.last_sequence)
+}
