@@ -15,6 +15,10 @@ use tokio_util::sync::CancellationToken;
 /// How long the server remembers `Nats-Msg-Id`s for idempotent retries.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long a presence value lives unless rewritten: far above any presence timeout, so only
+/// occupants gone for good age out.
+pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(3600);
+
 /// Connects to NATS, retrying in the background until the server answers, for as long as the
 /// process lives.
 ///

@@ -142,7 +142,7 @@ pub async fn start(
             nats::ensure_events_stream(&js, retention).await?,
             nats::ensure_bucket(&js, subjects::SESSIONS_BUCKET, Duration::ZERO).await?,
             nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
-            nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, presence_bucket_age(&config)).await?,
+            nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
             nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
         ))
     })
@@ -169,9 +169,4 @@ pub async fn start(
     };
     let reaper = tokio::spawn(crate::presence::reap_forever(state.clone(), shutdown));
     Ok(Api { state, ready, tasks: vec![t1, t2, t3, reaper] })
-}
-
-/// Presence values outlive the timeout comfortably, then NATS drops them by itself.
-fn presence_bucket_age(config: &ApiConfig) -> Duration {
-    (config.presence_timeout * 4).max(Duration::from_secs(60))
 }

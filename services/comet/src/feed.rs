@@ -1,0 +1,86 @@
+//! The feed: one ordered consumer over every room's subject, applying each event to the hub.
+//!
+//! It starts after the stream's newest event at startup (older events come by backfill) and,
+//! whenever the consumer fails, starts again after the last event it applied, so the hub never
+//! skips one.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use async_nats::jetstream::stream::Stream;
+use futures::StreamExt as _;
+use lingr_platform::telemetry;
+use lingr_proto::subjects;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{encode_stored, Hub};
+use crate::state::CometMetrics;
+
+/// Follows the stream into `hub` until `shutdown` fires; raises `ready` once consuming.
+pub async fn follow(
+    stream: Stream,
+    client: async_nats::Client,
+    hub: Arc<Hub>,
+    ready: Arc<AtomicBool>,
+    metrics: CometMetrics,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            result = consume(&stream, &client, &hub, &ready, &metrics) => {
+                if let Err(err) = result {
+                    tracing::warn!(error = %format!("{err:#}"), applied = hub.applied(), "event feed interrupted; resuming");
+                }
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+async fn consume(
+    stream: &Stream,
+    client: &async_nats::Client,
+    hub: &Hub,
+    ready: &AtomicBool,
+    metrics: &CometMetrics,
+) -> anyhow::Result<()> {
+    let consumer = stream
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: client.new_inbox(),
+            filter_subject: subjects::EVENTS_SUBJECTS.to_owned(),
+            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: hub.applied() + 1 },
+            ..Default::default()
+        })
+        .await?;
+    let mut messages = consumer.messages().await?;
+    ready.store(true, Ordering::SeqCst);
+    while let Some(message) = messages.next().await {
+        let message = message?;
+        let counter = message.info().map_err(|err| anyhow::anyhow!("{err}"))?.stream_sequence;
+        let room = subjects::room_of_subject(message.subject.as_str());
+        match (room, encode_stored(counter, &message.payload)) {
+            (Some(room), Some(json)) => {
+                if hub.apply(&room, counter, json) {
+                    metrics.events_applied.inc();
+                    tracing::debug!(
+                        room.id = %room,
+                        counter,
+                        trace_id = telemetry::trace_id(message.headers.as_ref()).unwrap_or_default(),
+                        "event delivered to waiters"
+                    );
+                }
+            }
+            _ => {
+                tracing::warn!(counter, subject = %message.subject, "skipping a message that is not a room event");
+                hub.skip_to(counter);
+            }
+        }
+    }
+    anyhow::bail!("the consumer's message stream ended")
+}

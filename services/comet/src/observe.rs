@@ -1,0 +1,168 @@
+//! `room/observe`: `session`, `ticket`, `counter`, `timeout`?.
+//!
+//! Answers at once with up to 500 events after `counter`, or holds the request until one
+//! arrives, `timeout` passes, or the replica drains (then `events` is empty and `counter`
+//! unchanged). The events are the bytes the feed serialized once; this handler only joins them.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use bytes::Bytes;
+use lingr_platform::{ApiError, Params, Reply};
+use lingr_proto::api::OBSERVE_MAX_EVENTS;
+use lingr_proto::records::{occupant_key, OccupantRecord};
+use lingr_proto::ticket::Ticket;
+use lingr_proto::{ErrorCode, SessionToken};
+use tokio::time::Instant;
+
+use crate::backfill::{self, BackfillError};
+use crate::hub::Collected;
+use crate::state::CometState;
+
+/// The default hold, in seconds.
+const DEFAULT_TIMEOUT_S: u64 = 30;
+/// The longest hold a client may ask for, in seconds.
+const MAX_TIMEOUT_S: u64 = 60;
+
+/// The handler.
+#[tracing::instrument(skip_all)]
+pub async fn observe(State(state): State<CometState>, params: Params) -> Reply {
+    match observe_room(&state, &params).await {
+        Ok(object) => Reply::ok_object(params.format.clone(), &object),
+        Err(error) => {
+            if matches!(error.code, ErrorCode::Overloaded | ErrorCode::TooManyObserves) {
+                state.metrics.refused.inc();
+            }
+            Reply::error(params.format.clone(), &error)
+        }
+    }
+}
+
+async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, ApiError> {
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(ErrorCode::Draining, "this server is shutting down; observe again"));
+    }
+    let session = SessionToken::parse(params.required("session")?)?;
+    let ticket = state.tickets.verify(params.required("ticket")?)?;
+    if ticket.session_tag != session.tag() {
+        return Err(dead_ticket());
+    }
+    let after = params.u64("counter")?.ok_or_else(|| ApiError::missing("counter"))?;
+    let timeout = params.u64("timeout")?.unwrap_or(DEFAULT_TIMEOUT_S);
+    if timeout > MAX_TIMEOUT_S {
+        return Err(ApiError::new(ErrorCode::InvalidParameter, "timeout must be at most 60 seconds"));
+    }
+    check_present(state, &ticket).await?;
+    let _slot = state.slots.acquire(&ticket.session_tag)?;
+    let _observing = Observing::start(state, ticket.occupant_id.as_str());
+    let deadline = Instant::now() + Duration::from_secs(timeout);
+    let room = state.hub.room(&ticket.room);
+    let mut scan_from = after;
+    loop {
+        let notified = room.notify().notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        match room.collect(scan_from, OBSERVE_MAX_EVENTS) {
+            Collected::Events(events) if !events.is_empty() => {
+                state.metrics.answered.inc();
+                return Ok(answer(after, &events));
+            }
+            Collected::Events(_) => {}
+            Collected::OlderThanBuffer(covered_after) => {
+                state.metrics.backfills.inc();
+                let events = backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS)
+                    .await
+                    .map_err(|err| match err {
+                        BackfillError::Expired => ApiError::new(
+                            ErrorCode::CounterExpired,
+                            "counter is older than the stream keeps; enter the room again or page with get_messages",
+                        ),
+                        BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
+                    })?;
+                if !events.is_empty() {
+                    state.metrics.answered.inc();
+                    return Ok(answer(after, &events));
+                }
+                scan_from = covered_after;
+                continue;
+            }
+        }
+        tokio::select! {
+            () = &mut notified => {}
+            () = tokio::time::sleep_until(deadline) => break,
+            () = state.shutdown.cancelled() => break,
+        }
+    }
+    state.metrics.answered_empty.inc();
+    Ok(answer(after, &[]))
+}
+
+/// `{"counter":N,"events":[...]}` from serialized events.
+fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
+    let counter = events.last().map_or(after, |(c, _)| *c);
+    let size: usize = events.iter().map(|(_, json)| json.len() + 1).sum();
+    let mut out = Vec::with_capacity(size + 40);
+    out.extend_from_slice(format!("{{\"counter\":{counter},\"events\":[").as_bytes());
+    for (i, (_, json)) in events.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(json);
+    }
+    out.extend_from_slice(b"]}");
+    out
+}
+
+fn dead_ticket() -> ApiError {
+    ApiError::new(ErrorCode::InvalidTicket, "unknown or expired ticket")
+}
+
+/// The ticket's occupant is still in the room: from the mirror, or for an occupant the mirror
+/// has not seen yet, from the bucket.
+async fn check_present(state: &CometState, ticket: &Ticket) -> Result<(), ApiError> {
+    let key = occupant_key(&ticket.room, &ticket.occupant_id);
+    let record = match state.occupants_mirror.get(&key) {
+        Some(record) => Some(record),
+        None => state
+            .occupants
+            .get(key.as_str())
+            .await
+            .map_err(|err| ApiError::unavailable("reading an occupant", err))?
+            .and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
+    };
+    match record {
+        Some(record) if record.session_tag == ticket.session_tag => Ok(()),
+        _ => Err(dead_ticket()),
+    }
+}
+
+/// Marks an occupant as observing for as long as it lives.
+struct Observing<'a> {
+    state: &'a CometState,
+    occupant: &'a str,
+}
+
+impl<'a> Observing<'a> {
+    fn start(state: &'a CometState, occupant: &'a str) -> Self {
+        state.presence.start(occupant);
+        Self { state, occupant }
+    }
+}
+
+impl Drop for Observing<'_> {
+    fn drop(&mut self) {
+        self.state.presence.end(self.occupant);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answer_joins_serialized_events() {
+        let events = vec![(7, Bytes::from_static(b"{\"counter\":7}")), (9, Bytes::from_static(b"{\"counter\":9}"))];
+        assert_eq!(answer(3, &events), br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec());
+        assert_eq!(answer(3, &[]), br#"{"counter":3,"events":[]}"#.to_vec());
+    }
+}

@@ -1,0 +1,88 @@
+//! Telling the api who is observing. An occupant is present while it observes, so the comet
+//! records each observing occupant and, every flush interval, writes their last-seen time to
+//! the presence bucket: at most one write per occupant per interval, however often it observes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use futures::StreamExt as _;
+use lingr_platform::clock::now_ms;
+use tokio_util::sync::CancellationToken;
+
+/// Occupants seen since the last flush, and those holding an observe now.
+#[derive(Default)]
+pub struct Presence {
+    inner: Mutex<Seen>,
+}
+
+#[derive(Default)]
+struct Seen {
+    touched: HashSet<String>,
+    holding: HashMap<String, u32>,
+}
+
+impl Presence {
+    /// An observe by `occupant` starts.
+    pub fn start(&self, occupant: &str) {
+        if let Ok(mut seen) = self.inner.lock() {
+            seen.touched.insert(occupant.to_owned());
+            *seen.holding.entry(occupant.to_owned()).or_insert(0) += 1;
+        }
+    }
+
+    /// An observe by `occupant` ends.
+    pub fn end(&self, occupant: &str) {
+        if let Ok(mut seen) = self.inner.lock() {
+            seen.touched.insert(occupant.to_owned());
+            if let Some(count) = seen.holding.get_mut(occupant) {
+                *count -= 1;
+                if *count == 0 {
+                    seen.holding.remove(occupant);
+                }
+            }
+        }
+    }
+
+    /// Everyone to report now, clearing what was touched.
+    fn take(&self) -> Vec<String> {
+        let Ok(mut seen) = self.inner.lock() else { return Vec::new() };
+        let mut report: HashSet<String> = std::mem::take(&mut seen.touched);
+        report.extend(seen.holding.keys().cloned());
+        report.into_iter().collect()
+    }
+
+    /// Writes last-seen times every `interval` until `shutdown` fires, then once more.
+    pub async fn flush_forever(&self, bucket: kv::Store, interval: Duration, shutdown: CancellationToken) {
+        let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(20)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let stop = tokio::select! {
+                () = shutdown.cancelled() => true,
+                _ = ticks.tick() => false,
+            };
+            self.flush(&bucket).await;
+            if stop {
+                return;
+            }
+        }
+    }
+
+    async fn flush(&self, bucket: &kv::Store) {
+        let now = bytes::Bytes::from(now_ms().to_string());
+        let occupants = self.take();
+        let failures = futures::stream::iter(occupants)
+            .map(|occupant| {
+                let now = now.clone();
+                async move { bucket.put(occupant.as_str(), now).await.is_err() }
+            })
+            .buffer_unordered(64)
+            .filter(|failed| std::future::ready(*failed))
+            .count()
+            .await;
+        if failures > 0 {
+            tracing::warn!(failures, "some presence writes failed; they are retried next flush only if still observing");
+        }
+    }
+}

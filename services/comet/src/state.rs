@@ -1,0 +1,249 @@
+//! The comet's configuration, shared handles, limits on held observes, and startup.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_nats::jetstream::{kv, stream::Stream};
+use lingr_platform::config::parse_seconds;
+use lingr_platform::metrics::{Counter, Gauge, Metrics};
+use lingr_platform::mirror::KvMirror;
+use lingr_platform::{nats, ApiError};
+use lingr_proto::records::OccupantRecord;
+use lingr_proto::subjects;
+use lingr_proto::ticket::TicketKey;
+use lingr_proto::ErrorCode;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::Hub;
+use crate::presence::Presence;
+
+/// The comet's own flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct CometConfig {
+    /// Observes this replica holds at once; beyond it, observes are refused with 503.
+    #[arg(long, env = "LINGR_MAX_HELD_OBSERVES", default_value = "20000")]
+    pub max_held_observes: usize,
+    /// Observes one session may hold at once on this replica.
+    #[arg(long, env = "LINGR_OBSERVES_PER_SESSION", default_value = "4")]
+    pub observes_per_session: u32,
+    /// Events buffered per room.
+    #[arg(long, env = "LINGR_ROOM_BUFFER", default_value = "256")]
+    pub room_buffer: usize,
+    /// Seconds between writes of observing occupants' presence.
+    #[arg(long, env = "LINGR_PRESENCE_FLUSH", default_value = "10", value_parser = parse_seconds)]
+    pub presence_flush: Duration,
+    /// Seconds after which a room nobody waits on is dropped from memory.
+    #[arg(long, env = "LINGR_ROOM_IDLE", default_value = "300", value_parser = parse_seconds)]
+    pub room_idle: Duration,
+}
+
+impl Default for CometConfig {
+    fn default() -> Self {
+        Self {
+            max_held_observes: 20_000,
+            observes_per_session: 4,
+            room_buffer: 256,
+            presence_flush: Duration::from_secs(10),
+            room_idle: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The handles the observe handler shares.
+#[derive(Clone)]
+pub struct CometState {
+    /// The comet's flags.
+    pub config: Arc<CometConfig>,
+    /// Rooms and their buffers.
+    pub hub: Arc<Hub>,
+    /// The event stream, for backfill.
+    pub stream: Stream,
+    /// Occupants, for tickets the mirror has not seen yet.
+    pub occupants: kv::Store,
+    /// A live copy of the occupants bucket.
+    pub occupants_mirror: Arc<KvMirror<OccupantRecord>>,
+    /// Checks tickets.
+    pub tickets: TicketKey,
+    /// Who is observing.
+    pub presence: Arc<Presence>,
+    /// Held-observe limits.
+    pub slots: Arc<Slots>,
+    /// Fires when the replica drains.
+    pub shutdown: CancellationToken,
+    /// The comet's metrics.
+    pub metrics: CometMetrics,
+}
+
+/// The comet's series.
+#[derive(Clone)]
+pub struct CometMetrics {
+    /// Observes held now.
+    pub held: Gauge,
+    /// Events applied to the hub.
+    pub events_applied: Counter,
+    /// Observes answered with events.
+    pub answered: Counter,
+    /// Observes answered empty (timeout or drain).
+    pub answered_empty: Counter,
+    /// Observes refused by a limit.
+    pub refused: Counter,
+    /// Observes that needed a backfill.
+    pub backfills: Counter,
+}
+
+impl CometMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        Self {
+            held: metrics.gauge("lingr_comet_held_observes", "Observes held now."),
+            events_applied: metrics.counter("lingr_comet_events_applied_total", "Events applied to room buffers."),
+            answered: metrics.counter("lingr_comet_observes_answered_total", "Observes answered with events."),
+            answered_empty: metrics.counter("lingr_comet_observes_empty_total", "Observes answered empty on timeout or drain."),
+            refused: metrics.counter("lingr_comet_observes_refused_total", "Observes refused by a limit."),
+            backfills: metrics.counter("lingr_comet_backfills_total", "Observes filled from the stream."),
+        }
+    }
+}
+
+/// Counts of held observes, in total and per session.
+pub struct Slots {
+    held: AtomicUsize,
+    max_held: usize,
+    per_session: Mutex<HashMap<String, u32>>,
+    max_per_session: u32,
+    gauge: Gauge,
+}
+
+/// A held observe's place; released on drop.
+pub struct Slot {
+    slots: Arc<Slots>,
+    session_tag: String,
+}
+
+impl Slots {
+    fn new(config: &CometConfig, gauge: Gauge) -> Self {
+        Self {
+            held: AtomicUsize::new(0),
+            max_held: config.max_held_observes,
+            per_session: Mutex::new(HashMap::new()),
+            max_per_session: config.observes_per_session,
+            gauge,
+        }
+    }
+
+    /// Takes a place for an observe of `session_tag`.
+    ///
+    /// # Errors
+    /// `overloaded` when the replica is full; `too_many_observes` when the session is.
+    pub fn acquire(self: &Arc<Self>, session_tag: &str) -> Result<Slot, ApiError> {
+        if self.held.fetch_add(1, Ordering::SeqCst) >= self.max_held {
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(ErrorCode::Overloaded, "this server holds all the observes it can; retry shortly"));
+        }
+        let mut sessions = self.per_session.lock().map_err(|err| ApiError::internal("locking observe counts", err))?;
+        let count = sessions.entry(session_tag.to_owned()).or_insert(0);
+        if *count >= self.max_per_session {
+            drop(sessions);
+            self.held.fetch_sub(1, Ordering::SeqCst);
+            return Err(ApiError::new(ErrorCode::TooManyObserves, "at most 4 observes at once per session"));
+        }
+        *count += 1;
+        self.gauge.inc();
+        Ok(Slot { slots: Arc::clone(self), session_tag: session_tag.to_owned() })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.slots.per_session.lock() {
+            if let Some(count) = sessions.get_mut(&self.session_tag) {
+                *count -= 1;
+                if *count == 0 {
+                    sessions.remove(&self.session_tag);
+                }
+            }
+        }
+        self.slots.held.fetch_sub(1, Ordering::SeqCst);
+        self.slots.gauge.dec();
+    }
+}
+
+/// A started comet: its state, readiness and background tasks.
+pub struct Comet {
+    /// The state to build the router from.
+    pub state: CometState,
+    /// Up once the feed consumes and the occupants mirror has loaded.
+    pub ready: Vec<Arc<AtomicBool>>,
+    /// Feed, mirror, presence flusher and room sweeper; they end on shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the stream and the occupants bucket (waiting for NATS), then starts the feed.
+///
+/// # Errors
+/// When `shutdown` fires before NATS answers.
+pub async fn start(
+    config: CometConfig,
+    client: async_nats::Client,
+    secret: &[u8],
+    retention: Duration,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Comet> {
+    let js = nats::jetstream(client.clone());
+    let (mut stream, occupants, presence_bucket) = nats::retry("comet setup", &shutdown, || async {
+        Ok((
+            nats::ensure_events_stream(&js, retention).await?,
+            nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
+            nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
+        ))
+    })
+    .await?;
+    let newest = stream.info().await?.state.last_sequence;
+    let metrics = CometMetrics::register(metrics);
+    let hub = Arc::new(Hub::new(config.room_buffer, newest));
+    let (occupants_mirror, mirror_task) = KvMirror::spawn(occupants.clone(), shutdown.clone());
+    let feed_ready = Arc::new(AtomicBool::new(false));
+    let presence = Arc::new(Presence::default());
+    let state = CometState {
+        slots: Arc::new(Slots::new(&config, metrics.held.clone())),
+        config: Arc::new(config),
+        hub: Arc::clone(&hub),
+        stream: stream.clone(),
+        occupants,
+        occupants_mirror: Arc::clone(&occupants_mirror),
+        tickets: TicketKey::new(secret),
+        presence: Arc::clone(&presence),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    };
+    let feed = tokio::spawn(crate::feed::follow(
+        stream,
+        client,
+        Arc::clone(&hub),
+        Arc::clone(&feed_ready),
+        metrics,
+        shutdown.clone(),
+    ));
+    let flush_every = state.config.presence_flush;
+    let flusher_shutdown = shutdown.clone();
+    let flusher = tokio::spawn(async move { presence.flush_forever(presence_bucket, flush_every, flusher_shutdown).await });
+    let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
+    Ok(Comet {
+        state,
+        ready: vec![feed_ready, occupants_mirror.ready_flag()],
+        tasks: vec![feed, mirror_task, flusher, sweeper],
+    })
+}
+
+async fn sweep_forever(hub: Arc<Hub>, idle: Duration, shutdown: CancellationToken) {
+    let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => { hub.sweep(idle); }
+        }
+    }
+}
