@@ -14,6 +14,13 @@ pub struct CommonArgs {
     /// NATS server URL (for `dev`, omit it to start a private nats-server).
     #[arg(long = "nats", env = "LINGR_NATS_URL")]
     pub nats_url: Option<String>,
+    /// History database: `postgres://…` or `sqlite://…` (for `dev`, default
+    /// `sqlite://<data-dir>/history.db`).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// How long the event stream keeps events, in seconds (history keeps them for good).
+    #[arg(long, env = "LINGR_RETENTION", default_value = "604800", value_parser = parse_seconds)]
+    pub retention: std::time::Duration,
     /// Directory for local state (`dev`: NATS storage, SQLite, the generated secret).
     #[arg(long, env = "LINGR_DATA_DIR", default_value = "./.lingr")]
     pub data_dir: PathBuf,

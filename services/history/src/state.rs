@@ -1,0 +1,66 @@
+//! History's shared handles and startup.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use lingr_platform::metrics::Metrics;
+use lingr_platform::nats;
+use lingr_proto::subjects;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// The handles the handler shares.
+#[derive(Clone)]
+pub struct HistoryState {
+    /// The database.
+    pub store: Store,
+    /// Rooms that exist (for 404 on an unknown room).
+    pub rooms: kv::Store,
+}
+
+/// A started history: its state, readiness and background tasks.
+pub struct History {
+    /// The state to build the router from.
+    pub state: HistoryState,
+    /// Up once the consumer is consuming.
+    pub ready: Vec<Arc<AtomicBool>>,
+    /// The consumer and the recent-messages responder; they end on shutdown.
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// Connects the database (migrating it), waits for NATS, and starts persisting.
+///
+/// # Errors
+/// When the database cannot be reached, or `shutdown` fires before NATS answers.
+pub async fn start(
+    database_url: &str,
+    client: async_nats::Client,
+    retention: Duration,
+    metrics: &Metrics,
+    shutdown: CancellationToken,
+) -> anyhow::Result<History> {
+    let store = Store::connect(database_url).await?;
+    let js = nats::jetstream(client.clone());
+    let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
+        Ok((
+            nats::ensure_events_stream(&js, retention).await?,
+            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
+        ))
+    })
+    .await?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let stored = metrics.counter("lingr_history_events_stored_total", "Events written to SQL (including redeliveries ignored).");
+    let persist = tokio::spawn(crate::persist::persist_forever(
+        stream.clone(),
+        store.clone(),
+        Arc::clone(&ready),
+        stored,
+        shutdown.clone(),
+    ));
+    let recent = tokio::spawn(crate::recent::serve_forever(client, stream, store.clone(), shutdown));
+    Ok(History { state: HistoryState { store, rooms }, ready: vec![ready], tasks: vec![persist, recent] })
+}

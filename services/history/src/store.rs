@@ -1,0 +1,174 @@
+//! The SQL side of history: one `events` table on PostgreSQL or SQLite, through sqlx's `Any`
+//! driver so both run the same statements. Migrations are embedded and run at start.
+
+use std::str::FromStr as _;
+
+use anyhow::Context as _;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Row as _};
+
+/// An event ready to store.
+#[derive(Debug, Clone)]
+pub struct Row {
+    /// The stream sequence.
+    pub counter: u64,
+    /// The room id.
+    pub room: String,
+    /// `message`, `enter`, `exit` or `nickname`.
+    pub kind: String,
+    /// The event's JSON, counter included.
+    pub body: String,
+}
+
+/// Which way to page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// The newest events before a counter (or the newest of all).
+    Before(Option<u64>),
+    /// The oldest events after a counter.
+    After(u64),
+}
+
+/// The history database.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+}
+
+impl Store {
+    /// Connects to `url` (`postgres://…` or `sqlite://…`, created if missing) and migrates.
+    ///
+    /// # Errors
+    /// When the database cannot be reached or migrated.
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        sqlx::any::install_default_drivers();
+        let sqlite = url.starts_with("sqlite:");
+        let url = if sqlite && !url.contains("mode=") {
+            format!("{url}{}mode=rwc", if url.contains('?') { '&' } else { '?' })
+        } else {
+            url.to_owned()
+        };
+        let options = AnyConnectOptions::from_str(&url).context("parsing the database URL")?;
+        let pool = AnyPoolOptions::new()
+            // One writer for SQLite: it serialises writes anyway, and one connection never
+            // meets a locked database.
+            .max_connections(if sqlite { 1 } else { 8 })
+            .acquire_timeout(std::time::Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .context("connecting to the history database")?;
+        if sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.context("enabling WAL")?;
+        }
+        sqlx::migrate!("./migrations").run(&pool).await.context("migrating the history database")?;
+        Ok(Self { pool })
+    }
+
+    /// Stores rows in one transaction; rows already stored are left as they are.
+    ///
+    /// # Errors
+    /// When the transaction fails; then none of the rows is stored by it.
+    pub async fn insert(&self, rows: &[Row]) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        for row in rows {
+            sqlx::query(
+                "INSERT INTO events (counter, room, kind, body) VALUES ($1, $2, $3, $4) ON CONFLICT (counter) DO NOTHING",
+            )
+            .bind(to_i64(row.counter))
+            .bind(&row.room)
+            .bind(&row.kind)
+            .bind(&row.body)
+            .execute(&mut *tx)
+            .await
+            .context("inserting an event")?;
+        }
+        tx.commit().await.context("committing events")
+    }
+
+    /// Up to `limit` event bodies of `room` in the direction of `page`, oldest first, and
+    /// whether more lie that way.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn page(&self, room: &str, page: Page, limit: usize) -> anyhow::Result<(Vec<String>, bool)> {
+        let fetch = to_i64(limit as u64 + 1);
+        let rows = match page {
+            Page::Before(before) => {
+                sqlx::query("SELECT body FROM events WHERE room = $1 AND counter < $2 ORDER BY counter DESC LIMIT $3")
+                    .bind(room)
+                    .bind(before.map_or(i64::MAX, to_i64))
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+            Page::After(after) => {
+                sqlx::query("SELECT body FROM events WHERE room = $1 AND counter > $2 ORDER BY counter ASC LIMIT $3")
+                    .bind(room)
+                    .bind(to_i64(after))
+                    .bind(fetch)
+                    .fetch_all(&self.pool)
+                    .await
+            }
+        }
+        .context("reading a page of events")?;
+        let has_more = rows.len() > limit;
+        let mut bodies = rows
+            .into_iter()
+            .take(limit)
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading event bodies")?;
+        if matches!(page, Page::Before(_)) {
+            bodies.reverse();
+        }
+        Ok((bodies, has_more))
+    }
+
+    /// The last `limit` message events of `room` before `before`, oldest first.
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn recent_messages(&self, room: &str, before: u64, limit: usize) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT body FROM events WHERE room = $1 AND kind = 'message' AND counter < $2 ORDER BY counter DESC LIMIT $3",
+        )
+        .bind(room)
+        .bind(to_i64(before))
+        .bind(to_i64(limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading recent messages")?;
+        let mut bodies = rows
+            .into_iter()
+            .map(|row| row.try_get::<String, _>(0))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading message bodies")?;
+        bodies.reverse();
+        Ok(bodies)
+    }
+
+    /// Every stored counter of `room`, in order (for checks and tests).
+    ///
+    /// # Errors
+    /// When the query fails.
+    pub async fn counters(&self, room: &str) -> anyhow::Result<Vec<u64>> {
+        let rows = sqlx::query("SELECT counter FROM events WHERE room = $1 ORDER BY counter")
+            .bind(room)
+            .fetch_all(&self.pool)
+            .await
+            .context("reading counters")?;
+        rows.into_iter()
+            .map(|row| row.try_get::<i64, _>(0).map(|c| u64::try_from(c).unwrap_or(0)))
+            .collect::<Result<Vec<_>, _>>()
+            .context("reading counters")
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
