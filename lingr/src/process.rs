@@ -1,0 +1,110 @@
+//! One process, any set of roles: connect NATS, start each role, merge their routes on one
+//! listener with the health and metrics routes, and serve until shutdown. On shutdown the
+//! process turns not-ready at once, held observes are answered, and background tasks end.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use lingr_api::ApiConfig;
+use lingr_comet::CometConfig;
+use lingr_platform::config::{secret_or_generate, CommonArgs};
+use lingr_platform::http::{self, Health};
+use lingr_platform::metrics::Metrics;
+use lingr_platform::nats;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long open requests may take to finish after shutdown starts.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Which roles a process runs.
+#[derive(Debug, Clone, Default)]
+pub struct Roles {
+    /// The api, with its flags.
+    pub api: Option<ApiConfig>,
+    /// The comet, with its flags.
+    pub comet: Option<CometConfig>,
+    /// Whether to run history.
+    pub history: bool,
+}
+
+/// What a process needs besides its roles.
+#[derive(Debug, Clone)]
+pub struct Backing {
+    /// The NATS URL.
+    pub nats_url: String,
+    /// The history database URL (required when history runs).
+    pub database: Option<String>,
+    /// The ticket secret.
+    pub secret: Vec<u8>,
+    /// How long the stream keeps events.
+    pub retention: Duration,
+}
+
+/// Runs `roles` as configured by the common flags: binds `--listen` and serves.
+///
+/// # Errors
+/// When a required flag is missing, the port cannot be bound, or setup fails.
+pub async fn run_role(common: CommonArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let nats_url = common.nats_url.clone().context("--nats (LINGR_NATS_URL) is required for this role")?;
+    let needs_secret = roles.api.is_some() || roles.comet.is_some();
+    let secret = if needs_secret { secret_or_generate(common.secret.as_deref(), &common.data_dir, false)? } else { Vec::new() };
+    if roles.history && common.database.is_none() {
+        anyhow::bail!("--database (DATABASE_URL) is required for history");
+    }
+    let listener = TcpListener::bind(common.listen).await.with_context(|| format!("binding {}", common.listen))?;
+    tracing::info!(listen = %common.listen, "serving");
+    let backing = Backing { nats_url, database: common.database, secret, retention: common.retention };
+    serve(&backing, roles, listener, shutdown).await
+}
+
+/// Starts `roles` against `backing` and serves them on `listener` until `shutdown` fires.
+///
+/// # Errors
+/// When setup fails (shutdown before NATS answers, database unreachable) or serving fails.
+pub async fn serve(backing: &Backing, roles: Roles, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let metrics = Metrics::default();
+    let client = nats::connect(&backing.nats_url, "lingr").await?;
+    let mut health = Health::default().require_nats(client.clone());
+    let mut router = Router::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    if let Some(config) = roles.api {
+        let api = lingr_api::state::start(config, client.clone(), &backing.secret, backing.retention, &metrics, shutdown.clone()).await?;
+        health = api.ready.into_iter().fold(health, Health::require);
+        router = router.merge(lingr_api::router(api.state));
+        tasks.extend(api.tasks);
+    }
+    if let Some(config) = roles.comet {
+        let comet = lingr_comet::state::start(config, client.clone(), &backing.secret, backing.retention, &metrics, shutdown.clone()).await?;
+        health = comet.ready.into_iter().fold(health, Health::require);
+        router = router.merge(lingr_comet::router(comet.state));
+        tasks.extend(comet.tasks);
+    }
+    if roles.history {
+        let database = backing.database.as_deref().context("history needs a database URL")?;
+        let history = lingr_history::state::start(database, client.clone(), backing.retention, &metrics, shutdown.clone()).await?;
+        health = history.ready.into_iter().fold(health, Health::require);
+        router = router.merge(lingr_history::router(history.state));
+        tasks.extend(history.tasks);
+    }
+    let draining = health.clone();
+    let drain_watch = shutdown.clone();
+    tokio::spawn(async move {
+        drain_watch.cancelled().await;
+        draining.set_draining();
+    });
+    let app = http::app(router, health, metrics);
+    let served = lingr_platform::shutdown::serve(listener, app, shutdown.clone(), GRACE).await;
+    shutdown.cancel();
+    for task in tasks {
+        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+            tracing::warn!("a background task did not stop in time");
+        }
+    }
+    if let Err(err) = client.flush().await {
+        tracing::debug!(error = %err, "flushing NATS on the way out failed");
+    }
+    served
+}
