@@ -10,7 +10,7 @@ pub mod dev;
 pub mod process;
 
 pub use cli::{Cli, Role};
-pub use process::{serve, Roles};
+pub use process::{serve, serve_owned, Backing, Roles};
 
 /// Runs the role the command line asks for until SIGINT or SIGTERM.
 ///

@@ -60,6 +60,14 @@ pub async fn run_role(common: CommonArgs, roles: Roles, shutdown: CancellationTo
     serve(&backing, roles, listener, shutdown).await
 }
 
+/// [`serve`] taking its arguments by value, for spawning.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_owned(backing: Backing, roles: Roles, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    serve(&backing, roles, listener, shutdown).await
+}
+
 /// Starts `roles` against `backing` and serves them on `listener` until `shutdown` fires.
 ///
 /// # Errors

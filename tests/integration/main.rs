@@ -1,1 +1,10 @@
-//! tests
+//! Lingr's integration tests: one binary, black-box over HTTP against a real nats-server per
+//! test, SQLite and PostgreSQL. See `support` for the harness.
+
+mod contract;
+mod guarantees;
+mod history;
+mod limits;
+mod presence;
+mod processes;
+mod support;

@@ -88,6 +88,7 @@ pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
         }
         if state.occupants_mirror.is_ready() && state.presence_mirror.is_ready() && state.sessions_mirror.is_ready() {
             reap_once(&state).await;
+            state.metrics.reaper_passes.inc();
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct ApiMetrics {
     pub presence_timeouts: Counter,
     /// Sessions expired by the reaper.
     pub sessions_expired: Counter,
+    /// Passes the reaper has completed.
+    pub reaper_passes: Counter,
 }
 
 impl ApiMetrics {
@@ -109,6 +111,7 @@ impl ApiMetrics {
             rate_limited: metrics.counter("lingr_api_rate_limited_total", "Says refused by the per-session rate limit."),
             presence_timeouts: metrics.counter("lingr_api_presence_timeouts_total", "Occupants that left by presence timeout."),
             sessions_expired: metrics.counter("lingr_api_sessions_expired_total", "Sessions expired unused."),
+            reaper_passes: metrics.counter("lingr_api_reaper_passes_total", "Passes of the presence and session reaper."),
         }
     }
 }

@@ -1,0 +1,140 @@
+//! Guarantee 5: presence is true. Silent occupants leave with `reason: timeout` exactly once
+//! even with several api replicas reaping; observing keeps an occupant and its session alive;
+//! sessions unused for the TTL expire. Timeouts are configured short; every wait is on a
+//! condition (events seen, reaper passes counted), never on the clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lingr_api::ApiConfig;
+use lingr_comet::CometConfig;
+use serde_json::Value;
+
+use crate::support::client::{events, Member};
+use crate::support::{api_only, comet_only, eventually, history_only, Client, Db, TestApp};
+
+fn quick_presence() -> ApiConfig {
+    ApiConfig {
+        presence_timeout: Duration::from_secs(1),
+        reap_interval: Duration::from_millis(100),
+        ..ApiConfig::default()
+    }
+}
+
+fn quick_flush() -> CometConfig {
+    CometConfig { presence_flush: Duration::from_millis(100), ..CometConfig::default() }
+}
+
+/// A metric's value from a server's `/metrics`.
+async fn metric(c: &Client, base: &str, name: &str) -> u64 {
+    let text = c.request(c.http().get(format!("{base}/metrics"))).await.body;
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
+
+/// Waits until every given api has completed `passes` more reaper passes.
+async fn reaper_passes(c: &Client, apis: &[String], passes: u64) {
+    let mut targets = Vec::new();
+    for base in apis {
+        targets.push(metric(c, base, "lingr_api_reaper_passes_total").await + passes);
+    }
+    for (base, target) in apis.iter().zip(targets) {
+        eventually("the reaper to run", Duration::from_secs(30), || async {
+            (metric(c, base, "lingr_api_reaper_passes_total").await >= target).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Events an observer has seen so far.
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// Observes in the background, collecting every event into `seen`, until `stop` is set.
+fn keep_observing(c: &Client, comet: String, member: &Member, stop: Arc<AtomicBool>, seen: Seen) -> tokio::task::JoinHandle<()> {
+    let (c, member) = (c.clone(), member.clone());
+    tokio::spawn(async move {
+        let mut counter = member.counter;
+        while !stop.load(Ordering::SeqCst) {
+            let answer = c.observe(&comet, &member, counter, 1).await.ok();
+            counter = answer["counter"].as_u64().expect("counter");
+            seen.lock().expect("lock").extend(events(&answer));
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
+    let app = TestApp::new(Db::Sqlite).await;
+    let apis = [app.start(api_only(quick_presence())).await, app.start(api_only(quick_presence())).await];
+    let comet = app.start(comet_only(quick_flush())).await;
+    let history = app.start(history_only()).await;
+    let api_bases: Vec<String> = apis.iter().map(|a| a.base()).collect();
+    let c = app.client.clone();
+
+    let watcher = c.join(&api_bases[0], "presence", "watcher").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Seen::default();
+    let observer = keep_observing(&c, comet.base(), &watcher, Arc::clone(&stop), Arc::clone(&seen));
+    let silent = c.join(&api_bases[1], "presence", "silent").await;
+
+    let exit_seen = eventually("the silent occupant to time out", Duration::from_secs(30), || async {
+        let page = c.messages(&history.base(), "presence", &[]).await.ok();
+        page["messages"].as_array()?.iter().find(|e| e["type"] == "exit").cloned()
+    })
+    .await;
+    assert_eq!(exit_seen["occupant_id"], silent.occupant_id.as_str());
+    assert_eq!(exit_seen["reason"], "timeout");
+    // Both reapers get many more chances to emit a second exit (20 passes = 2 timeouts).
+    reaper_passes(&c, &api_bases, 20).await;
+    let said = c.say_ok(&api_bases[0], &watcher, "still here").await;
+    eventually("the watcher to see its own message", Duration::from_secs(10), || async {
+        seen.lock().expect("lock").iter().any(|e| e["counter"] == said).then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    observer.await.expect("observer");
+    let seen = seen.lock().expect("lock").clone();
+    let exits: Vec<&Value> = seen.iter().filter(|e| e["type"] == "exit").collect();
+    assert_eq!(exits.len(), 1, "exactly one exit, for the silent occupant only: {exits:?}");
+    assert_eq!(exits[0]["occupant_id"], silent.occupant_id.as_str());
+    c.say(&api_bases[1], &silent, "too late").await.assert_error(401, "invalid_ticket");
+    for server in apis {
+        server.stop().await;
+    }
+    comet.stop().await;
+    history.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
+    let app = TestApp::new(Db::Sqlite).await;
+    let api = ApiConfig {
+        session_ttl: Duration::from_secs(1),
+        reap_interval: Duration::from_millis(100),
+        ..ApiConfig::default()
+    };
+    let server = app.start(crate::support::all_roles(api, quick_flush())).await;
+    let base = server.base();
+    let c = app.client.clone();
+
+    let idle = c.session(&base, Some("idle")).await;
+    let observer = c.join(&base, "ttl", "observer").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let observing = keep_observing(&c, base.clone(), &observer, Arc::clone(&stop), Seen::default());
+
+    eventually("the idle session to expire", Duration::from_secs(30), || async {
+        let answer = c.get(&base, "room/enter", &[("session", &idle), ("room", "ttl")]).await;
+        (answer.status == 401).then_some(())
+    })
+    .await;
+    // The observer has outlived the TTL several times over by now.
+    reaper_passes(&c, &[base.clone()], 30).await;
+    c.say_ok(&base, &observer, "observing kept my session").await;
+    stop.store(true, Ordering::SeqCst);
+    observing.await.expect("observer");
+    server.stop().await;
+    app.cleanup().await;
+}

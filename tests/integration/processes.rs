@@ -1,0 +1,176 @@
+//! The `lingr` binary as real processes: SIGTERM drains a comet (guarantee 7), the roles run
+//! as separate processes against one nats-server and PostgreSQL, and `lingr dev` runs
+//! everything on one port with its own nats-server, or says what to install.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::support::client::{counters, events};
+use crate::support::{api_only, eventually, lingr_binary, Db, TestApp, SECRET};
+
+/// A running `lingr` process.
+struct Process {
+    child: Child,
+    base: String,
+}
+
+impl Process {
+    /// Starts `lingr <args…> --listen 127.0.0.1:<free port>` and waits until it is ready.
+    async fn start(app: &TestApp, args: &[&str]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(lingr_binary())
+            .args(args)
+            .args(["--listen", &listen, "--nats", &app.nats_url(), "--secret", SECRET, "--database", &app.database_url])
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn lingr");
+        let base = format!("http://{listen}");
+        app.client.wait_ready(&base).await;
+        Self { child, base }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    async fn terminate(mut self) -> std::process::ExitStatus {
+        sigterm(&self.child).await;
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits after SIGTERM").expect("status")
+    }
+}
+
+async fn sigterm(child: &Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    assert!(status.success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[tokio::test]
+async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
+    let app = TestApp::new(Db::Sqlite).await;
+    let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
+    let comet = Process::start(&app, &["comet"]).await;
+    let c = app.client.clone();
+    let alice = c.join(&api.base(), "drain", "alice").await;
+    let held = {
+        let (c, base, alice) = (c.clone(), comet.base.clone(), alice.clone());
+        tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await })
+    };
+    eventually("the observe to be held", Duration::from_secs(10), || async {
+        let metrics = c.request(c.http().get(format!("{}/metrics", comet.base))).await.body;
+        metrics.contains("lingr_comet_held_observes 1").then_some(())
+    })
+    .await;
+    let status = comet.terminate().await;
+    assert!(status.success(), "a drained comet exits cleanly: {status}");
+    // The observe asked to be held for 60 s; it was answered by the drain, well before.
+    let answer = tokio::time::timeout(Duration::from_secs(20), held).await.expect("answered by the drain").expect("task").ok();
+    assert_eq!(answer["events"], json!([]));
+    assert_eq!(answer["counter"], alice.counter, "the counter is unchanged so the client re-observes elsewhere");
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn separate_api_two_comet_and_history_processes_run_the_service() {
+    let app = TestApp::new(Db::Postgres).await;
+    let api = Process::start(&app, &["api"]).await;
+    let comets = [Process::start(&app, &["comet"]).await, Process::start(&app, &["comet"]).await];
+    let history = Process::start(&app, &["history"]).await;
+    let c = &app.client;
+    let alice = c.join(&api.base, "procs", "alice").await;
+    let bob = c.join(&api.base, "procs", "bob").await;
+    let mut said = Vec::new();
+    for i in 0..6 {
+        said.push(c.say_ok(&api.base, &alice, &format!("p{i}")).await);
+    }
+    let mut seen = Vec::new();
+    let mut counter = bob.counter;
+    for turn in 0.. {
+        if seen.len() >= said.len() || turn > 50 {
+            break;
+        }
+        let answer = c.observe(&comets[turn % 2].base, &bob, counter, 5).await.ok();
+        seen.extend(counters(&events(&answer)));
+        counter = answer["counter"].as_u64().expect("counter");
+    }
+    assert_eq!(seen, said, "bob sees every message once, in order, across both comets");
+    eventually("history to hold the conversation", Duration::from_secs(20), || async {
+        let page = c.messages(&history.base, "procs", &[]).await.ok();
+        (counters(page["messages"].as_array()?).len() == 2 + said.len()).then_some(())
+    })
+    .await;
+    for process in [api, history] {
+        assert!(process.terminate().await.success());
+    }
+    for comet in comets {
+        assert!(comet.terminate().await.success());
+    }
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn dev_without_nats_server_on_path_says_what_to_install() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(lingr_binary())
+        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .env("PATH", dir.path())
+        .output()
+        .await
+        .expect("run lingr dev");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("nats-server was not found") && stderr.contains("apt-get install nats-server"), "{stderr}");
+}
+
+#[tokio::test]
+async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let port = free_port();
+    let mut child = Command::new(lingr_binary())
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lingr dev");
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let banner = stdout.next_line().await.expect("read").expect("banner line");
+    let nats_port: u16 = banner
+        .split("NATS nats://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|ch: char| !ch.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("banner names the NATS port: {banner}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let c = crate::support::Client::new();
+    c.wait_ready(&base).await;
+    let alice = c.join(&base, "dev", "alice").await;
+    let said = c.say_ok(&base, &alice, "hello from dev").await;
+    assert_eq!(counters(&events(&c.observe(&base, &alice, alice.counter, 5).await.ok())), [said]);
+    eventually("history in SQLite", Duration::from_secs(20), || async {
+        let page = c.messages(&base, "dev", &[]).await.ok();
+        (page["messages"].as_array()?.len() == 2).then_some(())
+    })
+    .await;
+    assert!(dir.path().join("history.db").exists());
+    assert!(dir.path().join("secret").exists());
+
+    sigterm(&child).await;
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").expect("status");
+    assert!(status.success(), "{status}");
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", nats_port)).await.is_err(),
+        "the private nats-server stops with lingr dev"
+    );
+}

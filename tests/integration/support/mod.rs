@@ -1,0 +1,217 @@
+//! The test harness: a real nats-server per test, a fresh PostgreSQL database or SQLite file,
+//! Lingr roles started in-process on `127.0.0.1:0` (or as real `lingr` processes), and a typed
+//! HTTP client so test bodies read as what a user does.
+
+pub mod client;
+pub mod waits;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lingr::dev::NatsServer;
+use lingr::process::Backing;
+use lingr_api::ApiConfig;
+use lingr_comet::CometConfig;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use client::Client;
+pub use lingr::process::Roles;
+pub use waits::eventually;
+
+/// The secret every test process signs tickets with.
+pub const SECRET: &str = "integration-test-secret-0123456789";
+
+/// Which database history uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file in the test's temp dir.
+    Sqlite,
+    /// A fresh database on the PostgreSQL server.
+    Postgres,
+}
+
+/// A running in-process role set.
+pub struct Running {
+    /// Its address.
+    pub addr: SocketAddr,
+    token: CancellationToken,
+    handle: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// The base URL.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Shuts it down as SIGTERM would, and waits for it to finish.
+    pub async fn stop(self) {
+        self.token.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
+    }
+
+    /// Kills it: every task it runs stops where it is, nothing is flushed.
+    pub async fn kill(self) {
+        self.token.cancel();
+        self.handle.abort();
+        let _ = self.handle.await;
+    }
+}
+
+/// One test's world: NATS, a database and the processes started against them.
+pub struct TestApp {
+    /// The nats-server (None while a test has it stopped).
+    pub nats: Option<NatsServer>,
+    nats_port: u16,
+    /// The history database URL.
+    pub database_url: String,
+    postgres_name: Option<String>,
+    /// The temp dir holding NATS storage and SQLite.
+    pub dir: TempDir,
+    /// HTTP client.
+    pub client: Client,
+    /// Retention of the event stream.
+    pub retention: Duration,
+}
+
+impl TestApp {
+    /// NATS and a database, with no roles started yet.
+    pub async fn new(db: Db) -> Self {
+        Self::with_retention(db, Duration::from_secs(3600)).await
+    }
+
+    /// Like [`TestApp::new`] with a given stream retention.
+    pub async fn with_retention(db: Db, retention: Duration) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let nats = NatsServer::start(&dir.path().join("nats"), None).await.expect("nats-server starts (is it installed?)");
+        let (database_url, postgres_name) = match db {
+            Db::Sqlite => (format!("sqlite://{}", dir.path().join("history.db").display()), None),
+            Db::Postgres => {
+                let (url, name) = create_postgres_database().await;
+                (url, Some(name))
+            }
+        };
+        Self {
+            nats_port: nats.port(),
+            nats: Some(nats),
+            database_url,
+            postgres_name,
+            dir,
+            client: Client::new(),
+            retention,
+        }
+    }
+
+    /// The NATS URL.
+    pub fn nats_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.nats_port)
+    }
+
+    /// A NATS client for looking at the stream directly.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats_url()).await.expect("connect to NATS");
+        async_nats::jetstream::new(client)
+    }
+
+    /// Starts `roles` in-process on a free port.
+    pub async fn start(&self, roles: Roles) -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let backing = Backing {
+            nats_url: self.nats_url(),
+            database: Some(self.database_url.clone()),
+            secret: SECRET.as_bytes().to_vec(),
+            retention: self.retention,
+        };
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(lingr::serve_owned(backing, roles, listener, token.clone()));
+        let running = Running { addr, token, handle };
+        self.client.wait_ready(&running.base()).await;
+        running
+    }
+
+    /// All roles in one process, default settings.
+    pub async fn start_all(&self) -> Running {
+        self.start(all_roles(ApiConfig::default(), CometConfig::default())).await
+    }
+
+    /// Kills the nats-server (SIGKILL).
+    pub async fn kill_nats(&mut self) {
+        if let Some(nats) = self.nats.take() {
+            nats.kill().await;
+        }
+    }
+
+    /// Starts the nats-server again on the same port with the same storage.
+    pub async fn restart_nats(&mut self) {
+        let store = self.dir.path().join("nats");
+        self.nats = Some(NatsServer::start(&store, Some(self.nats_port)).await.expect("nats-server restarts"));
+    }
+
+    /// Drops the PostgreSQL database, if any.
+    pub async fn cleanup(self) {
+        if let Some(name) = &self.postgres_name {
+            drop_postgres_database(name).await;
+        }
+    }
+}
+
+/// Every role, with the given settings.
+pub fn all_roles(api: ApiConfig, comet: CometConfig) -> Roles {
+    Roles { api: Some(api), comet: Some(comet), history: true }
+}
+
+/// Just the api.
+pub fn api_only(api: ApiConfig) -> Roles {
+    Roles { api: Some(api), ..Roles::default() }
+}
+
+/// Just a comet.
+pub fn comet_only(comet: CometConfig) -> Roles {
+    Roles { comet: Some(comet), ..Roles::default() }
+}
+
+/// Just history.
+pub fn history_only() -> Roles {
+    Roles { history: true, ..Roles::default() }
+}
+
+/// The PostgreSQL server tests use: `LINGR_TEST_POSTGRES` or the local one.
+fn postgres_admin_url() -> String {
+    std::env::var("LINGR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+async fn create_postgres_database() -> (String, String) {
+    use sqlx::Connection as _;
+    let admin = postgres_admin_url();
+    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL answers (see README: tests need one)");
+    let mut random = [0u8; 8];
+    lingr_platform::config::random_bytes(&mut random).expect("random");
+    let name = format!("lingr_test_{}", lingr_proto::values::hex(&random));
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base).to_owned();
+    (format!("{base}/{name}"), name)
+}
+
+async fn drop_postgres_database(name: &str) {
+    use sqlx::Connection as _;
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+    }
+}
+
+/// The `lingr` binary, built by the test command before the tests run.
+pub fn lingr_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("LINGR_BIN") {
+        return PathBuf::from(path);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
+    let path = target.join("debug/lingr");
+    assert!(path.exists(), "{} is missing: run `cargo build -p lingr` first (the README's test command does)", path.display());
+    path
+}
