@@ -69,6 +69,9 @@ where
 
 /// Creates or updates the event stream with the given retention.
 ///
+/// JetStream refuses a duplicate window longer than the stream's max age, so a retention
+/// under two minutes shortens the idempotency window to the retention.
+///
 /// # Errors
 /// When JetStream refuses or does not answer.
 pub async fn ensure_events_stream(js: &jetstream::Context, retention: Duration) -> anyhow::Result<stream::Stream> {
@@ -76,7 +79,7 @@ pub async fn ensure_events_stream(js: &jetstream::Context, retention: Duration) 
         name: subjects::EVENTS_STREAM.to_owned(),
         subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
         max_age: retention,
-        duplicate_window: DUPLICATE_WINDOW,
+        duplicate_window: DUPLICATE_WINDOW.min(retention),
         storage: stream::StorageType::File,
         allow_direct: true,
         discard: stream::DiscardPolicy::Old,

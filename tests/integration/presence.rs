@@ -125,11 +125,12 @@ async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
     let stop = Arc::new(AtomicBool::new(false));
     let observing = keep_observing(&c, base.clone(), &observer, Arc::clone(&stop), Seen::default());
 
-    eventually("the idle session to expire", Duration::from_secs(30), || async {
-        let answer = c.get(&base, "room/enter", &[("session", &idle), ("room", "ttl")]).await;
-        (answer.status == 401).then_some(())
+    // Any call would use the idle session, so wait on the reaper, not on the session itself.
+    eventually("the reaper to expire the idle session", Duration::from_secs(30), || async {
+        (metric(&c, &base, "lingr_api_sessions_expired_total").await >= 1).then_some(())
     })
     .await;
+    c.get(&base, "room/enter", &[("session", &idle), ("room", "ttl")]).await.assert_error(401, "invalid_session");
     // The observer has outlived the TTL several times over by now.
     reaper_passes(&c, &[base.clone()], 30).await;
     c.say_ok(&base, &observer, "observing kept my session").await;

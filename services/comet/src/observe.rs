@@ -70,7 +70,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             Collected::Events(_) => {}
             Collected::OlderThanBuffer(covered_after) => {
                 state.metrics.backfills.inc();
-                let events = backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS)
+                let mut events = backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS)
                     .await
                     .map_err(|err| match err {
                         BackfillError::Expired => ApiError::new(
@@ -79,6 +79,10 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                         ),
                         BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
                     })?;
+                // Continue into the buffer so one answer carries every event it can (up to 500).
+                if let Collected::Events(buffered) = room.collect(covered_after, OBSERVE_MAX_EVENTS - events.len()) {
+                    events.extend(buffered);
+                }
                 if !events.is_empty() {
                     state.metrics.answered.inc();
                     return Ok(answer(after, &events));

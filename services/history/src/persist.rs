@@ -28,7 +28,8 @@ pub fn consumer_config() -> pull::Config {
     pull::Config {
         durable_name: Some(subjects::HISTORY_CONSUMER.to_owned()),
         ack_policy: AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        // A batch commits in milliseconds; a replica that died holding one hands it on quickly.
+        ack_wait: Duration::from_secs(5),
         max_ack_pending: 20_000,
         deliver_policy: DeliverPolicy::All,
         filter_subject: subjects::EVENTS_SUBJECTS.to_owned(),

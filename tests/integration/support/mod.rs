@@ -86,6 +86,7 @@ impl TestApp {
 
     /// Like [`TestApp::new`] with a given stream retention.
     pub async fn with_retention(db: Db, retention: Duration) -> Self {
+        lingr_platform::telemetry::init("test");
         let dir = tempfile::tempdir().expect("temp dir");
         let nats = NatsServer::start(&dir.path().join("nats"), None).await.expect("nats-server starts (is it installed?)");
         let (database_url, postgres_name) = match db {
