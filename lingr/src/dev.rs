@@ -39,12 +39,23 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
     let database = common
         .database
         .unwrap_or_else(|| format!("sqlite://{}", common.data_dir.join("history.db").display()));
-    let listener = TcpListener::bind(common.listen).await.with_context(|| format!("binding {}", common.listen))?;
+    let listener = TcpListener::bind(common.listen)
+        .await
+        .with_context(|| format!("binding {}", common.listen))?;
     let address = listener.local_addr()?;
     println!("Lingr is running at http://{address}/api/  (NATS {nats_url}, history {database})");
     println!("Try: curl 'http://{address}/api/session/create?nickname=alice'    Stop with Ctrl-C.");
-    let backing = Backing { nats_url, database: Some(database), secret, retention: common.retention };
-    let roles = Roles { api: Some(args.api), comet: Some(args.comet), history: true };
+    let backing = Backing {
+        nats_url,
+        database: Some(database),
+        secret,
+        retention: common.retention,
+    };
+    let roles = Roles {
+        api: Some(args.api),
+        comet: Some(args.comet),
+        history: true,
+    };
     let served = serve(&backing, roles, listener, shutdown).await;
     if let Some(server) = child {
         server.stop().await;
@@ -66,7 +77,8 @@ impl NatsServer {
     /// # Errors
     /// When nats-server is not installed (the message says how to install it) or exits early.
     pub async fn start(store_dir: &Path, port: Option<u16>) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(store_dir).with_context(|| format!("creating {}", store_dir.display()))?;
+        std::fs::create_dir_all(store_dir)
+            .with_context(|| format!("creating {}", store_dir.display()))?;
         let port_arg = port.map_or_else(|| "-1".to_owned(), |p| p.to_string());
         let spawned = Command::new("nats-server")
             .args(["-a", "127.0.0.1", "-p", &port_arg, "-js", "-sd"])
@@ -90,7 +102,11 @@ impl NatsServer {
         let ready = tokio::time::timeout(Duration::from_secs(15), async {
             while let Some(line) = lines.next_line().await? {
                 if let Some(address) = line.split("Listening for client connections on ").nth(1) {
-                    listening = address.trim().rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+                    listening = address
+                        .trim()
+                        .rsplit(':')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok());
                 }
                 if line.contains("Server is ready") {
                     return Ok::<bool, std::io::Error>(true);
@@ -102,7 +118,11 @@ impl NatsServer {
         // Keep draining its log so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         match (ready, listening) {
-            (Ok(Ok(true)), Some(port)) => Ok(Self { child, port, store_dir: store_dir.to_owned() }),
+            (Ok(Ok(true)), Some(port)) => Ok(Self {
+                child,
+                port,
+                store_dir: store_dir.to_owned(),
+            }),
             _ => {
                 let status = child.try_wait().ok().flatten();
                 anyhow::bail!("nats-server did not become ready (exit status: {status:?}); is the port taken?")
@@ -133,8 +153,14 @@ impl NatsServer {
     /// Stops it cleanly (SIGTERM, then SIGKILL after 5 s).
     pub async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-            if tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await.is_ok() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_ok()
+            {
                 return;
             }
         }

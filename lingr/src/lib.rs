@@ -21,15 +21,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.role {
         Role::Dev(args) => dev::run(args, shutdown).await,
         Role::Api(args) => {
-            let roles = Roles { api: Some(args.api), ..Roles::default() };
+            let roles = Roles {
+                api: Some(args.api),
+                ..Roles::default()
+            };
             process::run_role(args.common, roles, shutdown).await
         }
         Role::Comet(args) => {
-            let roles = Roles { comet: Some(args.comet), ..Roles::default() };
+            let roles = Roles {
+                comet: Some(args.comet),
+                ..Roles::default()
+            };
             process::run_role(args.common, roles, shutdown).await
         }
         Role::History(args) => {
-            let roles = Roles { history: true, ..Roles::default() };
+            let roles = Roles {
+                history: true,
+                ..Roles::default()
+            };
             process::run_role(args.common, roles, shutdown).await
         }
     }

@@ -5,7 +5,10 @@ use clap::Parser as _;
 fn main() -> std::process::ExitCode {
     let cli = lingr::Cli::parse();
     lingr_platform::telemetry::init(cli.role.name());
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("lingr: cannot start the async runtime: {err}");

@@ -47,16 +47,34 @@ pub struct Backing {
 ///
 /// # Errors
 /// When a required flag is missing, the port cannot be bound, or setup fails.
-pub async fn run_role(common: CommonArgs, roles: Roles, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let nats_url = common.nats_url.clone().context("--nats (LINGR_NATS_URL) is required for this role")?;
+pub async fn run_role(
+    common: CommonArgs,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let nats_url = common
+        .nats_url
+        .clone()
+        .context("--nats (LINGR_NATS_URL) is required for this role")?;
     let needs_secret = roles.api.is_some() || roles.comet.is_some();
-    let secret = if needs_secret { secret_or_generate(common.secret.as_deref(), &common.data_dir, false)? } else { Vec::new() };
+    let secret = if needs_secret {
+        secret_or_generate(common.secret.as_deref(), &common.data_dir, false)?
+    } else {
+        Vec::new()
+    };
     if roles.history && common.database.is_none() {
         anyhow::bail!("--database (DATABASE_URL) is required for history");
     }
-    let listener = TcpListener::bind(common.listen).await.with_context(|| format!("binding {}", common.listen))?;
+    let listener = TcpListener::bind(common.listen)
+        .await
+        .with_context(|| format!("binding {}", common.listen))?;
     tracing::info!(listen = %common.listen, "serving");
-    let backing = Backing { nats_url, database: common.database, secret, retention: common.retention };
+    let backing = Backing {
+        nats_url,
+        database: common.database,
+        secret,
+        retention: common.retention,
+    };
     serve(&backing, roles, listener, shutdown).await
 }
 
@@ -64,7 +82,12 @@ pub async fn run_role(common: CommonArgs, roles: Roles, shutdown: CancellationTo
 ///
 /// # Errors
 /// As [`serve`].
-pub async fn serve_owned(backing: Backing, roles: Roles, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve_owned(
+    backing: Backing,
+    roles: Roles,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     serve(&backing, roles, listener, shutdown).await
 }
 
@@ -72,27 +95,58 @@ pub async fn serve_owned(backing: Backing, roles: Roles, listener: TcpListener, 
 ///
 /// # Errors
 /// When setup fails (shutdown before NATS answers, database unreachable) or serving fails.
-pub async fn serve(backing: &Backing, roles: Roles, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn serve(
+    backing: &Backing,
+    roles: Roles,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let metrics = Metrics::default();
     let client = nats::connect(&backing.nats_url, "lingr").await?;
     let mut health = Health::default().require_nats(client.clone());
     let mut router = Router::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     if let Some(config) = roles.api {
-        let api = lingr_api::state::start(config, client.clone(), &backing.secret, backing.retention, &metrics, shutdown.clone()).await?;
+        let api = lingr_api::state::start(
+            config,
+            client.clone(),
+            &backing.secret,
+            backing.retention,
+            &metrics,
+            shutdown.clone(),
+        )
+        .await?;
         health = api.ready.into_iter().fold(health, Health::require);
         router = router.merge(lingr_api::router(api.state));
         tasks.extend(api.tasks);
     }
     if let Some(config) = roles.comet {
-        let comet = lingr_comet::state::start(config, client.clone(), &backing.secret, backing.retention, &metrics, shutdown.clone()).await?;
+        let comet = lingr_comet::state::start(
+            config,
+            client.clone(),
+            &backing.secret,
+            backing.retention,
+            &metrics,
+            shutdown.clone(),
+        )
+        .await?;
         health = comet.ready.into_iter().fold(health, Health::require);
         router = router.merge(lingr_comet::router(comet.state));
         tasks.extend(comet.tasks);
     }
     if roles.history {
-        let database = backing.database.as_deref().context("history needs a database URL")?;
-        let history = lingr_history::state::start(database, client.clone(), backing.retention, &metrics, shutdown.clone()).await?;
+        let database = backing
+            .database
+            .as_deref()
+            .context("history needs a database URL")?;
+        let history = lingr_history::state::start(
+            database,
+            client.clone(),
+            backing.retention,
+            &metrics,
+            shutdown.clone(),
+        )
+        .await?;
         health = history.ready.into_iter().fold(health, Health::require);
         router = router.merge(lingr_history::router(history.state));
         tasks.extend(history.tasks);
@@ -107,7 +161,10 @@ pub async fn serve(backing: &Backing, roles: Roles, listener: TcpListener, shutd
     let served = lingr_platform::shutdown::serve(listener, app, shutdown.clone(), GRACE).await;
     shutdown.cancel();
     for task in tasks {
-        if tokio::time::timeout(Duration::from_secs(5), task).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
             tracing::warn!("a background task did not stop in time");
         }
     }

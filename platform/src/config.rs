@@ -33,12 +33,22 @@ pub struct CommonArgs {
 ///
 /// # Errors
 /// When no secret is given and `generate` is false, or the data dir cannot be written.
-pub fn secret_or_generate(given: Option<&str>, data_dir: &Path, generate: bool) -> anyhow::Result<Vec<u8>> {
+pub fn secret_or_generate(
+    given: Option<&str>,
+    data_dir: &Path,
+    generate: bool,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = given {
-        anyhow::ensure!(secret.len() >= 16, "--secret must be at least 16 characters");
+        anyhow::ensure!(
+            secret.len() >= 16,
+            "--secret must be at least 16 characters"
+        );
         return Ok(secret.as_bytes().to_vec());
     }
-    anyhow::ensure!(generate, "--secret (LINGR_SECRET) is required for this role");
+    anyhow::ensure!(
+        generate,
+        "--secret (LINGR_SECRET) is required for this role"
+    );
     let path = data_dir.join("secret");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         if existing.trim().len() >= 16 {
@@ -69,6 +79,9 @@ pub fn random_bytes(out: &mut [u8]) -> anyhow::Result<()> {
 /// # Errors
 /// When the text is not a non-negative number.
 pub fn parse_seconds(raw: &str) -> Result<std::time::Duration, String> {
-    let secs: f64 = raw.parse().map_err(|_| format!("'{raw}' is not a number of seconds"))?;
-    std::time::Duration::try_from_secs_f64(secs).map_err(|_| format!("'{raw}' is not a valid duration"))
+    let secs: f64 = raw
+        .parse()
+        .map_err(|_| format!("'{raw}' is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("'{raw}' is not a valid duration"))
 }

@@ -34,7 +34,10 @@ async fn method_not_allowed() -> Reply {
 }
 
 async fn not_found() -> Reply {
-    Reply::error(Format::Json, &ApiError::new(ErrorCode::NotFound, "no such endpoint"))
+    Reply::error(
+        Format::Json,
+        &ApiError::new(ErrorCode::NotFound, "no such endpoint"),
+    )
 }
 
 /// Whether a process should get traffic: every role's readiness flag is up, it is not

@@ -18,7 +18,8 @@ impl Counter {
     }
     /// Adds `n`.
     pub fn add(&self, n: u64) {
-        self.0.fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
+        self.0
+            .fetch_add(i64::try_from(n).unwrap_or(i64::MAX), Ordering::Relaxed);
     }
     /// The current count.
     pub fn get(&self) -> i64 {
@@ -77,7 +78,12 @@ impl Metrics {
 
     fn register(&self, name: &str, help: &str, kind: &'static str, value: Arc<AtomicI64>) {
         if let Ok(mut series) = self.0.lock() {
-            series.push(Series { name: name.to_owned(), help: help.to_owned(), kind, value });
+            series.push(Series {
+                name: name.to_owned(),
+                help: help.to_owned(),
+                kind,
+                value,
+            });
         }
     }
 
@@ -106,6 +112,9 @@ mod tests {
         said.inc();
         said.add(2);
         let text = metrics.render();
-        assert!(text.contains("# TYPE lingr_says_total counter\nlingr_says_total 3\n"), "{text}");
+        assert!(
+            text.contains("# TYPE lingr_says_total counter\nlingr_says_total 3\n"),
+            "{text}"
+        );
     }
 }

@@ -103,7 +103,11 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
 
     async fn watch_once(&self, store: &kv::Store) -> anyhow::Result<()> {
         let state = store.status().await?.info.state;
-        let caught_up_at = if state.messages == 0 { 0 } else { state.last_sequence };
+        let caught_up_at = if state.messages == 0 {
+            0
+        } else {
+            state.last_sequence
+        };
         let mut watch = store.watch_with_history(">").await?;
         if caught_up_at == 0 {
             self.ready.store(true, Ordering::SeqCst);

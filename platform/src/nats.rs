@@ -48,7 +48,11 @@ pub fn jetstream(client: async_nats::Client) -> jetstream::Context {
 ///
 /// # Errors
 /// When `shutdown` fires first.
-pub async fn retry<T, F, Fut>(what: &str, shutdown: &CancellationToken, mut attempt: F) -> anyhow::Result<T>
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    shutdown: &CancellationToken,
+    mut attempt: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
@@ -74,7 +78,10 @@ where
 ///
 /// # Errors
 /// When JetStream refuses or does not answer.
-pub async fn ensure_events_stream(js: &jetstream::Context, retention: Duration) -> anyhow::Result<stream::Stream> {
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    retention: Duration,
+) -> anyhow::Result<stream::Stream> {
     let config = stream::Config {
         name: subjects::EVENTS_STREAM.to_owned(),
         subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
@@ -85,8 +92,12 @@ pub async fn ensure_events_stream(js: &jetstream::Context, retention: Duration) 
         discard: stream::DiscardPolicy::Old,
         ..Default::default()
     };
-    js.create_or_update_stream(config).await.context("creating the event stream")?;
-    js.get_stream(subjects::EVENTS_STREAM).await.context("opening the event stream")
+    js.create_or_update_stream(config)
+        .await
+        .context("creating the event stream")?;
+    js.get_stream(subjects::EVENTS_STREAM)
+        .await
+        .context("opening the event stream")
 }
 
 /// Creates (if needed) and opens a key-value bucket keeping one value per key.
@@ -95,7 +106,11 @@ pub async fn ensure_events_stream(js: &jetstream::Context, retention: Duration) 
 ///
 /// # Errors
 /// When JetStream refuses or does not answer.
-pub async fn ensure_bucket(js: &jetstream::Context, bucket: &str, max_age: Duration) -> anyhow::Result<kv::Store> {
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+    max_age: Duration,
+) -> anyhow::Result<kv::Store> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],

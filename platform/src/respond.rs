@@ -42,13 +42,19 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a code and a fixed detail.
     pub fn new(code: ErrorCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, detail: detail.into() }
+        Self {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// A backing service failed: logs the cause once, here, and answers 503 without it.
     pub fn unavailable(doing: &str, cause: impl std::fmt::Display) -> Self {
         tracing::warn!(error = %cause, "{doing} failed");
-        Self::new(ErrorCode::Unavailable, "a backing service is unavailable; retry shortly")
+        Self::new(
+            ErrorCode::Unavailable,
+            "a backing service is unavailable; retry shortly",
+        )
     }
 
     /// A fault of ours: logs the cause once, here, and answers 500 without it.
@@ -59,7 +65,10 @@ impl ApiError {
 
     /// A required parameter is absent.
     pub fn missing(name: &'static str) -> Self {
-        Self::new(ErrorCode::MissingParameter, format!("parameter '{name}' is required"))
+        Self::new(
+            ErrorCode::MissingParameter,
+            format!("parameter '{name}' is required"),
+        )
     }
 }
 
@@ -83,7 +92,10 @@ impl Params {
     /// Parameters from pairs, answered as JSON (for tests and internal callers).
     pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         Self {
-            values: pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
+            values: pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
             format: Format::Json,
             traceparent: None,
         }
@@ -91,7 +103,10 @@ impl Params {
 
     /// A parameter, if given and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.values
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// A required parameter.
@@ -110,7 +125,10 @@ impl Params {
         self.get(name)
             .map(|raw| {
                 raw.trim().parse::<u64>().map_err(|_| {
-                    ApiError::new(ErrorCode::InvalidParameter, format!("'{name}' must be a non-negative integer"))
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("'{name}' must be a non-negative integer"),
+                    )
                 })
             })
             .transpose()
@@ -119,7 +137,8 @@ impl Params {
     /// Answers with `value`'s fields after `"status":"ok"`, or with the error.
     pub fn reply<T: Serialize>(&self, result: Result<T, ApiError>) -> Reply {
         match result.and_then(|value| {
-            serde_json::to_vec(&value).map_err(|err| ApiError::internal("serializing an answer", err))
+            serde_json::to_vec(&value)
+                .map_err(|err| ApiError::internal("serializing an answer", err))
         }) {
             Ok(object) => Reply::ok_object(self.format.clone(), &object),
             Err(error) => Reply::error(self.format.clone(), &error),
@@ -134,7 +153,10 @@ fn invalid_body(detail: &'static str) -> Reply {
 fn too_large() -> Reply {
     Reply::error(
         Format::Json,
-        &ApiError::new(ErrorCode::BodyTooLarge, "request body must be at most 16384 bytes"),
+        &ApiError::new(
+            ErrorCode::BodyTooLarge,
+            "request body must be at most 16384 bytes",
+        ),
     )
 }
 
@@ -178,12 +200,17 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             }
         }
         let format = match values.get("callback").filter(|v| !v.is_empty()) {
-            Some(raw) => Format::Jsonp(Callback::parse(raw).map_err(|invalid| {
-                Reply::error(Format::Json, &ApiError::from(invalid))
-            })?),
+            Some(raw) => Format::Jsonp(
+                Callback::parse(raw)
+                    .map_err(|invalid| Reply::error(Format::Json, &ApiError::from(invalid)))?,
+            ),
             None => Format::Json,
         };
-        Ok(Self { values, format, traceparent })
+        Ok(Self {
+            values,
+            format,
+            traceparent,
+        })
     }
 }
 
@@ -202,7 +229,9 @@ fn json_params(body: &[u8]) -> Result<HashMap<String, String>, Reply> {
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::Bool(b) => b.to_string(),
             serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                return Err(invalid_body("JSON body values must be strings, numbers or booleans"))
+                return Err(invalid_body(
+                    "JSON body values must be strings, numbers or booleans",
+                ))
             }
         };
         params.insert(name, text);
@@ -230,7 +259,11 @@ impl Reply {
                 json.put_slice(&object[1..]);
             }
         }
-        Self { status: StatusCode::OK, format, json: json.freeze() }
+        Self {
+            status: StatusCode::OK,
+            format,
+            json: json.freeze(),
+        }
     }
 
     /// An error answer.
@@ -241,10 +274,22 @@ impl Reply {
             code: ErrorCode,
             detail: &'a str,
         }
-        let json = serde_json::to_vec(&Body { status: "error", code: error.code, detail: &error.detail })
-            .map_or_else(|_| Bytes::from_static(b"{\"status\":\"error\",\"code\":\"internal\"}"), Bytes::from);
-        let status = StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        Self { status, format, json }
+        let json = serde_json::to_vec(&Body {
+            status: "error",
+            code: error.code,
+            detail: &error.detail,
+        })
+        .map_or_else(
+            |_| Bytes::from_static(b"{\"status\":\"error\",\"code\":\"internal\"}"),
+            Bytes::from,
+        );
+        let status = StatusCode::from_u16(error.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        Self {
+            status,
+            format,
+            json,
+        }
     }
 }
 
@@ -253,20 +298,28 @@ impl IntoResponse for Reply {
         let (status, content_type, body) = match self.format {
             Format::Json => (self.status, "application/json", self.json),
             Format::Jsonp(callback) => {
-                let mut body = BytesMut::with_capacity(self.json.len() + callback.as_str().len() + 8);
+                let mut body =
+                    BytesMut::with_capacity(self.json.len() + callback.as_str().len() + 8);
                 body.put_slice(b"/**/");
                 body.put_slice(callback.as_str().as_bytes());
                 body.put_slice(b"(");
                 body.put_slice(&self.json);
                 body.put_slice(b");");
-                (StatusCode::OK, "application/javascript; charset=utf-8", body.freeze())
+                (
+                    StatusCode::OK,
+                    "application/javascript; charset=utf-8",
+                    body.freeze(),
+                )
             }
         };
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response
     }

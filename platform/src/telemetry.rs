@@ -13,7 +13,10 @@ pub fn init(service: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let result = if json {
-        tracing_subscriber::fmt().with_env_filter(filter).json().try_init()
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .json()
+            .try_init()
     } else {
         tracing_subscriber::fmt().with_env_filter(filter).try_init()
     };
@@ -39,7 +42,9 @@ pub fn child_traceparent(incoming: Option<&str>) -> String {
             let mut parts = tp.split('-');
             match (parts.next(), parts.next(), parts.next(), parts.next()) {
                 (Some("00"), Some(trace), Some(span), Some(_flags))
-                    if trace.len() == 32 && span.len() == 16 && trace.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                    if trace.len() == 32
+                        && span.len() == 16
+                        && trace.bytes().all(|b| b.is_ascii_hexdigit()) =>
                 {
                     Some(trace.to_ascii_lowercase())
                 }

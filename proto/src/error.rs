@@ -107,7 +107,11 @@ mod tests {
 
     #[test]
     fn serde_name_matches_as_str() {
-        for code in [ErrorCode::TooManyObserves, ErrorCode::CounterExpired, ErrorCode::InvalidBody] {
+        for code in [
+            ErrorCode::TooManyObserves,
+            ErrorCode::CounterExpired,
+            ErrorCode::InvalidBody,
+        ] {
             let json = serde_json::to_string(&code).expect("serializes");
             assert_eq!(json, format!("\"{}\"", code.as_str()));
         }

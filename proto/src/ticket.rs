@@ -60,9 +60,13 @@ impl TicketKey {
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse())?;
         hmac::verify(&self.0, body.as_bytes(), &signature).map_err(|_| refuse())?;
         let mut parts = body.split('.');
-        let (Some(room), Some(occupant), Some(tag), Some(kind), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some(room), Some(occupant), Some(tag), Some(kind), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(refuse());
         };
         Ok(Ticket {
@@ -79,8 +83,16 @@ impl TicketKey {
 
     /// A stable occupant id for a retried enter: the same session, room and idempotency id
     /// always give the same occupant, and nobody without the secret can predict it.
-    pub fn derive_occupant_id(&self, session_tag: &str, room: &RoomId, idempotent_id: &str) -> OccupantId {
-        let input = format!("occupant\0{session_tag}\0{}\0{idempotent_id}", room.as_str());
+    pub fn derive_occupant_id(
+        &self,
+        session_tag: &str,
+        room: &RoomId,
+        idempotent_id: &str,
+    ) -> OccupantId {
+        let input = format!(
+            "occupant\0{session_tag}\0{}\0{idempotent_id}",
+            room.as_str()
+        );
         let tag = hmac::sign(&self.0, input.as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&tag.as_ref()[..16]);

@@ -15,7 +15,10 @@ async fn a_conversation_works_end_to_end_over_get() {
 
     let alice = c.join(&base, "lobby", "alice").await;
     assert_eq!(alice.entered["room"]["id"], "lobby");
-    assert_eq!(alice.entered["room"]["occupants"], json!([{"id": alice.occupant_id, "nickname": "alice"}]));
+    assert_eq!(
+        alice.entered["room"]["occupants"],
+        json!([{"id": alice.occupant_id, "nickname": "alice"}])
+    );
     let said = c.say(&base, &alice, "hello").await.ok();
     assert_eq!(said["event"]["type"], "message");
     assert_eq!(said["event"]["text"], "hello");
@@ -26,29 +29,67 @@ async fn a_conversation_works_end_to_end_over_get() {
     assert!(said["counter"].as_u64() > Some(alice.counter));
 
     let bob = c.join(&base, "lobby", "bob").await;
-    let messages = bob.entered["room"]["messages"].as_array().expect("messages").clone();
-    assert_eq!(messages.len(), 1, "bob sees alice's message on enter: {messages:?}");
+    let messages = bob.entered["room"]["messages"]
+        .as_array()
+        .expect("messages")
+        .clone();
+    assert_eq!(
+        messages.len(),
+        1,
+        "bob sees alice's message on enter: {messages:?}"
+    );
     assert_eq!(messages[0]["text"], "hello");
-    let listed: Vec<&str> = bob.entered["room"]["occupants"].as_array().expect("occupants").iter().filter_map(|o| o["nickname"].as_str()).collect();
+    let listed: Vec<&str> = bob.entered["room"]["occupants"]
+        .as_array()
+        .expect("occupants")
+        .iter()
+        .filter_map(|o| o["nickname"].as_str())
+        .collect();
     assert_eq!(listed.len(), 2);
     assert!(listed.contains(&"alice") && listed.contains(&"bob"));
 
-    let seen = c.observe(&base, &alice, said["counter"].as_u64().expect("counter"), 5).await.ok();
+    let seen = c
+        .observe(&base, &alice, said["counter"].as_u64().expect("counter"), 5)
+        .await
+        .ok();
     let seen = events(&seen);
     assert_eq!(seen.len(), 1);
     assert_eq!(seen[0]["type"], "enter");
     assert_eq!(seen[0]["nickname"], "bob");
 
-    let renamed = c.get(&base, "room/set_nickname", &[("session", &bob.session), ("ticket", &bob.ticket), ("nickname", "robert")]).await.ok();
+    let renamed = c
+        .get(
+            &base,
+            "room/set_nickname",
+            &[
+                ("session", &bob.session),
+                ("ticket", &bob.ticket),
+                ("nickname", "robert"),
+            ],
+        )
+        .await
+        .ok();
     assert_eq!(renamed["event"]["type"], "nickname");
     assert_eq!(renamed["event"]["nickname"], "robert");
     assert_eq!(renamed["event"]["prev_nickname"], "bob");
 
-    let exited = c.get(&base, "room/exit", &[("session", &bob.session), ("ticket", &bob.ticket)]).await.ok();
+    let exited = c
+        .get(
+            &base,
+            "room/exit",
+            &[("session", &bob.session), ("ticket", &bob.ticket)],
+        )
+        .await
+        .ok();
     let exit_counter = exited["counter"].as_u64().expect("counter");
     let tail = c.observe(&base, &alice, bob.counter, 5).await.ok();
     let tail = events(&tail);
-    assert_eq!(tail.iter().map(|e| e["type"].as_str().unwrap_or("")).collect::<Vec<_>>(), ["nickname", "exit"]);
+    assert_eq!(
+        tail.iter()
+            .map(|e| e["type"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["nickname", "exit"]
+    );
     assert_eq!(tail[1]["reason"], "exit");
     assert_eq!(tail[1]["nickname"], "robert");
     assert_eq!(tail[1]["counter"], exit_counter);
@@ -66,27 +107,99 @@ async fn every_endpoint_takes_json_and_form_posts() {
     let base = server.base();
     let c = &app.client;
 
-    let session = c.post_json(&base, "session/create", &json!({"nickname": "carol"})).await.ok()["session"].as_str().expect("session").to_owned();
-    let entered = c.post_form(&base, "room/enter", &[("session", &session), ("room", "forms")]).await.ok();
+    let session = c
+        .post_json(&base, "session/create", &json!({"nickname": "carol"}))
+        .await
+        .ok()["session"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    let entered = c
+        .post_form(
+            &base,
+            "room/enter",
+            &[("session", &session), ("room", "forms")],
+        )
+        .await
+        .ok();
     let ticket = entered["ticket"].as_str().expect("ticket").to_owned();
     let counter = entered["counter"].as_u64().expect("counter");
-    let said = c.post_json(&base, "room/say", &json!({"session": session, "ticket": ticket, "message": "via json"})).await.ok();
-    let said_form = c.post_form(&base, "room/say", &[("session", &session), ("ticket", &ticket), ("message", "via form")]).await.ok();
+    let said = c
+        .post_json(
+            &base,
+            "room/say",
+            &json!({"session": session, "ticket": ticket, "message": "via json"}),
+        )
+        .await
+        .ok();
+    let said_form = c
+        .post_form(
+            &base,
+            "room/say",
+            &[
+                ("session", &session),
+                ("ticket", &ticket),
+                ("message", "via form"),
+            ],
+        )
+        .await
+        .ok();
     assert_eq!(said["event"]["text"], "via json");
     assert_eq!(said_form["event"]["text"], "via form");
-    let observed = c.post_json(&base, "room/observe", &json!({"session": session, "ticket": ticket, "counter": counter, "timeout": 5})).await.ok();
-    assert_eq!(counters(&events(&observed)), [said["counter"].as_u64().expect("c"), said_form["counter"].as_u64().expect("c")]);
-    let renamed = c.post_form(&base, "room/set_nickname", &[("session", &session), ("ticket", &ticket), ("nickname", "caroline")]).await.ok();
+    let observed = c
+        .post_json(
+            &base,
+            "room/observe",
+            &json!({"session": session, "ticket": ticket, "counter": counter, "timeout": 5}),
+        )
+        .await
+        .ok();
+    assert_eq!(
+        counters(&events(&observed)),
+        [
+            said["counter"].as_u64().expect("c"),
+            said_form["counter"].as_u64().expect("c")
+        ]
+    );
+    let renamed = c
+        .post_form(
+            &base,
+            "room/set_nickname",
+            &[
+                ("session", &session),
+                ("ticket", &ticket),
+                ("nickname", "caroline"),
+            ],
+        )
+        .await
+        .ok();
     assert_eq!(renamed["event"]["prev_nickname"], "carol");
-    let history = crate::support::eventually("history to hold both messages", std::time::Duration::from_secs(10), || async {
-        let page = c.post_json(&base, "room/get_messages", &json!({"room": "forms"})).await.ok();
-        (page["messages"].as_array().map_or(0, Vec::len) >= 4).then_some(page)
-    })
+    let history = crate::support::eventually(
+        "history to hold both messages",
+        std::time::Duration::from_secs(10),
+        || async {
+            let page = c
+                .post_json(&base, "room/get_messages", &json!({"room": "forms"}))
+                .await
+                .ok();
+            (page["messages"].as_array().map_or(0, Vec::len) >= 4).then_some(page)
+        },
+    )
     .await;
     assert_eq!(history["has_more"], false);
-    c.post_form(&base, "room/exit", &[("session", &session), ("ticket", &ticket)]).await.ok();
-    c.post_json(&base, "session/destroy", &json!({"session": session})).await.ok();
-    c.post_json(&base, "session/destroy", &json!({"session": session})).await.assert_error(401, "invalid_session");
+    c.post_form(
+        &base,
+        "room/exit",
+        &[("session", &session), ("ticket", &ticket)],
+    )
+    .await
+    .ok();
+    c.post_json(&base, "session/destroy", &json!({"session": session}))
+        .await
+        .ok();
+    c.post_json(&base, "session/destroy", &json!({"session": session}))
+        .await
+        .assert_error(401, "invalid_session");
     server.stop().await;
     app.cleanup().await;
 }
@@ -98,18 +211,43 @@ async fn jsonp_wraps_answers_and_errors_as_script_with_status_200() {
     let base = server.base();
     let c = &app.client;
 
-    let created = c.get(&base, "session/create", &[("nickname", "dave"), ("callback", "Lingr.cb_1")]).await;
+    let created = c
+        .get(
+            &base,
+            "session/create",
+            &[("nickname", "dave"), ("callback", "Lingr.cb_1")],
+        )
+        .await;
     assert_eq!(created.status, 200);
-    assert_eq!(created.header("content-type"), Some("application/javascript; charset=utf-8"));
+    assert_eq!(
+        created.header("content-type"),
+        Some("application/javascript; charset=utf-8")
+    );
     assert_eq!(created.header("x-content-type-options"), Some("nosniff"));
-    let inner = created.body.strip_prefix("/**/Lingr.cb_1(").and_then(|b| b.strip_suffix(");")).expect("JSONP shape");
+    let inner = created
+        .body
+        .strip_prefix("/**/Lingr.cb_1(")
+        .and_then(|b| b.strip_suffix(");"))
+        .expect("JSONP shape");
     let inner: serde_json::Value = serde_json::from_str(inner).expect("JSON inside");
     assert_eq!(inner["status"], "ok");
-    assert!(inner["session"].as_str().is_some_and(|s| s.starts_with("s_")));
+    assert!(inner["session"]
+        .as_str()
+        .is_some_and(|s| s.starts_with("s_")));
 
-    let refused = c.get(&base, "room/say", &[("session", "s_nope"), ("callback", "cb")]).await;
+    let refused = c
+        .get(
+            &base,
+            "room/say",
+            &[("session", "s_nope"), ("callback", "cb")],
+        )
+        .await;
     assert_eq!(refused.status, 200, "a script tag cannot read a status");
-    let inner = refused.body.strip_prefix("/**/cb(").and_then(|b| b.strip_suffix(");")).expect("JSONP shape");
+    let inner = refused
+        .body
+        .strip_prefix("/**/cb(")
+        .and_then(|b| b.strip_suffix(");"))
+        .expect("JSONP shape");
     let inner: serde_json::Value = serde_json::from_str(inner).expect("JSON inside");
     assert_eq!(inner["status"], "error");
     assert_eq!(inner["code"], "invalid_session");
@@ -122,13 +260,34 @@ async fn invalid_jsonp_callbacks_are_refused_as_json_and_never_echoed() {
     let app = TestApp::new(Db::Sqlite).await;
     let server = app.start_all().await;
     let base = server.base();
-    for bad in ["alert(1)", "a.b.c.d.e", "1abc", "x-y", "<script>", &"a".repeat(65)] {
-        let answer = app.client.get(&base, "session/create", &[("callback", bad)]).await;
+    for bad in [
+        "alert(1)",
+        "a.b.c.d.e",
+        "1abc",
+        "x-y",
+        "<script>",
+        &"a".repeat(65),
+    ] {
+        let answer = app
+            .client
+            .get(&base, "session/create", &[("callback", bad)])
+            .await;
         answer.assert_error(400, "invalid_callback");
         assert_eq!(answer.header("content-type"), Some("application/json"));
-        assert!(!answer.body.contains(bad), "the callback must not be echoed: {}", answer.body);
+        assert!(
+            !answer.body.contains(bad),
+            "the callback must not be echoed: {}",
+            answer.body
+        );
     }
-    let answer = app.client.get(&base, "room/get_messages", &[("room", "x"), ("callback", "evil()")]).await;
+    let answer = app
+        .client
+        .get(
+            &base,
+            "room/get_messages",
+            &[("room", "x"), ("callback", "evil()")],
+        )
+        .await;
     answer.assert_error(400, "invalid_callback");
     server.stop().await;
     app.cleanup().await;
@@ -149,13 +308,25 @@ async fn cors_allows_cross_origin_xhr_without_credentials() {
                 .header("access-control-request-headers", "content-type"),
         )
         .await;
-    assert!(preflight.status < 300, "preflight status {}", preflight.status);
+    assert!(
+        preflight.status < 300,
+        "preflight status {}",
+        preflight.status
+    );
     assert_eq!(preflight.header("access-control-allow-origin"), Some("*"));
-    assert!(preflight.header("access-control-allow-methods").is_some_and(|m| m.contains("POST")));
-    assert!(preflight.header("access-control-allow-credentials").is_none());
+    assert!(preflight
+        .header("access-control-allow-methods")
+        .is_some_and(|m| m.contains("POST")));
+    assert!(preflight
+        .header("access-control-allow-credentials")
+        .is_none());
     let created = app
         .client
-        .request(http.post(format!("{base}/api/session/create")).header("origin", "https://elsewhere.example").json(&json!({})))
+        .request(
+            http.post(format!("{base}/api/session/create"))
+                .header("origin", "https://elsewhere.example")
+                .json(&json!({})),
+        )
         .await;
     assert_eq!(created.header("access-control-allow-origin"), Some("*"));
     assert_eq!(created.json["status"], "ok");
@@ -168,14 +339,34 @@ async fn unknown_paths_and_methods_get_json_errors() {
     let app = TestApp::new(Db::Sqlite).await;
     let server = app.start_all().await;
     let base = server.base();
-    app.client.get(&base, "room/dance", &[]).await.assert_error(404, "not_found");
-    let put = app.client.request(app.client.http().put(format!("{base}/api/room/say"))).await;
+    app.client
+        .get(&base, "room/dance", &[])
+        .await
+        .assert_error(404, "not_found");
+    let put = app
+        .client
+        .request(app.client.http().put(format!("{base}/api/room/say")))
+        .await;
     put.assert_error(405, "method_not_allowed");
-    let health = app.client.request(app.client.http().get(format!("{base}/healthz"))).await;
+    let health = app
+        .client
+        .request(app.client.http().get(format!("{base}/healthz")))
+        .await;
     assert_eq!(health.status, 200);
-    let metrics = app.client.request(app.client.http().get(format!("{base}/metrics"))).await;
-    assert!(metrics.body.contains("# TYPE lingr_comet_held_observes gauge"), "{}", metrics.body);
-    assert!(metrics.header("content-type").is_some_and(|t| t.starts_with("text/plain")));
+    let metrics = app
+        .client
+        .request(app.client.http().get(format!("{base}/metrics")))
+        .await;
+    assert!(
+        metrics
+            .body
+            .contains("# TYPE lingr_comet_held_observes gauge"),
+        "{}",
+        metrics.body
+    );
+    assert!(metrics
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("text/plain")));
     server.stop().await;
     app.cleanup().await;
 }
@@ -189,19 +380,87 @@ async fn sessions_and_tickets_are_checked() {
     let alice = c.join(&base, "auth", "alice").await;
     let mallory = c.join(&base, "auth", "mallory").await;
 
-    c.get(&base, "room/enter", &[("room", "auth")]).await.assert_error(400, "missing_parameter");
-    c.get(&base, "room/enter", &[("session", "s_0123"), ("room", "auth")]).await.assert_error(401, "invalid_session");
+    c.get(&base, "room/enter", &[("room", "auth")])
+        .await
+        .assert_error(400, "missing_parameter");
+    c.get(
+        &base,
+        "room/enter",
+        &[("session", "s_0123"), ("room", "auth")],
+    )
+    .await
+    .assert_error(401, "invalid_session");
     let unknown = format!("s_{}", "0".repeat(48));
-    c.get(&base, "room/enter", &[("session", &unknown), ("room", "auth")]).await.assert_error(401, "invalid_session");
-    let stolen = c.get(&base, "room/say", &[("session", &mallory.session), ("ticket", &alice.ticket), ("message", "as alice")]).await;
+    c.get(
+        &base,
+        "room/enter",
+        &[("session", &unknown), ("room", "auth")],
+    )
+    .await
+    .assert_error(401, "invalid_session");
+    let stolen = c
+        .get(
+            &base,
+            "room/say",
+            &[
+                ("session", &mallory.session),
+                ("ticket", &alice.ticket),
+                ("message", "as alice"),
+            ],
+        )
+        .await;
     stolen.assert_error(401, "invalid_ticket");
-    let forged = alice.ticket.replace(&alice.occupant_id, &mallory.occupant_id);
-    c.get(&base, "room/say", &[("session", &alice.session), ("ticket", &forged), ("message", "x")]).await.assert_error(401, "invalid_ticket");
-    let observe_stolen = c.observe(&base, &crate::support::client::Member { session: mallory.session.clone(), ..alice.clone() }, 0, 0).await;
+    let forged = alice
+        .ticket
+        .replace(&alice.occupant_id, &mallory.occupant_id);
+    c.get(
+        &base,
+        "room/say",
+        &[
+            ("session", &alice.session),
+            ("ticket", &forged),
+            ("message", "x"),
+        ],
+    )
+    .await
+    .assert_error(401, "invalid_ticket");
+    let observe_stolen = c
+        .observe(
+            &base,
+            &crate::support::client::Member {
+                session: mallory.session.clone(),
+                ..alice.clone()
+            },
+            0,
+            0,
+        )
+        .await;
     observe_stolen.assert_error(401, "invalid_ticket");
-    c.get(&base, "room/say", &[("session", &alice.session), ("ticket", &alice.ticket)]).await.assert_error(400, "missing_parameter");
-    c.get(&base, "room/observe", &[("session", &alice.session), ("ticket", &alice.ticket)]).await.assert_error(400, "missing_parameter");
-    c.get(&base, "room/observe", &[("session", &alice.session), ("ticket", &alice.ticket), ("counter", "-1")]).await.assert_error(400, "invalid_parameter");
+    c.get(
+        &base,
+        "room/say",
+        &[("session", &alice.session), ("ticket", &alice.ticket)],
+    )
+    .await
+    .assert_error(400, "missing_parameter");
+    c.get(
+        &base,
+        "room/observe",
+        &[("session", &alice.session), ("ticket", &alice.ticket)],
+    )
+    .await
+    .assert_error(400, "missing_parameter");
+    c.get(
+        &base,
+        "room/observe",
+        &[
+            ("session", &alice.session),
+            ("ticket", &alice.ticket),
+            ("counter", "-1"),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
     server.stop().await;
     app.cleanup().await;
 }
@@ -217,18 +476,52 @@ async fn anonymous_observers_watch_without_being_seen() {
 
     let anonymous_session = c.session(&base, None).await;
     let badge = c.enter_with(&base, &anonymous_session, "badge", None).await;
-    assert_eq!(badge.entered["room"]["occupants"], json!([{"id": alice.occupant_id, "nickname": "alice"}]));
-    assert_eq!(badge.entered["room"]["messages"][0]["text"], "before the badge");
+    assert_eq!(
+        badge.entered["room"]["occupants"],
+        json!([{"id": alice.occupant_id, "nickname": "alice"}])
+    );
+    assert_eq!(
+        badge.entered["room"]["messages"][0]["text"],
+        "before the badge"
+    );
     let said = c.say_ok(&base, &alice, "hi badge").await;
     let seen = c.observe(&base, &badge, badge.counter, 5).await.ok();
-    assert_eq!(counters(&events(&seen)), [said], "the badge sees only what came after it, and no enter of its own");
-    c.say(&base, &badge, "can I talk?").await.assert_error(403, "observer_only");
-    c.get(&base, "room/set_nickname", &[("session", &badge.session), ("ticket", &badge.ticket), ("nickname", "x")]).await.assert_error(403, "observer_only");
-    let exited = c.get(&base, "room/exit", &[("session", &badge.session), ("ticket", &badge.ticket)]).await.ok();
+    assert_eq!(
+        counters(&events(&seen)),
+        [said],
+        "the badge sees only what came after it, and no enter of its own"
+    );
+    c.say(&base, &badge, "can I talk?")
+        .await
+        .assert_error(403, "observer_only");
+    c.get(
+        &base,
+        "room/set_nickname",
+        &[
+            ("session", &badge.session),
+            ("ticket", &badge.ticket),
+            ("nickname", "x"),
+        ],
+    )
+    .await
+    .assert_error(403, "observer_only");
+    let exited = c
+        .get(
+            &base,
+            "room/exit",
+            &[("session", &badge.session), ("ticket", &badge.ticket)],
+        )
+        .await
+        .ok();
     assert!(exited["counter"].as_u64() >= Some(said));
     let after = c.observe(&base, &alice, said, 0).await.ok();
-    assert!(events(&after).is_empty(), "an anonymous observer raises no enter or exit event: {after}");
-    c.observe(&base, &badge, said, 0).await.assert_error(401, "invalid_ticket");
+    assert!(
+        events(&after).is_empty(),
+        "an anonymous observer raises no enter or exit event: {after}"
+    );
+    c.observe(&base, &badge, said, 0)
+        .await
+        .assert_error(401, "invalid_ticket");
     server.stop().await;
     app.cleanup().await;
 }
@@ -245,18 +538,31 @@ async fn destroying_a_session_exits_every_room_and_kills_its_tickets() {
     let in_one = c.enter_with(&base, &leaver_session, "one", None).await;
     let in_two = c.enter_with(&base, &leaver_session, "two", None).await;
 
-    c.get(&base, "session/destroy", &[("session", &leaver_session)]).await.ok();
-    for (watching, left, since) in [(&watcher, &in_one, in_one.counter), (&watcher_two, &in_two, in_two.counter)] {
+    c.get(&base, "session/destroy", &[("session", &leaver_session)])
+        .await
+        .ok();
+    for (watching, left, since) in [
+        (&watcher, &in_one, in_one.counter),
+        (&watcher_two, &in_two, in_two.counter),
+    ] {
         let seen = c.observe(&base, watching, since, 5).await.ok();
         let seen = events(&seen);
         assert_eq!(seen.len(), 1, "{seen:?}");
         assert_eq!(seen[0]["type"], "exit");
         assert_eq!(seen[0]["reason"], "session_destroyed");
         assert_eq!(seen[0]["occupant_id"], left.occupant_id.as_str());
-        c.observe(&base, left, since, 0).await.assert_error(401, "invalid_ticket");
+        c.observe(&base, left, since, 0)
+            .await
+            .assert_error(401, "invalid_ticket");
     }
     c.get(&base, "session/create", &[]).await.ok();
-    c.get(&base, "room/enter", &[("session", &leaver_session), ("room", "one")]).await.assert_error(401, "invalid_session");
+    c.get(
+        &base,
+        "room/enter",
+        &[("session", &leaver_session), ("room", "one")],
+    )
+    .await
+    .assert_error(401, "invalid_session");
     server.stop().await;
     app.cleanup().await;
 }
@@ -268,10 +574,18 @@ async fn an_exited_ticket_stops_working_on_comet_within_a_second() {
     let base = server.base();
     let c = &app.client;
     let alice = c.join(&base, "quick", "alice").await;
-    c.get(&base, "room/exit", &[("session", &alice.session), ("ticket", &alice.ticket)]).await.ok();
-    crate::support::eventually("the exited ticket to be refused", std::time::Duration::from_secs(1), || async {
-        (c.observe(&base, &alice, alice.counter, 0).await.status == 401).then_some(())
-    })
+    c.get(
+        &base,
+        "room/exit",
+        &[("session", &alice.session), ("ticket", &alice.ticket)],
+    )
+    .await
+    .ok();
+    crate::support::eventually(
+        "the exited ticket to be refused",
+        std::time::Duration::from_secs(1),
+        || async { (c.observe(&base, &alice, alice.counter, 0).await.status == 401).then_some(()) },
+    )
     .await;
     server.stop().await;
     app.cleanup().await;
@@ -287,19 +601,35 @@ async fn observe_holds_until_an_event_or_the_timeout() {
 
     let empty = c.observe(&base, &alice, alice.counter, 1).await.ok();
     assert_eq!(empty["events"], json!([]));
-    assert_eq!(empty["counter"], alice.counter, "a timed-out observe keeps the counter");
+    assert_eq!(
+        empty["counter"], alice.counter,
+        "a timed-out observe keeps the counter"
+    );
 
     let held = {
         let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
         tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await })
     };
-    crate::support::eventually("the observe to be held", std::time::Duration::from_secs(10), || async {
-        let metrics = c.request(c.http().get(format!("{base}/metrics"))).await.body;
-        metrics.contains("lingr_comet_held_observes 1").then_some(())
-    })
+    crate::support::eventually(
+        "the observe to be held",
+        std::time::Duration::from_secs(10),
+        || async {
+            let metrics = c
+                .request(c.http().get(format!("{base}/metrics")))
+                .await
+                .body;
+            metrics
+                .contains("lingr_comet_held_observes 1")
+                .then_some(())
+        },
+    )
     .await;
     let said = c.say_ok(&base, &alice, "wake up").await;
-    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), held).await.expect("answered before its timeout").expect("task").ok();
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(30), held)
+        .await
+        .expect("answered before its timeout")
+        .expect("task")
+        .ok();
     assert_eq!(counters(&events(&answer)), [said]);
     assert_eq!(answer["counter"], said);
     server.stop().await;

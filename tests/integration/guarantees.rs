@@ -8,7 +8,9 @@ use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
 
 use crate::support::client::{counters, events, Member};
-use crate::support::{api_only, comet_only, eventually, history_only, Client, Db, Roles, Running, TestApp};
+use crate::support::{
+    api_only, comet_only, eventually, history_only, Client, Db, Roles, Running, TestApp,
+};
 
 /// The counters JetStream holds for `room`, read straight from the stream.
 pub async fn stream_counters(app: &TestApp, room: &str) -> Vec<u64> {
@@ -17,7 +19,10 @@ pub async fn stream_counters(app: &TestApp, room: &str) -> Vec<u64> {
     let subject = format!("rooms.{room}.events");
     let mut found = Vec::new();
     let mut next = 1;
-    while let Ok(message) = stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+    while let Ok(message) = stream
+        .direct_get_next_for_subject(subject.as_str(), Some(next))
+        .await
+    {
         found.push(message.sequence);
         next = message.sequence + 1;
     }
@@ -26,12 +31,18 @@ pub async fn stream_counters(app: &TestApp, room: &str) -> Vec<u64> {
 
 /// Waits until history's rows for `room` are exactly the stream's events.
 pub async fn history_matches_stream(app: &TestApp, room: &str) -> Vec<u64> {
-    let store = lingr_history::store::Store::connect(&app.database_url).await.expect("open history database");
+    let store = lingr_history::store::Store::connect(&app.database_url)
+        .await
+        .expect("open history database");
     let expected = stream_counters(app, room).await;
-    let rows = eventually("history to equal the stream", Duration::from_secs(30), || async {
-        let rows = store.counters(room).await.expect("read rows");
-        (rows == expected).then_some(rows)
-    })
+    let rows = eventually(
+        "history to equal the stream",
+        Duration::from_secs(30),
+        || async {
+            let rows = store.counters(room).await.expect("read rows");
+            (rows == expected).then_some(rows)
+        },
+    )
     .await;
     store.close().await;
     rows
@@ -39,7 +50,13 @@ pub async fn history_matches_stream(app: &TestApp, room: &str) -> Vec<u64> {
 
 /// Observes from `after` until every counter in `wanted` has been seen, alternating between
 /// `bases`; returns everything seen, in the order seen.
-async fn observe_until(c: &Client, bases: &[String], member: &Member, after: u64, wanted: &[u64]) -> Vec<u64> {
+async fn observe_until(
+    c: &Client,
+    bases: &[String],
+    member: &Member,
+    after: u64,
+    wanted: &[u64],
+) -> Vec<u64> {
     let mut seen = Vec::new();
     let mut counter = after;
     let mut turn = 0;
@@ -58,11 +75,18 @@ async fn observe_until(c: &Client, bases: &[String], member: &Member, after: u64
 }
 
 fn assert_increasing(seen: &[u64]) {
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "events must come once each, in counter order: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "events must come once each, in counter order: {seen:?}"
+    );
 }
 
 fn fast_api() -> ApiConfig {
-    ApiConfig { say_rate: 100_000, say_burst: 100_000, ..ApiConfig::default() }
+    ApiConfig {
+        say_rate: 100_000,
+        say_burst: 100_000,
+        ..ApiConfig::default()
+    }
 }
 
 /// An api, two comets and history, each its own server.
@@ -76,7 +100,10 @@ impl Split {
     async fn start(app: &TestApp) -> Self {
         Self {
             api: app.start(api_only(fast_api())).await,
-            comets: vec![app.start(comet_only(CometConfig::default())).await, app.start(comet_only(CometConfig::default())).await],
+            comets: vec![
+                app.start(comet_only(CometConfig::default())).await,
+                app.start(comet_only(CometConfig::default())).await,
+            ],
             history: app.start(history_only()).await,
         }
     }
@@ -97,7 +124,13 @@ impl Split {
 #[tokio::test]
 async fn acknowledged_says_survive_a_nats_server_kill_and_restart() {
     let mut app = TestApp::new(Db::Postgres).await;
-    let server = app.start(Roles { api: Some(fast_api()), comet: Some(CometConfig::default()), history: true }).await;
+    let server = app
+        .start(Roles {
+            api: Some(fast_api()),
+            comet: Some(CometConfig::default()),
+            history: true,
+        })
+        .await;
     let base = server.base();
     let c = app.client.clone();
     let alice = c.join(&base, "outage", "alice").await;
@@ -105,20 +138,34 @@ async fn acknowledged_says_survive_a_nats_server_kill_and_restart() {
 
     app.kill_nats().await;
     let during = c.say(&base, &alice, "during").await;
-    assert_eq!(during.status, 503, "a say NATS cannot store is not acknowledged: {}", during.body);
+    assert_eq!(
+        during.status, 503,
+        "a say NATS cannot store is not acknowledged: {}",
+        during.body
+    );
     app.restart_nats().await;
-    let after = eventually("says to be accepted again", Duration::from_secs(30), || async {
-        let answer = c.say(&base, &alice, "after").await;
-        (answer.status == 200).then(|| answer.json["counter"].as_u64().expect("counter"))
-    })
+    let after = eventually(
+        "says to be accepted again",
+        Duration::from_secs(30),
+        || async {
+            let answer = c.say(&base, &alice, "after").await;
+            (answer.status == 200).then(|| answer.json["counter"].as_u64().expect("counter"))
+        },
+    )
     .await;
     acknowledged.push(after);
     acknowledged.push(c.say_ok(&base, &alice, "later").await);
 
-    let seen = observe_until(&c, &[base.clone()], &alice, alice.counter, &acknowledged).await;
+    let seen = observe_until(&c, std::slice::from_ref(&base), &alice, alice.counter, &acknowledged).await;
     assert_increasing(&seen);
     let stream = stream_counters(&app, "outage").await;
-    assert_eq!(seen, stream.into_iter().filter(|c| *c > alice.counter).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        stream
+            .into_iter()
+            .filter(|c| *c > alice.counter)
+            .collect::<Vec<_>>()
+    );
     history_matches_stream(&app, "outage").await;
     server.stop().await;
     app.cleanup().await;
@@ -132,12 +179,18 @@ async fn an_observer_continues_on_another_comet_when_its_comet_dies() {
     let c = &app.client;
     let alice = c.join(&base, "failover", "alice").await;
     let first = c.say_ok(&base, &alice, "one").await;
-    let on_first = c.observe(&split.comets[0].base(), &alice, alice.counter, 5).await.ok();
+    let on_first = c
+        .observe(&split.comets[0].base(), &alice, alice.counter, 5)
+        .await
+        .ok();
     assert_eq!(counters(&events(&on_first)), [first]);
 
     let dead = split.comets.remove(0);
     dead.kill().await;
-    let more = [c.say_ok(&base, &alice, "two").await, c.say_ok(&base, &alice, "three").await];
+    let more = [
+        c.say_ok(&base, &alice, "two").await,
+        c.say_ok(&base, &alice, "three").await,
+    ];
     let seen = observe_until(c, &split.comet_bases(), &alice, first, &more).await;
     assert_eq!(seen, more);
     split.stop().await;
@@ -152,13 +205,24 @@ async fn a_say_retried_on_another_api_after_the_first_died_is_stored_once() {
     let history = app.start(history_only()).await;
     let c = &app.client;
     let alice = c.join(&first_api.base(), "retry", "alice").await;
-    let params = [("session", alice.session.as_str()), ("ticket", alice.ticket.as_str()), ("message", "exactly once"), ("idempotent_id", "msg-1")];
+    let params = [
+        ("session", alice.session.as_str()),
+        ("ticket", alice.ticket.as_str()),
+        ("message", "exactly once"),
+        ("idempotent_id", "msg-1"),
+    ];
     let original = c.get(&first_api.base(), "room/say", &params).await.ok();
     first_api.kill().await;
     let retried = c.get(&second_api.base(), "room/say", &params).await.ok();
     assert_eq!(retried, original, "the retry gets the original answer");
     let stream = stream_counters(&app, "retry").await;
-    assert_eq!(stream, [alice.counter, original["counter"].as_u64().expect("counter")]);
+    assert_eq!(
+        stream,
+        [
+            alice.counter,
+            original["counter"].as_u64().expect("counter")
+        ]
+    );
     history_matches_stream(&app, "retry").await;
     second_api.stop().await;
     history.stop().await;
@@ -190,8 +254,15 @@ async fn observers_alternating_between_two_comets_see_every_event_once_in_order(
     }
     let seen = observe_until(&c, &split.comet_bases(), &watcher, watcher.counter, &said).await;
     assert_increasing(&seen);
-    let stream: Vec<u64> = stream_counters(&app, "busy").await.into_iter().filter(|c| *c > watcher.counter).collect();
-    assert_eq!(seen, stream, "the observer saw exactly the stream's events after its enter");
+    let stream: Vec<u64> = stream_counters(&app, "busy")
+        .await
+        .into_iter()
+        .filter(|c| *c > watcher.counter)
+        .collect();
+    assert_eq!(
+        seen, stream,
+        "the observer saw exactly the stream's events after its enter"
+    );
     history_matches_stream(&app, "busy").await;
     split.stop().await;
     app.cleanup().await;
@@ -209,10 +280,22 @@ async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
         said.push(c.say_ok(&base, &alice, &format!("early {i}")).await);
     }
     let late = app.start(comet_only(CometConfig::default())).await;
-    let tiny = app.start(comet_only(CometConfig { room_buffer: 3, ..CometConfig::default() })).await;
+    let tiny = app
+        .start(comet_only(CometConfig {
+            room_buffer: 3,
+            ..CometConfig::default()
+        }))
+        .await;
     for comet in [&late, &tiny] {
-        let seen = c.observe(&comet.base(), &alice, alice.counter, 5).await.ok();
-        assert_eq!(counters(&events(&seen)), said, "a new replica answers gaplessly from the stream");
+        let seen = c
+            .observe(&comet.base(), &alice, alice.counter, 5)
+            .await
+            .ok();
+        assert_eq!(
+            counters(&events(&seen)),
+            said,
+            "a new replica answers gaplessly from the stream"
+        );
     }
     let mut more = Vec::new();
     for i in 0..8 {
@@ -220,9 +303,15 @@ async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
     }
     let last_early = *said.last().expect("said");
     let seen = observe_until(c, &[tiny.base(), late.base()], &alice, last_early, &more).await;
-    assert_eq!(seen, more, "a replica whose buffer holds 3 events still answers 8 in order");
+    assert_eq!(
+        seen, more,
+        "a replica whose buffer holds 3 events still answers 8 in order"
+    );
     let from_start = c.observe(&tiny.base(), &alice, alice.counter, 5).await.ok();
-    assert_eq!(counters(&events(&from_start)), [said.clone(), more.clone()].concat());
+    assert_eq!(
+        counters(&events(&from_start)),
+        [said.clone(), more.clone()].concat()
+    );
     late.stop().await;
     tiny.stop().await;
     api.stop().await;
@@ -236,11 +325,18 @@ async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
     let base = server.base();
     let c = &app.client;
     let session = c.session(&base, Some("alice")).await;
-    let enter = [("session", session.as_str()), ("room", "idem"), ("idempotent_id", "enter-1")];
+    let enter = [
+        ("session", session.as_str()),
+        ("room", "idem"),
+        ("idempotent_id", "enter-1"),
+    ];
     let entered = c.get(&base, "room/enter", &enter).await.ok();
     let entered_again = c.get(&base, "room/enter", &enter).await.ok();
     for field in ["ticket", "occupant_id", "counter"] {
-        assert_eq!(entered[field], entered_again[field], "{field} of a retried enter");
+        assert_eq!(
+            entered[field], entered_again[field],
+            "{field} of a retried enter"
+        );
     }
     let ticket = entered["ticket"].as_str().expect("ticket");
     let base_ref = base.as_str();
@@ -249,7 +345,12 @@ async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
         let ticket = ticket.to_owned();
         let base = base_ref;
         async move {
-            let params = [("session", session.as_str()), ("ticket", ticket.as_str()), ("message", text), ("idempotent_id", id)];
+            let params = [
+                ("session", session.as_str()),
+                ("ticket", ticket.as_str()),
+                ("message", text),
+                ("idempotent_id", id),
+            ];
             c.get(base, "room/say", &params).await.ok()
         }
     };
@@ -261,23 +362,50 @@ async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
 
     let bob = c.join(&base, "idem", "bob").await;
     let bobs = c
-        .get(&base, "room/say", &[("session", &bob.session), ("ticket", &bob.ticket), ("message", "same id, other session"), ("idempotent_id", "k")])
+        .get(
+            &base,
+            "room/say",
+            &[
+                ("session", &bob.session),
+                ("ticket", &bob.ticket),
+                ("message", "same id, other session"),
+                ("idempotent_id", "k"),
+            ],
+        )
         .await
         .ok();
-    assert_ne!(bobs["counter"], said["counter"], "ids are scoped to the session");
+    assert_ne!(
+        bobs["counter"], said["counter"],
+        "ids are scoped to the session"
+    );
     let stream = stream_counters(&app, "idem").await;
-    let expected: Vec<u64> = [&entered["counter"], &said["counter"], &other["counter"], &bob.entered["counter"], &bobs["counter"]]
-        .iter()
-        .filter_map(|v| v.as_u64())
-        .collect();
-    assert_eq!(stream, expected, "one enter and one message per idempotent id");
+    let expected: Vec<u64> = [
+        &entered["counter"],
+        &said["counter"],
+        &other["counter"],
+        &bob.entered["counter"],
+        &bobs["counter"],
+    ]
+    .iter()
+    .filter_map(|v| v.as_u64())
+    .collect();
+    assert_eq!(
+        stream, expected,
+        "one enter and one message per idempotent id"
+    );
     server.stop().await;
     app.cleanup().await;
 }
 
 async fn history_survives_restarts_mid_stream(db: Db) {
     let app = TestApp::new(db).await;
-    let front = app.start(Roles { api: Some(fast_api()), comet: Some(CometConfig::default()), history: false }).await;
+    let front = app
+        .start(Roles {
+            api: Some(fast_api()),
+            comet: Some(CometConfig::default()),
+            history: false,
+        })
+        .await;
     let base = front.base();
     let c = app.client.clone();
     let alice = c.join(&base, "ledger", "alice").await;
@@ -291,12 +419,18 @@ async fn history_survives_restarts_mid_stream(db: Db) {
             said
         })
     };
-    let store = lingr_history::store::Store::connect(&app.database_url).await.expect("open history database");
+    let store = lingr_history::store::Store::connect(&app.database_url)
+        .await
+        .expect("open history database");
     let mut history = app.start(history_only()).await;
     for round in 1..=2 {
-        eventually("history to make progress", Duration::from_secs(30), || async {
-            (store.counters("ledger").await.expect("rows").len() >= round * 40).then_some(())
-        })
+        eventually(
+            "history to make progress",
+            Duration::from_secs(30),
+            || async {
+                (store.counters("ledger").await.expect("rows").len() >= round * 40).then_some(())
+            },
+        )
         .await;
         history.kill().await;
         history = app.start(history_only()).await;
@@ -329,16 +463,26 @@ async fn an_observe_older_than_the_stream_is_refused_with_410() {
     let alice = c.join(&api.base(), "ageing", "alice").await;
     c.say_ok(&api.base(), &alice, "soon gone").await;
     let js = app.jetstream().await;
-    eventually("the stream to age its events out", Duration::from_secs(20), || async {
-        let mut stream = js.get_stream("ROOMS").await.ok()?;
-        (stream.info().await.ok()?.state.messages == 0).then_some(())
-    })
+    eventually(
+        "the stream to age its events out",
+        Duration::from_secs(20),
+        || async {
+            let mut stream = js.get_stream("ROOMS").await.ok()?;
+            (stream.info().await.ok()?.state.messages == 0).then_some(())
+        },
+    )
     .await;
     let comet = app.start(comet_only(CometConfig::default())).await;
-    c.observe(&comet.base(), &alice, alice.counter, 0).await.assert_error(410, "counter_expired");
+    c.observe(&comet.base(), &alice, alice.counter, 0)
+        .await
+        .assert_error(410, "counter_expired");
     let fresh = c.say_ok(&api.base(), &alice, "new").await;
     let seen = c.observe(&comet.base(), &alice, fresh - 1, 5).await.ok();
-    assert_eq!(counters(&events(&seen)), [fresh], "observing from a kept counter still works");
+    assert_eq!(
+        counters(&events(&seen)),
+        [fresh],
+        "observing from a kept counter still works"
+    );
     comet.stop().await;
     api.stop().await;
     app.cleanup().await;

@@ -14,7 +14,11 @@ use crate::support::{all_roles, eventually, Client, Db, TestApp};
 /// Says `text` and checks the counter follows `last` directly: nothing was stored between.
 async fn say_next(c: &Client, base: &str, member: &Member, last: u64) -> u64 {
     let counter = c.say_ok(base, member, "still works").await;
-    assert_eq!(counter, last + 1, "a refused call must not have stored an event");
+    assert_eq!(
+        counter,
+        last + 1,
+        "a refused call must not have stored an event"
+    );
     counter
 }
 
@@ -49,12 +53,37 @@ async fn nicknames_are_1_to_32_characters_without_control_characters() {
     let c = &app.client;
     let longest = "é".repeat(32);
     let alice = c.join(&base, "names", &longest).await;
-    assert_eq!(alice.entered["room"]["occupants"][0]["nickname"], longest.as_str());
+    assert_eq!(
+        alice.entered["room"]["occupants"][0]["nickname"],
+        longest.as_str()
+    );
     let too_long = "é".repeat(33);
     for bad in [too_long.as_str(), "bell\u{7}", "   ", "new\nline"] {
-        c.get(&base, "session/create", &[("nickname", bad)]).await.assert_error(400, "invalid_nickname");
-        c.get(&base, "room/enter", &[("session", &alice.session), ("room", "names"), ("nickname", bad)]).await.assert_error(400, "invalid_nickname");
-        c.get(&base, "room/set_nickname", &[("session", &alice.session), ("ticket", &alice.ticket), ("nickname", bad)]).await.assert_error(400, "invalid_nickname");
+        c.get(&base, "session/create", &[("nickname", bad)])
+            .await
+            .assert_error(400, "invalid_nickname");
+        c.get(
+            &base,
+            "room/enter",
+            &[
+                ("session", &alice.session),
+                ("room", "names"),
+                ("nickname", bad),
+            ],
+        )
+        .await
+        .assert_error(400, "invalid_nickname");
+        c.get(
+            &base,
+            "room/set_nickname",
+            &[
+                ("session", &alice.session),
+                ("ticket", &alice.ticket),
+                ("nickname", bad),
+            ],
+        )
+        .await
+        .assert_error(400, "invalid_nickname");
     }
     let last = c.say_ok(&base, &alice, "first").await;
     say_next(c, &base, &alice, last).await;
@@ -71,8 +100,12 @@ async fn room_ids_must_be_single_subject_tokens() {
     let session = c.session(&base, Some("eve")).await;
     let too_long = "r".repeat(65);
     for bad in ["a.b", "a*", ">", "rooms.x", "a b", "ü", too_long.as_str()] {
-        c.get(&base, "room/enter", &[("session", &session), ("room", bad)]).await.assert_error(400, "invalid_room");
-        c.messages(&base, bad, &[]).await.assert_error(400, "invalid_room");
+        c.get(&base, "room/enter", &[("session", &session), ("room", bad)])
+            .await
+            .assert_error(400, "invalid_room");
+        c.messages(&base, bad, &[])
+            .await
+            .assert_error(400, "invalid_room");
     }
     let longest = "r".repeat(64);
     let member = c.enter_with(&base, &session, &longest, None).await;
@@ -92,14 +125,37 @@ async fn bodies_over_16_kib_are_refused_with_413_and_bad_bodies_with_400() {
 
     let padding = "x".repeat(16 * 1024);
     let big = json!({"session": alice.session, "ticket": alice.ticket, "message": "hi", "padding": padding});
-    c.post_json(&base, "room/say", &big).await.assert_error(413, "body_too_large");
-    let big_form = c.post_form(&base, "room/say", &[("session", &alice.session), ("ticket", &alice.ticket), ("message", &padding)]).await;
+    c.post_json(&base, "room/say", &big)
+        .await
+        .assert_error(413, "body_too_large");
+    let big_form = c
+        .post_form(
+            &base,
+            "room/say",
+            &[
+                ("session", &alice.session),
+                ("ticket", &alice.ticket),
+                ("message", &padding),
+            ],
+        )
+        .await;
     big_form.assert_error(413, "body_too_large");
-    c.post_raw(&base, "room/say", "application/json", b"{not json".to_vec()).await.assert_error(400, "invalid_body");
-    c.post_raw(&base, "room/say", "application/json", br#"{"message": ["a"]}"#.to_vec()).await.assert_error(400, "invalid_body");
+    c.post_raw(&base, "room/say", "application/json", b"{not json".to_vec())
+        .await
+        .assert_error(400, "invalid_body");
+    c.post_raw(
+        &base,
+        "room/say",
+        "application/json",
+        br#"{"message": ["a"]}"#.to_vec(),
+    )
+    .await
+    .assert_error(400, "invalid_body");
 
     let exactly_fits = json!({"session": alice.session, "ticket": alice.ticket, "message": "fits"});
-    let counter = c.post_json(&base, "room/say", &exactly_fits).await.ok()["counter"].as_u64().expect("counter");
+    let counter = c.post_json(&base, "room/say", &exactly_fits).await.ok()["counter"]
+        .as_u64()
+        .expect("counter");
     assert_eq!(counter, last + 1);
     server.stop().await;
     app.cleanup().await;
@@ -132,12 +188,19 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
     assert!(refused, "the burst must hit the limit");
     // 20 at once, plus 10 for every second the loop took: never more, and never fewer than 20.
     let allowed = 20.0 + 10.0 * elapsed;
-    assert!(accepted >= 20 && f64::from(accepted) <= allowed + 1.0, "accepted {accepted} in {elapsed:.2}s; allowed {allowed:.1}");
-    let bob_said = c.say_ok(&base, &bob, "other sessions are not limited").await;
+    assert!(
+        accepted >= 20 && f64::from(accepted) <= allowed + 1.0,
+        "accepted {accepted} in {elapsed:.2}s; allowed {allowed:.1}"
+    );
+    let bob_said = c
+        .say_ok(&base, &bob, "other sessions are not limited")
+        .await;
     assert_eq!(bob_said, last + 1, "the refused say stored nothing");
-    eventually("alice's bucket to refill", Duration::from_secs(5), || async {
-        (c.say(&base, &alice, "after the pause").await.status == 200).then_some(())
-    })
+    eventually(
+        "alice's bucket to refill",
+        Duration::from_secs(5),
+        || async { (c.say(&base, &alice, "after the pause").await.status == 200).then_some(()) },
+    )
     .await;
     server.stop().await;
     app.cleanup().await;
@@ -154,20 +217,40 @@ async fn a_fifth_held_observe_per_session_is_refused_with_429() {
     let mut held = Vec::new();
     for _ in 0..4 {
         let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
-        held.push(tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await }));
+        held.push(tokio::spawn(async move {
+            c.observe(&base, &alice, alice.counter, 60).await
+        }));
     }
-    eventually("four observes to be held", Duration::from_secs(10), || async {
-        let metrics = c.request(c.http().get(format!("{base}/metrics"))).await.body;
-        metrics.contains("lingr_comet_held_observes 4").then_some(())
-    })
+    eventually(
+        "four observes to be held",
+        Duration::from_secs(10),
+        || async {
+            let metrics = c
+                .request(c.http().get(format!("{base}/metrics")))
+                .await
+                .body;
+            metrics
+                .contains("lingr_comet_held_observes 4")
+                .then_some(())
+        },
+    )
     .await;
-    c.observe(&base, &alice, alice.counter, 60).await.assert_error(429, "too_many_observes");
+    c.observe(&base, &alice, alice.counter, 60)
+        .await
+        .assert_error(429, "too_many_observes");
     let said = c.say_ok(&base, &alice, "release them").await;
     for observe in held {
-        assert_eq!(counters(&events(&observe.await.expect("task").ok())), [said]);
+        assert_eq!(
+            counters(&events(&observe.await.expect("task").ok())),
+            [said]
+        );
     }
     let again = c.observe(&base, &alice, alice.counter, 0).await.ok();
-    assert_eq!(counters(&events(&again)), [said], "observing works again once they are answered");
+    assert_eq!(
+        counters(&events(&again)),
+        [said],
+        "observing works again once they are answered"
+    );
     server.stop().await;
     app.cleanup().await;
 }
@@ -175,23 +258,43 @@ async fn a_fifth_held_observe_per_session_is_refused_with_429() {
 #[tokio::test]
 async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
     let app = TestApp::new(Db::Sqlite).await;
-    let comet = CometConfig { max_held_observes: 2, ..CometConfig::default() };
+    let comet = CometConfig {
+        max_held_observes: 2,
+        ..CometConfig::default()
+    };
     let server = app.start(all_roles(ApiConfig::default(), comet)).await;
     let base = server.base();
     let c = app.client.clone();
-    let members = [c.join(&base, "full", "a").await, c.join(&base, "full", "b").await, c.join(&base, "full", "c").await];
+    let members = [
+        c.join(&base, "full", "a").await,
+        c.join(&base, "full", "b").await,
+        c.join(&base, "full", "c").await,
+    ];
     let newest = members[2].counter;
     let mut held = Vec::new();
     for member in members.iter().take(2) {
         let (c, base, member) = (c.clone(), base.clone(), member.clone());
-        held.push(tokio::spawn(async move { c.observe(&base, &member, newest, 60).await }));
+        held.push(tokio::spawn(async move {
+            c.observe(&base, &member, newest, 60).await
+        }));
     }
-    eventually("two observes to be held", Duration::from_secs(10), || async {
-        let metrics = c.request(c.http().get(format!("{base}/metrics"))).await.body;
-        metrics.contains("lingr_comet_held_observes 2").then_some(())
-    })
+    eventually(
+        "two observes to be held",
+        Duration::from_secs(10),
+        || async {
+            let metrics = c
+                .request(c.http().get(format!("{base}/metrics")))
+                .await
+                .body;
+            metrics
+                .contains("lingr_comet_held_observes 2")
+                .then_some(())
+        },
+    )
     .await;
-    c.observe(&base, &members[2], newest, 60).await.assert_error(503, "overloaded");
+    c.observe(&base, &members[2], newest, 60)
+        .await
+        .assert_error(503, "overloaded");
     let said = c.say_ok(&base, &members[2], "wake").await;
     for observe in held {
         assert!(counters(&events(&observe.await.expect("task").ok())).contains(&said));
@@ -204,13 +307,30 @@ async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
 #[tokio::test]
 async fn observe_timeout_is_at_most_60_seconds_and_answers_at_most_500_events() {
     let app = TestApp::new(Db::Sqlite).await;
-    let api = ApiConfig { say_rate: 100_000, say_burst: 100_000, ..ApiConfig::default() };
+    let api = ApiConfig {
+        say_rate: 100_000,
+        say_burst: 100_000,
+        ..ApiConfig::default()
+    };
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();
     let c = &app.client;
     let alice = c.join(&base, "many", "alice").await;
-    c.observe(&base, &alice, alice.counter, 61).await.assert_error(400, "invalid_parameter");
-    c.get(&base, "room/observe", &[("session", &alice.session), ("ticket", &alice.ticket), ("counter", "0"), ("timeout", "soon")]).await.assert_error(400, "invalid_parameter");
+    c.observe(&base, &alice, alice.counter, 61)
+        .await
+        .assert_error(400, "invalid_parameter");
+    c.get(
+        &base,
+        "room/observe",
+        &[
+            ("session", &alice.session),
+            ("ticket", &alice.ticket),
+            ("counter", "0"),
+            ("timeout", "soon"),
+        ],
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
 
     let mut said = Vec::new();
     for i in 0..520 {
@@ -230,15 +350,30 @@ async fn observe_timeout_is_at_most_60_seconds_and_answers_at_most_500_events() 
 #[tokio::test]
 async fn a_session_may_be_in_a_limited_number_of_rooms() {
     let app = TestApp::new(Db::Sqlite).await;
-    let api = ApiConfig { max_rooms_per_session: 2, ..ApiConfig::default() };
+    let api = ApiConfig {
+        max_rooms_per_session: 2,
+        ..ApiConfig::default()
+    };
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();
     let c = &app.client;
     let session = c.session(&base, Some("roamer")).await;
     let first = c.enter_with(&base, &session, "r1", None).await;
     c.enter_with(&base, &session, "r2", None).await;
-    c.get(&base, "room/enter", &[("session", &session), ("room", "r3")]).await.assert_error(429, "too_many_rooms");
-    c.get(&base, "room/exit", &[("session", &session), ("ticket", &first.ticket)]).await.ok();
+    c.get(
+        &base,
+        "room/enter",
+        &[("session", &session), ("room", "r3")],
+    )
+    .await
+    .assert_error(429, "too_many_rooms");
+    c.get(
+        &base,
+        "room/exit",
+        &[("session", &session), ("ticket", &first.ticket)],
+    )
+    .await
+    .ok();
     c.enter_with(&base, &session, "r3", None).await;
     server.stop().await;
     app.cleanup().await;
@@ -255,7 +390,16 @@ async fn idempotency_ids_are_1_to_64_visible_characters() {
     let too_long = "k".repeat(65);
     for bad in [too_long.as_str(), "has space", "tab\t"] {
         let answer = c
-            .get(&base, "room/say", &[("session", &alice.session), ("ticket", &alice.ticket), ("message", "x"), ("idempotent_id", bad)])
+            .get(
+                &base,
+                "room/say",
+                &[
+                    ("session", &alice.session),
+                    ("ticket", &alice.ticket),
+                    ("message", "x"),
+                    ("idempotent_id", bad),
+                ],
+            )
             .await;
         answer.assert_error(400, "invalid_parameter");
     }

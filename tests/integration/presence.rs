@@ -23,12 +23,18 @@ fn quick_presence() -> ApiConfig {
 }
 
 fn quick_flush() -> CometConfig {
-    CometConfig { presence_flush: Duration::from_millis(100), ..CometConfig::default() }
+    CometConfig {
+        presence_flush: Duration::from_millis(100),
+        ..CometConfig::default()
+    }
 }
 
 /// A metric's value from a server's `/metrics`.
 async fn metric(c: &Client, base: &str, name: &str) -> u64 {
-    let text = c.request(c.http().get(format!("{base}/metrics"))).await.body;
+    let text = c
+        .request(c.http().get(format!("{base}/metrics")))
+        .await
+        .body;
     text.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing"))
@@ -52,7 +58,13 @@ async fn reaper_passes(c: &Client, apis: &[String], passes: u64) {
 type Seen = Arc<Mutex<Vec<Value>>>;
 
 /// Observes in the background, collecting every event into `seen`, until `stop` is set.
-fn keep_observing(c: &Client, comet: String, member: &Member, stop: Arc<AtomicBool>, seen: Seen) -> tokio::task::JoinHandle<()> {
+fn keep_observing(
+    c: &Client,
+    comet: String,
+    member: &Member,
+    stop: Arc<AtomicBool>,
+    seen: Seen,
+) -> tokio::task::JoinHandle<()> {
     let (c, member) = (c.clone(), member.clone());
     tokio::spawn(async move {
         let mut counter = member.counter;
@@ -67,7 +79,10 @@ fn keep_observing(c: &Client, comet: String, member: &Member, stop: Arc<AtomicBo
 #[tokio::test]
 async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
     let app = TestApp::new(Db::Sqlite).await;
-    let apis = [app.start(api_only(quick_presence())).await, app.start(api_only(quick_presence())).await];
+    let apis = [
+        app.start(api_only(quick_presence())).await,
+        app.start(api_only(quick_presence())).await,
+    ];
     let comet = app.start(comet_only(quick_flush())).await;
     let history = app.start(history_only()).await;
     let api_bases: Vec<String> = apis.iter().map(|a| a.base()).collect();
@@ -76,30 +91,58 @@ async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
     let watcher = c.join(&api_bases[0], "presence", "watcher").await;
     let stop = Arc::new(AtomicBool::new(false));
     let seen = Seen::default();
-    let observer = keep_observing(&c, comet.base(), &watcher, Arc::clone(&stop), Arc::clone(&seen));
+    let observer = keep_observing(
+        &c,
+        comet.base(),
+        &watcher,
+        Arc::clone(&stop),
+        Arc::clone(&seen),
+    );
     let silent = c.join(&api_bases[1], "presence", "silent").await;
 
-    let exit_seen = eventually("the silent occupant to time out", Duration::from_secs(30), || async {
-        let page = c.messages(&history.base(), "presence", &[]).await.ok();
-        page["messages"].as_array()?.iter().find(|e| e["type"] == "exit").cloned()
-    })
+    let exit_seen = eventually(
+        "the silent occupant to time out",
+        Duration::from_secs(30),
+        || async {
+            let page = c.messages(&history.base(), "presence", &[]).await.ok();
+            page["messages"]
+                .as_array()?
+                .iter()
+                .find(|e| e["type"] == "exit")
+                .cloned()
+        },
+    )
     .await;
     assert_eq!(exit_seen["occupant_id"], silent.occupant_id.as_str());
     assert_eq!(exit_seen["reason"], "timeout");
     // Both reapers get many more chances to emit a second exit (20 passes = 2 timeouts).
     reaper_passes(&c, &api_bases, 20).await;
     let said = c.say_ok(&api_bases[0], &watcher, "still here").await;
-    eventually("the watcher to see its own message", Duration::from_secs(10), || async {
-        seen.lock().expect("lock").iter().any(|e| e["counter"] == said).then_some(())
-    })
+    eventually(
+        "the watcher to see its own message",
+        Duration::from_secs(10),
+        || async {
+            seen.lock()
+                .expect("lock")
+                .iter()
+                .any(|e| e["counter"] == said)
+                .then_some(())
+        },
+    )
     .await;
     stop.store(true, Ordering::SeqCst);
     observer.await.expect("observer");
     let seen = seen.lock().expect("lock").clone();
     let exits: Vec<&Value> = seen.iter().filter(|e| e["type"] == "exit").collect();
-    assert_eq!(exits.len(), 1, "exactly one exit, for the silent occupant only: {exits:?}");
+    assert_eq!(
+        exits.len(),
+        1,
+        "exactly one exit, for the silent occupant only: {exits:?}"
+    );
     assert_eq!(exits[0]["occupant_id"], silent.occupant_id.as_str());
-    c.say(&api_bases[1], &silent, "too late").await.assert_error(401, "invalid_ticket");
+    c.say(&api_bases[1], &silent, "too late")
+        .await
+        .assert_error(401, "invalid_ticket");
     for server in apis {
         server.stop().await;
     }
@@ -116,24 +159,39 @@ async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
         reap_interval: Duration::from_millis(100),
         ..ApiConfig::default()
     };
-    let server = app.start(crate::support::all_roles(api, quick_flush())).await;
+    let server = app
+        .start(crate::support::all_roles(api, quick_flush()))
+        .await;
     let base = server.base();
     let c = app.client.clone();
 
     let idle = c.session(&base, Some("idle")).await;
     let observer = c.join(&base, "ttl", "observer").await;
     let stop = Arc::new(AtomicBool::new(false));
-    let observing = keep_observing(&c, base.clone(), &observer, Arc::clone(&stop), Seen::default());
+    let observing = keep_observing(
+        &c,
+        base.clone(),
+        &observer,
+        Arc::clone(&stop),
+        Seen::default(),
+    );
 
     // Any call would use the idle session, so wait on the reaper, not on the session itself.
-    eventually("the reaper to expire the idle session", Duration::from_secs(30), || async {
-        (metric(&c, &base, "lingr_api_sessions_expired_total").await >= 1).then_some(())
-    })
+    eventually(
+        "the reaper to expire the idle session",
+        Duration::from_secs(30),
+        || async {
+            (metric(&c, &base, "lingr_api_sessions_expired_total").await >= 1).then_some(())
+        },
+    )
     .await;
-    c.get(&base, "room/enter", &[("session", &idle), ("room", "ttl")]).await.assert_error(401, "invalid_session");
+    c.get(&base, "room/enter", &[("session", &idle), ("room", "ttl")])
+        .await
+        .assert_error(401, "invalid_session");
     // The observer has outlived the TTL several times over by now.
-    reaper_passes(&c, &[base.clone()], 30).await;
-    c.say_ok(&base, &observer, "observing kept my session").await;
+    reaper_passes(&c, std::slice::from_ref(&base), 30).await;
+    c.say_ok(&base, &observer, "observing kept my session")
+        .await;
     stop.store(true, Ordering::SeqCst);
     observing.await.expect("observer");
     server.stop().await;

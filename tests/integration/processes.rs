@@ -25,7 +25,16 @@ impl Process {
         let listen = format!("127.0.0.1:{port}");
         let child = Command::new(lingr_binary())
             .args(args)
-            .args(["--listen", &listen, "--nats", &app.nats_url(), "--secret", SECRET, "--database", &app.database_url])
+            .args([
+                "--listen",
+                &listen,
+                "--nats",
+                &app.nats_url(),
+                "--secret",
+                SECRET,
+                "--database",
+                &app.database_url,
+            ])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .kill_on_drop(true)
@@ -39,18 +48,29 @@ impl Process {
     /// Sends SIGTERM and waits for the exit status.
     async fn terminate(mut self) -> std::process::ExitStatus {
         sigterm(&self.child).await;
-        tokio::time::timeout(Duration::from_secs(20), self.child.wait()).await.expect("exits after SIGTERM").expect("status")
+        tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .expect("status")
     }
 }
 
 async fn sigterm(child: &Child) {
     let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill").args(["-TERM", &pid]).status().await.expect("kill");
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
     assert!(status.success());
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 #[tokio::test]
@@ -64,17 +84,33 @@ async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
         let (c, base, alice) = (c.clone(), comet.base.clone(), alice.clone());
         tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await })
     };
-    eventually("the observe to be held", Duration::from_secs(10), || async {
-        let metrics = c.request(c.http().get(format!("{}/metrics", comet.base))).await.body;
-        metrics.contains("lingr_comet_held_observes 1").then_some(())
-    })
+    eventually(
+        "the observe to be held",
+        Duration::from_secs(10),
+        || async {
+            let metrics = c
+                .request(c.http().get(format!("{}/metrics", comet.base)))
+                .await
+                .body;
+            metrics
+                .contains("lingr_comet_held_observes 1")
+                .then_some(())
+        },
+    )
     .await;
     let status = comet.terminate().await;
     assert!(status.success(), "a drained comet exits cleanly: {status}");
     // The observe asked to be held for 60 s; it was answered by the drain, well before.
-    let answer = tokio::time::timeout(Duration::from_secs(20), held).await.expect("answered by the drain").expect("task").ok();
+    let answer = tokio::time::timeout(Duration::from_secs(20), held)
+        .await
+        .expect("answered by the drain")
+        .expect("task")
+        .ok();
     assert_eq!(answer["events"], json!([]));
-    assert_eq!(answer["counter"], alice.counter, "the counter is unchanged so the client re-observes elsewhere");
+    assert_eq!(
+        answer["counter"], alice.counter,
+        "the counter is unchanged so the client re-observes elsewhere"
+    );
     api.stop().await;
     app.cleanup().await;
 }
@@ -83,7 +119,10 @@ async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
 async fn separate_api_two_comet_and_history_processes_run_the_service() {
     let app = TestApp::new(Db::Postgres).await;
     let api = Process::start(&app, &["api"]).await;
-    let comets = [Process::start(&app, &["comet"]).await, Process::start(&app, &["comet"]).await];
+    let comets = [
+        Process::start(&app, &["comet"]).await,
+        Process::start(&app, &["comet"]).await,
+    ];
     let history = Process::start(&app, &["history"]).await;
     let c = &app.client;
     let alice = c.join(&api.base, "procs", "alice").await;
@@ -98,15 +137,25 @@ async fn separate_api_two_comet_and_history_processes_run_the_service() {
         if seen.len() >= said.len() || turn > 50 {
             break;
         }
-        let answer = c.observe(&comets[turn % 2].base, &bob, counter, 5).await.ok();
+        let answer = c
+            .observe(&comets[turn % 2].base, &bob, counter, 5)
+            .await
+            .ok();
         seen.extend(counters(&events(&answer)));
         counter = answer["counter"].as_u64().expect("counter");
     }
-    assert_eq!(seen, said, "bob sees every message once, in order, across both comets");
-    eventually("history to hold the conversation", Duration::from_secs(20), || async {
-        let page = c.messages(&history.base, "procs", &[]).await.ok();
-        (counters(page["messages"].as_array()?).len() == 2 + said.len()).then_some(())
-    })
+    assert_eq!(
+        seen, said,
+        "bob sees every message once, in order, across both comets"
+    );
+    eventually(
+        "history to hold the conversation",
+        Duration::from_secs(20),
+        || async {
+            let page = c.messages(&history.base, "procs", &[]).await.ok();
+            (counters(page["messages"].as_array()?).len() == 2 + said.len()).then_some(())
+        },
+    )
     .await;
     for process in [api, history] {
         assert!(process.terminate().await.success());
@@ -129,7 +178,11 @@ async fn dev_without_nats_server_on_path_says_what_to_install() {
         .expect("run lingr dev");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("nats-server was not found") && stderr.contains("apt-get install nats-server"), "{stderr}");
+    assert!(
+        stderr.contains("nats-server was not found")
+            && stderr.contains("apt-get install nats-server"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -137,7 +190,12 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
     let dir = tempfile::tempdir().expect("temp dir");
     let port = free_port();
     let mut child = Command::new(lingr_binary())
-        .args(["dev", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .args([
+            "dev",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
@@ -145,7 +203,11 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
         .spawn()
         .expect("spawn lingr dev");
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let banner = stdout.next_line().await.expect("read").expect("banner line");
+    let banner = stdout
+        .next_line()
+        .await
+        .expect("read")
+        .expect("banner line");
     let nats_port: u16 = banner
         .split("NATS nats://127.0.0.1:")
         .nth(1)
@@ -157,7 +219,12 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
     c.wait_ready(&base).await;
     let alice = c.join(&base, "dev", "alice").await;
     let said = c.say_ok(&base, &alice, "hello from dev").await;
-    assert_eq!(counters(&events(&c.observe(&base, &alice, alice.counter, 5).await.ok())), [said]);
+    assert_eq!(
+        counters(&events(
+            &c.observe(&base, &alice, alice.counter, 5).await.ok()
+        )),
+        [said]
+    );
     eventually("history in SQLite", Duration::from_secs(20), || async {
         let page = c.messages(&base, "dev", &[]).await.ok();
         (page["messages"].as_array()?.len() == 2).then_some(())
@@ -167,10 +234,15 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
     assert!(dir.path().join("secret").exists());
 
     sigterm(&child).await;
-    let status = tokio::time::timeout(Duration::from_secs(20), child.wait()).await.expect("exits").expect("status");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("exits")
+        .expect("status");
     assert!(status.success(), "{status}");
     assert!(
-        tokio::net::TcpStream::connect(("127.0.0.1", nats_port)).await.is_err(),
+        tokio::net::TcpStream::connect(("127.0.0.1", nats_port))
+            .await
+            .is_err(),
         "the private nats-server stops with lingr dev"
     );
 }

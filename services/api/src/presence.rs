@@ -45,16 +45,28 @@ pub async fn leave(
                 timestamp: timestamp_now(),
             };
             let msg_id = format!("exit:{}", occupant.occupant_id);
-            Some(publish(state, event, Some(msg_id), traceparent).await?.event.counter)
+            Some(
+                publish(state, event, Some(msg_id), traceparent)
+                    .await?
+                    .event
+                    .counter,
+            )
         }
         None => None,
     };
     let key = occupant.key();
-    state.occupants.delete(key.as_str()).await.map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
+    state
+        .occupants
+        .delete(key.as_str())
+        .await
+        .map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
     if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
         tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
     }
-    sessions::update(state, &occupant.session_tag, |record| record.occupants.retain(|k| *k != key)).await?;
+    sessions::update(state, &occupant.session_tag, |record| {
+        record.occupants.retain(|k| *k != key)
+    })
+    .await?;
     Ok(counter)
 }
 
@@ -79,14 +91,18 @@ pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
 
 /// Reaps until `shutdown` fires.
 pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
-    let mut ticks = tokio::time::interval(state.config.reap_interval.max(Duration::from_millis(50)));
+    let mut ticks =
+        tokio::time::interval(state.config.reap_interval.max(Duration::from_millis(50)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if state.occupants_mirror.is_ready() && state.presence_mirror.is_ready() && state.sessions_mirror.is_ready() {
+        if state.occupants_mirror.is_ready()
+            && state.presence_mirror.is_ready()
+            && state.sessions_mirror.is_ready()
+        {
             reap_once(&state).await;
             state.metrics.reaper_passes.inc();
         }
@@ -98,7 +114,11 @@ pub async fn reap_once(state: &ApiState) {
     let now = now_ms();
     let timeout_ms = millis(state.config.presence_timeout);
     for (_, occupant) in state.occupants_mirror.snapshot() {
-        let seen = state.presence_mirror.get(occupant.occupant_id.as_str()).unwrap_or(0).max(occupant.entered_ms);
+        let seen = state
+            .presence_mirror
+            .get(occupant.occupant_id.as_str())
+            .unwrap_or(0)
+            .max(occupant.entered_ms);
         if now.saturating_sub(seen) <= timeout_ms {
             continue;
         }
@@ -107,7 +127,10 @@ pub async fn reap_once(state: &ApiState) {
                 state.metrics.presence_timeouts.inc();
                 tracing::info!(room.id = %occupant.room, occupant.id = %occupant.occupant_id, "occupant timed out");
             }
-            Err(err) => tracing::warn!(code = err.code.as_str(), "timing out an occupant failed; next pass retries"),
+            Err(err) => tracing::warn!(
+                code = err.code.as_str(),
+                "timing out an occupant failed; next pass retries"
+            ),
         }
     }
     let ttl_ms = millis(state.config.session_ttl);
@@ -117,7 +140,10 @@ pub async fn reap_once(state: &ApiState) {
         }
         match sessions::end_session(state, &tag, &record, ExitReason::Timeout, None).await {
             Ok(()) => state.metrics.sessions_expired.inc(),
-            Err(err) => tracing::warn!(code = err.code.as_str(), "expiring a session failed; next pass retries"),
+            Err(err) => tracing::warn!(
+                code = err.code.as_str(),
+                "expiring a session failed; next pass retries"
+            ),
         }
     }
 }

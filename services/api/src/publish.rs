@@ -28,10 +28,12 @@ pub async fn publish(
     msg_id: Option<String>,
     traceparent: Option<&str>,
 ) -> Result<Published, ApiError> {
-    let payload = serde_json::to_vec(&event).map_err(|err| ApiError::internal("serializing an event", err))?;
-    let mut publish = Publish::build()
-        .payload(payload.into())
-        .header(telemetry::TRACEPARENT, telemetry::child_traceparent(traceparent).as_str());
+    let payload = serde_json::to_vec(&event)
+        .map_err(|err| ApiError::internal("serializing an event", err))?;
+    let mut publish = Publish::build().payload(payload.into()).header(
+        telemetry::TRACEPARENT,
+        telemetry::child_traceparent(traceparent).as_str(),
+    );
     if let Some(id) = msg_id {
         publish = publish.message_id(id);
     }
@@ -45,10 +47,16 @@ pub async fn publish(
     state.metrics.events_published.inc();
     if ack.duplicate {
         state.metrics.duplicates.inc();
-        return Ok(Published { event: stored_event(state, ack.sequence).await?, duplicate: true });
+        return Ok(Published {
+            event: stored_event(state, ack.sequence).await?,
+            duplicate: true,
+        });
     }
     event.counter = ack.sequence;
-    Ok(Published { event, duplicate: false })
+    Ok(Published {
+        event,
+        duplicate: false,
+    })
 }
 
 /// The event stored at `counter`.
@@ -61,8 +69,8 @@ pub async fn stored_event(state: &ApiState, counter: u64) -> Result<Event, ApiEr
         .direct_get(counter)
         .await
         .map_err(|err| ApiError::unavailable("reading a stored event", err))?;
-    let mut event: Event =
-        serde_json::from_slice(&message.payload).map_err(|err| ApiError::internal("parsing a stored event", err))?;
+    let mut event: Event = serde_json::from_slice(&message.payload)
+        .map_err(|err| ApiError::internal("parsing a stored event", err))?;
     event.counter = counter;
     Ok(event)
 }
@@ -73,6 +81,9 @@ pub async fn stored_event(state: &ApiState, counter: u64) -> Result<Event, ApiEr
 /// `unavailable` when NATS does not answer.
 pub async fn newest_counter(state: &ApiState) -> Result<u64, ApiError> {
     let mut events = state.events.clone();
-    let info = events.info().await.map_err(|err| ApiError::unavailable("reading the stream state", err))?;
+    let info = events
+        .info()
+        .await
+        .map_err(|err| ApiError::unavailable("reading the stream state", err))?;
     Ok(info.state.last_sequence)
 }

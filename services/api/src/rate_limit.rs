@@ -23,16 +23,25 @@ struct Bucket {
 impl RateLimiter {
     /// A limiter of `rate` per second with bursts of `burst`.
     pub fn new(rate: u32, burst: u32) -> Self {
-        Self { rate: f64::from(rate.max(1)), burst: f64::from(burst.max(1)), buckets: Mutex::new(HashMap::new()) }
+        Self {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            buckets: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Takes a token for `key` at `now`; false when none is left.
     pub fn try_take(&self, key: &str, now: Instant) -> bool {
-        let Ok(mut buckets) = self.buckets.lock() else { return true };
+        let Ok(mut buckets) = self.buckets.lock() else {
+            return true;
+        };
         if buckets.len() > 10_000 {
             buckets.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(60));
         }
-        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket { tokens: self.burst, at: now });
+        let bucket = buckets.entry(key.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
         let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * self.rate).min(self.burst);
         bucket.at = now;
@@ -56,6 +65,9 @@ mod tests {
         assert_eq!((0..25).filter(|_| limiter.try_take("s", start)).count(), 20);
         assert!(!limiter.try_take("s", start + Duration::from_millis(50)));
         assert!(limiter.try_take("s", start + Duration::from_millis(100)));
-        assert!(limiter.try_take("other", start), "sessions have their own buckets");
+        assert!(
+            limiter.try_take("other", start),
+            "sessions have their own buckets"
+        );
     }
 }

@@ -9,11 +9,16 @@ use std::time::{Duration, Instant};
 use axum::extract::State;
 use lingr_platform::clock::now_ms;
 use lingr_platform::{ApiError, Params, Reply};
-use lingr_proto::api::{Entered, Exited, Occupant, RecentReply, RecentRequest, RoomSnapshot, Stored, ENTER_MESSAGES};
+use lingr_proto::api::{
+    Entered, Exited, Occupant, RecentReply, RecentRequest, RoomSnapshot, Stored, ENTER_MESSAGES,
+};
 use lingr_proto::event::timestamp_now;
 use lingr_proto::records::{self, OccupantRecord};
 use lingr_proto::ticket::Ticket;
-use lingr_proto::{subjects, ErrorCode, Event, EventType, ExitReason, IdempotentId, MessageText, Nickname, OccupantId, RoomId};
+use lingr_proto::{
+    subjects, ErrorCode, Event, EventType, ExitReason, IdempotentId, MessageText, Nickname,
+    OccupantId, RoomId,
+};
 
 use crate::presence;
 use crate::publish::{newest_counter, publish};
@@ -36,9 +41,14 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         Some(raw) => Some(Nickname::parse(raw)?),
         None => caller.record.nickname.clone(),
     };
-    let idempotent = params.get("idempotent_id").map(IdempotentId::parse).transpose()?;
+    let idempotent = params
+        .get("idempotent_id")
+        .map(IdempotentId::parse)
+        .transpose()?;
     let occupant_id = match &idempotent {
-        Some(id) => state.tickets.derive_occupant_id(&caller.tag, &room, id.as_str()),
+        Some(id) => state
+            .tickets
+            .derive_occupant_id(&caller.tag, &room, id.as_str()),
         None => random_occupant_id()?,
     };
     let occupant = OccupantRecord {
@@ -49,8 +59,13 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         entered_ms: now_ms(),
     };
     let key = occupant.key();
-    if !caller.record.occupants.contains(&key) && caller.record.occupants.len() >= state.config.max_rooms_per_session {
-        return Err(ApiError::new(ErrorCode::TooManyRooms, "this session is in too many rooms; exit one first"));
+    if !caller.record.occupants.contains(&key)
+        && caller.record.occupants.len() >= state.config.max_rooms_per_session
+    {
+        return Err(ApiError::new(
+            ErrorCode::TooManyRooms,
+            "this session is in too many rooms; exit one first",
+        ));
     }
     ensure_room_exists(state, &room).await?;
     state
@@ -69,11 +84,18 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         Some(nickname) => {
             let event = new_event(EventType::Enter, &occupant, nickname.as_str());
             let msg_id = format!("enter:{occupant_id}");
-            publish(state, event, Some(msg_id), params.traceparent.as_deref()).await?.event.counter
+            publish(state, event, Some(msg_id), params.traceparent.as_deref())
+                .await?
+                .event
+                .counter
         }
         None => newest_counter(state).await?,
     };
-    let messages_before = if nickname.is_some() { counter } else { counter + 1 };
+    let messages_before = if nickname.is_some() {
+        counter
+    } else {
+        counter + 1
+    };
     let ticket = state.tickets.sign(&Ticket {
         room: room.clone(),
         occupant_id: occupant_id.clone(),
@@ -94,15 +116,23 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
 
 fn random_occupant_id() -> Result<OccupantId, ApiError> {
     let mut bytes = [0u8; 16];
-    lingr_platform::config::random_bytes(&mut bytes).map_err(|err| ApiError::internal("minting an occupant id", err))?;
+    lingr_platform::config::random_bytes(&mut bytes)
+        .map_err(|err| ApiError::internal("minting an occupant id", err))?;
     Ok(OccupantId::from_bytes(&bytes))
 }
 
 async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiError> {
-    let known = state.rooms.get(room.as_str()).await.map_err(|err| ApiError::unavailable("reading a room", err))?;
+    let known = state
+        .rooms
+        .get(room.as_str())
+        .await
+        .map_err(|err| ApiError::unavailable("reading a room", err))?;
     if known.is_none() {
         // Two first enters may race: whichever creates it, the room exists.
-        let _ = state.rooms.create(room.as_str(), now_ms().to_string().into()).await;
+        let _ = state
+            .rooms
+            .create(room.as_str(), now_ms().to_string().into())
+            .await;
     }
     Ok(())
 }
@@ -117,23 +147,40 @@ async fn occupants_of(state: &ApiState, room: &RoomId) -> Result<Vec<Occupant>, 
         .info
         .state
         .last_sequence;
-    if !state.occupants_mirror.caught_up_to(latest, Duration::from_secs(2)).await {
+    if !state
+        .occupants_mirror
+        .caught_up_to(latest, Duration::from_secs(2))
+        .await
+    {
         tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
     }
     Ok(state
         .occupants_mirror
         .with_prefix(&records::room_prefix(room))
         .into_iter()
-        .filter_map(|(_, o)| o.nickname.map(|n| Occupant { id: o.occupant_id.to_string(), nickname: n.to_string() }))
+        .filter_map(|(_, o)| {
+            o.nickname.map(|n| Occupant {
+                id: o.occupant_id.to_string(),
+                nickname: n.to_string(),
+            })
+        })
         .collect())
 }
 
 /// The last message events before `before`, from history. If history does not answer in
 /// time the enter still succeeds, with no messages: the client can page with get_messages.
 async fn recent_messages(state: &ApiState, room: &RoomId, before: u64) -> Vec<Event> {
-    let request = RecentRequest { room: room.to_string(), before, limit: ENTER_MESSAGES };
-    let Ok(payload) = serde_json::to_vec(&request) else { return Vec::new() };
-    let asked = state.client.request(subjects::HISTORY_RECENT, payload.into());
+    let request = RecentRequest {
+        room: room.to_string(),
+        before,
+        limit: ENTER_MESSAGES,
+    };
+    let Ok(payload) = serde_json::to_vec(&request) else {
+        return Vec::new();
+    };
+    let asked = state
+        .client
+        .request(subjects::HISTORY_RECENT, payload.into());
     match tokio::time::timeout(HISTORY_WAIT, asked).await {
         Ok(Ok(reply)) => match serde_json::from_slice::<RecentReply>(&reply.payload) {
             Ok(recent) => {
@@ -180,10 +227,12 @@ struct Authorized {
 
 impl Authorized {
     fn nickname(&self) -> Result<&Nickname, ApiError> {
-        self.occupant
-            .nickname
-            .as_ref()
-            .ok_or_else(|| ApiError::new(ErrorCode::ObserverOnly, "an anonymous observer cannot do this; enter with a nickname"))
+        self.occupant.nickname.as_ref().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ObserverOnly,
+                "an anonymous observer cannot do this; enter with a nickname",
+            )
+        })
     }
 }
 
@@ -201,8 +250,8 @@ async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiE
         .await
         .map_err(|err| ApiError::unavailable("reading an occupant", err))?
         .ok_or_else(dead)?;
-    let occupant: OccupantRecord =
-        serde_json::from_slice(&raw).map_err(|err| ApiError::internal("parsing an occupant", err))?;
+    let occupant: OccupantRecord = serde_json::from_slice(&raw)
+        .map_err(|err| ApiError::internal("parsing an occupant", err))?;
     if occupant.session_tag != caller.tag {
         return Err(dead());
     }
@@ -219,10 +268,16 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
     let who = authorize(state, params).await?;
     let nickname = who.nickname()?;
     let text = MessageText::parse(params.required("message")?)?;
-    let idempotent = params.get("idempotent_id").map(IdempotentId::parse).transpose()?;
+    let idempotent = params
+        .get("idempotent_id")
+        .map(IdempotentId::parse)
+        .transpose()?;
     if !state.say_limiter.try_take(&who.caller.tag, Instant::now()) {
         state.metrics.rate_limited.inc();
-        return Err(ApiError::new(ErrorCode::RateLimited, "at most 10 messages a second (bursts of 20); slow down"));
+        return Err(ApiError::new(
+            ErrorCode::RateLimited,
+            "at most 10 messages a second (bursts of 20); slow down",
+        ));
     }
     let mut event = new_event(EventType::Message, &who.occupant, nickname.as_str());
     event.text = Some(text.into_string());
@@ -230,7 +285,10 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
     let published = publish(state, event, msg_id, params.traceparent.as_deref()).await?;
     presence::touch(state, &who.occupant.occupant_id).await;
     let counter = published.event.counter;
-    Ok(Stored { event: published.event, counter })
+    Ok(Stored {
+        event: published.event,
+        counter,
+    })
 }
 
 /// `room/set_nickname`: `session`, `ticket`, `nickname`.
@@ -255,7 +313,10 @@ async fn change_nickname(state: &ApiState, params: &Params) -> Result<Stored, Ap
         .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
     presence::touch(state, &occupant.occupant_id).await;
     let counter = published.event.counter;
-    Ok(Stored { event: published.event, counter })
+    Ok(Stored {
+        event: published.event,
+        counter,
+    })
 }
 
 /// `room/exit`: `session`, `ticket`.
@@ -266,7 +327,14 @@ pub async fn exit(State(state): State<ApiState>, params: Params) -> Reply {
 
 async fn exit_room(state: &ApiState, params: &Params) -> Result<Exited, ApiError> {
     let who = authorize(state, params).await?;
-    let counter = match presence::leave(state, &who.occupant, ExitReason::Exit, params.traceparent.as_deref()).await? {
+    let counter = match presence::leave(
+        state,
+        &who.occupant,
+        ExitReason::Exit,
+        params.traceparent.as_deref(),
+    )
+    .await?
+    {
         Some(counter) => counter,
         None => newest_counter(state).await?,
     };

@@ -24,16 +24,24 @@ pub async fn create(State(state): State<ApiState>, params: Params) -> Reply {
 async fn create_session(state: &ApiState, params: &Params) -> Result<SessionCreated, ApiError> {
     let nickname = params.get("nickname").map(Nickname::parse).transpose()?;
     let mut random = [0u8; 24];
-    lingr_platform::config::random_bytes(&mut random).map_err(|err| ApiError::internal("minting a session", err))?;
+    lingr_platform::config::random_bytes(&mut random)
+        .map_err(|err| ApiError::internal("minting a session", err))?;
     let token = SessionToken::from_random(random);
     let now = now_ms();
-    let record = SessionRecord { nickname, created_ms: now, last_used_ms: now, occupants: Vec::new() };
+    let record = SessionRecord {
+        nickname,
+        created_ms: now,
+        last_used_ms: now,
+        occupants: Vec::new(),
+    };
     state
         .sessions
         .create(token.tag(), encode(&record)?)
         .await
         .map_err(|err| ApiError::unavailable("storing a session", err))?;
-    Ok(SessionCreated { session: token.as_str().to_owned() })
+    Ok(SessionCreated {
+        session: token.as_str().to_owned(),
+    })
 }
 
 /// `session/destroy`: every room of the session is exited with `reason: session_destroyed`.
@@ -44,7 +52,14 @@ pub async fn destroy(State(state): State<ApiState>, params: Params) -> Reply {
 
 async fn destroy_session(state: &ApiState, params: &Params) -> Result<serde_json::Value, ApiError> {
     let caller = load(state, params).await?;
-    end_session(state, &caller.tag, &caller.record, ExitReason::SessionDestroyed, params.traceparent.as_deref()).await?;
+    end_session(
+        state,
+        &caller.tag,
+        &caller.record,
+        ExitReason::SessionDestroyed,
+        params.traceparent.as_deref(),
+    )
+    .await?;
     Ok(serde_json::json!({}))
 }
 
@@ -60,12 +75,20 @@ pub async fn end_session(
     traceparent: Option<&str>,
 ) -> Result<(), ApiError> {
     for key in &record.occupants {
-        let occupant = state.occupants.get(key.as_str()).await.map_err(|err| ApiError::unavailable("reading an occupant", err))?;
+        let occupant = state
+            .occupants
+            .get(key.as_str())
+            .await
+            .map_err(|err| ApiError::unavailable("reading an occupant", err))?;
         if let Some(occupant) = occupant.and_then(|raw| serde_json::from_slice(&raw).ok()) {
             presence::leave(state, &occupant, reason, traceparent).await?;
         }
     }
-    state.sessions.delete(tag).await.map_err(|err| ApiError::unavailable("deleting a session", err))
+    state
+        .sessions
+        .delete(tag)
+        .await
+        .map_err(|err| ApiError::unavailable("deleting a session", err))
 }
 
 /// The caller's session, checked and loaded.
@@ -90,8 +113,8 @@ pub async fn load(state: &ApiState, params: &Params) -> Result<Caller, ApiError>
         .map_err(|err| ApiError::unavailable("reading a session", err))?
         .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
         .ok_or_else(expired)?;
-    let record: SessionRecord =
-        serde_json::from_slice(&entry.value).map_err(|err| ApiError::internal("parsing a session", err))?;
+    let record: SessionRecord = serde_json::from_slice(&entry.value)
+        .map_err(|err| ApiError::internal("parsing a session", err))?;
     let now = now_ms();
     let ttl_ms = millis(state.config.session_ttl);
     if now.saturating_sub(presence::session_last_active(state, &record)) > ttl_ms {
@@ -102,7 +125,10 @@ pub async fn load(state: &ApiState, params: &Params) -> Result<Caller, ApiError>
         let mut touched = record.clone();
         touched.last_used_ms = now;
         // A lost race means another call touched it at the same moment: good enough.
-        let _ = state.sessions.update(tag.as_str(), encode(&touched)?, entry.revision).await;
+        let _ = state
+            .sessions
+            .update(tag.as_str(), encode(&touched)?, entry.revision)
+            .await;
     }
     Ok(Caller { tag, record })
 }
@@ -112,7 +138,11 @@ pub async fn load(state: &ApiState, params: &Params) -> Result<Caller, ApiError>
 ///
 /// # Errors
 /// `unavailable` when NATS fails or the record keeps changing under us.
-pub async fn update(state: &ApiState, tag: &str, change: impl Fn(&mut SessionRecord)) -> Result<(), ApiError> {
+pub async fn update(
+    state: &ApiState,
+    tag: &str,
+    change: impl Fn(&mut SessionRecord),
+) -> Result<(), ApiError> {
     for _ in 0..8 {
         let Some(entry) = state
             .sessions
@@ -123,14 +153,22 @@ pub async fn update(state: &ApiState, tag: &str, change: impl Fn(&mut SessionRec
         else {
             return Ok(());
         };
-        let mut record: SessionRecord =
-            serde_json::from_slice(&entry.value).map_err(|err| ApiError::internal("parsing a session", err))?;
+        let mut record: SessionRecord = serde_json::from_slice(&entry.value)
+            .map_err(|err| ApiError::internal("parsing a session", err))?;
         change(&mut record);
-        if state.sessions.update(tag, encode(&record)?, entry.revision).await.is_ok() {
+        if state
+            .sessions
+            .update(tag, encode(&record)?, entry.revision)
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
     }
-    Err(ApiError::new(ErrorCode::Unavailable, "the session is busy; retry"))
+    Err(ApiError::new(
+        ErrorCode::Unavailable,
+        "the session is busy; retry",
+    ))
 }
 
 fn expired() -> ApiError {
@@ -142,7 +180,9 @@ fn expired() -> ApiError {
 /// # Errors
 /// `internal` if it cannot be serialized.
 pub fn encode<T: serde::Serialize>(record: &T) -> Result<Bytes, ApiError> {
-    serde_json::to_vec(record).map(Bytes::from).map_err(|err| ApiError::internal("serializing a record", err))
+    serde_json::to_vec(record)
+        .map(Bytes::from)
+        .map_err(|err| ApiError::internal("serializing a record", err))
 }
 
 /// A duration in whole milliseconds.

@@ -106,12 +106,30 @@ pub struct ApiMetrics {
 impl ApiMetrics {
     fn register(metrics: &Metrics) -> Self {
         Self {
-            events_published: metrics.counter("lingr_api_events_published_total", "Events stored in JetStream."),
-            duplicates: metrics.counter("lingr_api_duplicate_publishes_total", "Idempotent retries answered with the stored event."),
-            rate_limited: metrics.counter("lingr_api_rate_limited_total", "Says refused by the per-session rate limit."),
-            presence_timeouts: metrics.counter("lingr_api_presence_timeouts_total", "Occupants that left by presence timeout."),
-            sessions_expired: metrics.counter("lingr_api_sessions_expired_total", "Sessions expired unused."),
-            reaper_passes: metrics.counter("lingr_api_reaper_passes_total", "Passes of the presence and session reaper."),
+            events_published: metrics.counter(
+                "lingr_api_events_published_total",
+                "Events stored in JetStream.",
+            ),
+            duplicates: metrics.counter(
+                "lingr_api_duplicate_publishes_total",
+                "Idempotent retries answered with the stored event.",
+            ),
+            rate_limited: metrics.counter(
+                "lingr_api_rate_limited_total",
+                "Says refused by the per-session rate limit.",
+            ),
+            presence_timeouts: metrics.counter(
+                "lingr_api_presence_timeouts_total",
+                "Occupants that left by presence timeout.",
+            ),
+            sessions_expired: metrics.counter(
+                "lingr_api_sessions_expired_total",
+                "Sessions expired unused.",
+            ),
+            reaper_passes: metrics.counter(
+                "lingr_api_reaper_passes_total",
+                "Passes of the presence and session reaper.",
+            ),
         }
     }
 }
@@ -140,20 +158,25 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Api> {
     let js = nats::jetstream(client.clone());
-    let (events, sessions, occupants, presence, rooms) = nats::retry("api setup", &shutdown, || async {
-        Ok((
-            nats::ensure_events_stream(&js, retention).await?,
-            nats::ensure_bucket(&js, subjects::SESSIONS_BUCKET, Duration::ZERO).await?,
-            nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
-            nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
-            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
-        ))
-    })
-    .await?;
+    let (events, sessions, occupants, presence, rooms) =
+        nats::retry("api setup", &shutdown, || async {
+            Ok((
+                nats::ensure_events_stream(&js, retention).await?,
+                nats::ensure_bucket(&js, subjects::SESSIONS_BUCKET, Duration::ZERO).await?,
+                nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
+                nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
+                nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
+            ))
+        })
+        .await?;
     let (occupants_mirror, t1) = KvMirror::spawn(occupants.clone(), shutdown.clone());
     let (presence_mirror, t2) = KvMirror::spawn(presence.clone(), shutdown.clone());
     let (sessions_mirror, t3) = KvMirror::spawn(sessions.clone(), shutdown.clone());
-    let ready = vec![occupants_mirror.ready_flag(), presence_mirror.ready_flag(), sessions_mirror.ready_flag()];
+    let ready = vec![
+        occupants_mirror.ready_flag(),
+        presence_mirror.ready_flag(),
+        sessions_mirror.ready_flag(),
+    ];
     let state = ApiState {
         say_limiter: Arc::new(RateLimiter::new(config.say_rate, config.say_burst)),
         config: Arc::new(config),
@@ -171,5 +194,9 @@ pub async fn start(
         metrics: ApiMetrics::register(metrics),
     };
     let reaper = tokio::spawn(crate::presence::reap_forever(state.clone(), shutdown));
-    Ok(Api { state, ready, tasks: vec![t1, t2, t3, reaper] })
+    Ok(Api {
+        state,
+        ready,
+        tasks: vec![t1, t2, t3, reaper],
+    })
 }

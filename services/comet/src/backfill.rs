@@ -33,7 +33,12 @@ pub async fn events_between(
     max: usize,
 ) -> Result<Vec<(u64, Bytes)>, BackfillError> {
     let mut info_handle = stream.clone();
-    let first = info_handle.info().await.map_err(|err| BackfillError::Stream(err.to_string()))?.state.first_sequence;
+    let first = info_handle
+        .info()
+        .await
+        .map_err(|err| BackfillError::Stream(err.to_string()))?
+        .state
+        .first_sequence;
     if after.saturating_add(1) < first {
         return Err(BackfillError::Expired);
     }
@@ -41,7 +46,10 @@ pub async fn events_between(
     let mut events = Vec::new();
     let mut next = after + 1;
     while events.len() < max && next <= upto {
-        match stream.direct_get_next_for_subject(subject.as_str(), Some(next)).await {
+        match stream
+            .direct_get_next_for_subject(subject.as_str(), Some(next))
+            .await
+        {
             Ok(message) if message.sequence <= upto => {
                 if let Some(json) = encode_stored(message.sequence, &message.payload) {
                     events.push((message.sequence, json));

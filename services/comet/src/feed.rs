@@ -54,7 +54,9 @@ async fn consume(
         .create_consumer(push::OrderedConfig {
             deliver_subject: client.new_inbox(),
             filter_subject: subjects::EVENTS_SUBJECTS.to_owned(),
-            deliver_policy: DeliverPolicy::ByStartSequence { start_sequence: hub.applied() + 1 },
+            deliver_policy: DeliverPolicy::ByStartSequence {
+                start_sequence: hub.applied() + 1,
+            },
             ..Default::default()
         })
         .await?;
@@ -62,7 +64,10 @@ async fn consume(
     ready.store(true, Ordering::SeqCst);
     while let Some(message) = messages.next().await {
         let message = message?;
-        let counter = message.info().map_err(|err| anyhow::anyhow!("{err}"))?.stream_sequence;
+        let counter = message
+            .info()
+            .map_err(|err| anyhow::anyhow!("{err}"))?
+            .stream_sequence;
         let room = subjects::room_of_subject(message.subject.as_str());
         match (room, encode_stored(counter, &message.payload)) {
             (Some(room), Some(json)) => {

@@ -51,7 +51,10 @@ impl Hub {
     /// A hub whose rooms keep at most `room_capacity` events each, starting after `applied`.
     pub fn new(room_capacity: usize, applied: u64) -> Self {
         Self {
-            inner: RwLock::new(Rooms { by_id: HashMap::new(), applied }),
+            inner: RwLock::new(Rooms {
+                by_id: HashMap::new(),
+                applied,
+            }),
             room_capacity: room_capacity.max(1),
         }
     }
@@ -63,14 +66,24 @@ impl Hub {
 
     /// The room, created if new; a new room covers everything after what has been applied.
     pub fn room(&self, id: &RoomId) -> Arc<Room> {
-        if let Some(room) = self.inner.read().ok().and_then(|r| r.by_id.get(id).cloned()) {
+        if let Some(room) = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|r| r.by_id.get(id).cloned())
+        {
             return room;
         }
         let Ok(mut rooms) = self.inner.write() else {
             return Arc::new(Room::new(0));
         };
         let applied = rooms.applied;
-        Arc::clone(rooms.by_id.entry(id.clone()).or_insert_with(|| Arc::new(Room::new(applied))))
+        Arc::clone(
+            rooms
+                .by_id
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Room::new(applied))),
+        )
     }
 
     /// Applies the event stored at `counter`, wakes the room's waiters once, and returns
@@ -98,11 +111,16 @@ impl Hub {
 
     /// Drops rooms idle for `idle` that nobody waits on; returns how many remain.
     pub fn sweep(&self, idle: Duration) -> usize {
-        let Ok(mut rooms) = self.inner.write() else { return 0 };
+        let Ok(mut rooms) = self.inner.write() else {
+            return 0;
+        };
         let now = Instant::now();
         rooms.by_id.retain(|_, room| {
             Arc::strong_count(room) > 1
-                || room.buffer.read().is_ok_and(|b| now.duration_since(b.last_used) < idle)
+                || room
+                    .buffer
+                    .read()
+                    .is_ok_and(|b| now.duration_since(b.last_used) < idle)
         });
         rooms.by_id.len()
     }
@@ -111,7 +129,11 @@ impl Hub {
 impl Room {
     fn new(covered_after: u64) -> Self {
         Self {
-            buffer: RwLock::new(Buffer { covered_after, events: VecDeque::new(), last_used: Instant::now() }),
+            buffer: RwLock::new(Buffer {
+                covered_after,
+                events: VecDeque::new(),
+                last_used: Instant::now(),
+            }),
             notify: Notify::new(),
         }
     }
@@ -130,7 +152,9 @@ impl Room {
 
     /// Up to `max` events after `after`, or word that some are older than the buffer.
     pub fn collect(&self, after: u64, max: usize) -> Collected {
-        let Ok(buffer) = self.buffer.read() else { return Collected::Events(Vec::new()) };
+        let Ok(buffer) = self.buffer.read() else {
+            return Collected::Events(Vec::new());
+        };
         if after < buffer.covered_after {
             return Collected::OlderThanBuffer(buffer.covered_after);
         }
@@ -169,10 +193,16 @@ mod tests {
             assert!(hub.apply(&room("a"), counter, json(counter)));
         }
         let a = hub.room(&room("a"));
-        assert_eq!(a.collect(13, 10), Collected::Events(vec![(14, json(14)), (15, json(15))]));
+        assert_eq!(
+            a.collect(13, 10),
+            Collected::Events(vec![(14, json(14)), (15, json(15))])
+        );
         assert_eq!(a.collect(12, 1), Collected::Events(vec![(13, json(13))]));
         assert_eq!(a.collect(11, 10), Collected::OlderThanBuffer(12));
-        assert!(!hub.apply(&room("a"), 15, json(15)), "redelivery is ignored");
+        assert!(
+            !hub.apply(&room("a"), 15, json(15)),
+            "redelivery is ignored"
+        );
     }
 
     #[test]

@@ -26,5 +26,7 @@ pub use state::{CometConfig, CometState};
 
 /// The comet's routes, without health routes or layers.
 pub fn router(state: CometState) -> Router {
-    Router::new().route("/api/room/observe", api_route(observe::observe)).with_state(state)
+    Router::new()
+        .route("/api/room/observe", api_route(observe::observe))
+        .with_state(state)
 }

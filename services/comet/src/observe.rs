@@ -30,7 +30,10 @@ pub async fn observe(State(state): State<CometState>, params: Params) -> Reply {
     match observe_room(&state, &params).await {
         Ok(object) => Reply::ok_object(params.format.clone(), &object),
         Err(error) => {
-            if matches!(error.code, ErrorCode::Overloaded | ErrorCode::TooManyObserves) {
+            if matches!(
+                error.code,
+                ErrorCode::Overloaded | ErrorCode::TooManyObserves
+            ) {
                 state.metrics.refused.inc();
             }
             Reply::error(params.format.clone(), &error)
@@ -40,17 +43,25 @@ pub async fn observe(State(state): State<CometState>, params: Params) -> Reply {
 
 async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, ApiError> {
     if state.shutdown.is_cancelled() {
-        return Err(ApiError::new(ErrorCode::Draining, "this server is shutting down; observe again"));
+        return Err(ApiError::new(
+            ErrorCode::Draining,
+            "this server is shutting down; observe again",
+        ));
     }
     let session = SessionToken::parse(params.required("session")?)?;
     let ticket = state.tickets.verify(params.required("ticket")?)?;
     if ticket.session_tag != session.tag() {
         return Err(dead_ticket());
     }
-    let after = params.u64("counter")?.ok_or_else(|| ApiError::missing("counter"))?;
+    let after = params
+        .u64("counter")?
+        .ok_or_else(|| ApiError::missing("counter"))?;
     let timeout = params.u64("timeout")?.unwrap_or(DEFAULT_TIMEOUT_S);
     if timeout > MAX_TIMEOUT_S {
-        return Err(ApiError::new(ErrorCode::InvalidParameter, "timeout must be at most 60 seconds"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "timeout must be at most 60 seconds",
+        ));
     }
     check_present(state, &ticket).await?;
     let _slot = state.slots.acquire(&ticket.session_tag)?;
@@ -80,7 +91,9 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                         BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
                     })?;
                 // Continue into the buffer so one answer carries every event it can (up to 500).
-                if let Collected::Events(buffered) = room.collect(covered_after, OBSERVE_MAX_EVENTS - events.len()) {
+                if let Collected::Events(buffered) =
+                    room.collect(covered_after, OBSERVE_MAX_EVENTS - events.len())
+                {
                     events.extend(buffered);
                 }
                 if !events.is_empty() {
@@ -165,8 +178,14 @@ mod tests {
 
     #[test]
     fn answer_joins_serialized_events() {
-        let events = vec![(7, Bytes::from_static(b"{\"counter\":7}")), (9, Bytes::from_static(b"{\"counter\":9}"))];
-        assert_eq!(answer(3, &events), br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec());
+        let events = vec![
+            (7, Bytes::from_static(b"{\"counter\":7}")),
+            (9, Bytes::from_static(b"{\"counter\":9}")),
+        ];
+        assert_eq!(
+            answer(3, &events),
+            br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec()
+        );
         assert_eq!(answer(3, &[]), br#"{"counter":3,"events":[]}"#.to_vec());
     }
 }

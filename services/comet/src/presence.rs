@@ -47,14 +47,21 @@ impl Presence {
 
     /// Everyone to report now, clearing what was touched.
     fn take(&self) -> Vec<String> {
-        let Ok(mut seen) = self.inner.lock() else { return Vec::new() };
+        let Ok(mut seen) = self.inner.lock() else {
+            return Vec::new();
+        };
         let mut report: HashSet<String> = std::mem::take(&mut seen.touched);
         report.extend(seen.holding.keys().cloned());
         report.into_iter().collect()
     }
 
     /// Writes last-seen times every `interval` until `shutdown` fires, then once more.
-    pub async fn flush_forever(&self, bucket: kv::Store, interval: Duration, shutdown: CancellationToken) {
+    pub async fn flush_forever(
+        &self,
+        bucket: kv::Store,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
         let mut ticks = tokio::time::interval(interval.max(Duration::from_millis(20)));
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -82,7 +89,10 @@ impl Presence {
             .count()
             .await;
         if failures > 0 {
-            tracing::warn!(failures, "some presence writes failed; they are retried next flush only if still observing");
+            tracing::warn!(
+                failures,
+                "some presence writes failed; they are retried next flush only if still observing"
+            );
         }
     }
 }

@@ -98,11 +98,26 @@ impl CometMetrics {
     fn register(metrics: &Metrics) -> Self {
         Self {
             held: metrics.gauge("lingr_comet_held_observes", "Observes held now."),
-            events_applied: metrics.counter("lingr_comet_events_applied_total", "Events applied to room buffers."),
-            answered: metrics.counter("lingr_comet_observes_answered_total", "Observes answered with events."),
-            answered_empty: metrics.counter("lingr_comet_observes_empty_total", "Observes answered empty on timeout or drain."),
-            refused: metrics.counter("lingr_comet_observes_refused_total", "Observes refused by a limit."),
-            backfills: metrics.counter("lingr_comet_backfills_total", "Observes filled from the stream."),
+            events_applied: metrics.counter(
+                "lingr_comet_events_applied_total",
+                "Events applied to room buffers.",
+            ),
+            answered: metrics.counter(
+                "lingr_comet_observes_answered_total",
+                "Observes answered with events.",
+            ),
+            answered_empty: metrics.counter(
+                "lingr_comet_observes_empty_total",
+                "Observes answered empty on timeout or drain.",
+            ),
+            refused: metrics.counter(
+                "lingr_comet_observes_refused_total",
+                "Observes refused by a limit.",
+            ),
+            backfills: metrics.counter(
+                "lingr_comet_backfills_total",
+                "Observes filled from the stream.",
+            ),
         }
     }
 }
@@ -140,18 +155,30 @@ impl Slots {
     pub fn acquire(self: &Arc<Self>, session_tag: &str) -> Result<Slot, ApiError> {
         if self.held.fetch_add(1, Ordering::SeqCst) >= self.max_held {
             self.held.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::new(ErrorCode::Overloaded, "this server holds all the observes it can; retry shortly"));
+            return Err(ApiError::new(
+                ErrorCode::Overloaded,
+                "this server holds all the observes it can; retry shortly",
+            ));
         }
-        let mut sessions = self.per_session.lock().map_err(|err| ApiError::internal("locking observe counts", err))?;
+        let mut sessions = self
+            .per_session
+            .lock()
+            .map_err(|err| ApiError::internal("locking observe counts", err))?;
         let count = sessions.entry(session_tag.to_owned()).or_insert(0);
         if *count >= self.max_per_session {
             drop(sessions);
             self.held.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::new(ErrorCode::TooManyObserves, "at most 4 observes at once per session"));
+            return Err(ApiError::new(
+                ErrorCode::TooManyObserves,
+                "at most 4 observes at once per session",
+            ));
         }
         *count += 1;
         self.gauge.inc();
-        Ok(Slot { slots: Arc::clone(self), session_tag: session_tag.to_owned() })
+        Ok(Slot {
+            slots: Arc::clone(self),
+            session_tag: session_tag.to_owned(),
+        })
     }
 }
 
@@ -193,14 +220,15 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Comet> {
     let js = nats::jetstream(client.clone());
-    let (mut stream, occupants, presence_bucket) = nats::retry("comet setup", &shutdown, || async {
-        Ok((
-            nats::ensure_events_stream(&js, retention).await?,
-            nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
-            nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
-        ))
-    })
-    .await?;
+    let (mut stream, occupants, presence_bucket) =
+        nats::retry("comet setup", &shutdown, || async {
+            Ok((
+                nats::ensure_events_stream(&js, retention).await?,
+                nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
+                nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
+            ))
+        })
+        .await?;
     let newest = stream.info().await?.state.last_sequence;
     let metrics = CometMetrics::register(metrics);
     let hub = Arc::new(Hub::new(config.room_buffer, newest));
@@ -229,7 +257,11 @@ pub async fn start(
     ));
     let flush_every = state.config.presence_flush;
     let flusher_shutdown = shutdown.clone();
-    let flusher = tokio::spawn(async move { presence.flush_forever(presence_bucket, flush_every, flusher_shutdown).await });
+    let flusher = tokio::spawn(async move {
+        presence
+            .flush_forever(presence_bucket, flush_every, flusher_shutdown)
+            .await
+    });
     let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
     Ok(Comet {
         state,

@@ -7,7 +7,7 @@
 //! - [`state`]: configuration, shared handles and startup.
 //! - [`store`]: the SQL side (PostgreSQL or SQLite), migrations embedded.
 //! - [`persist`]: the durable consumer that writes events.
-//! - [`messages`]: `room/get_messages`.
+//! - [`messages`]: the `room/get_messages` handler.
 //! - [`recent`]: the NATS request `room/enter` uses for the last messages of a room.
 
 pub mod messages;
@@ -23,5 +23,7 @@ pub use state::HistoryState;
 
 /// History's routes, without health routes or layers.
 pub fn router(state: HistoryState) -> Router {
-    Router::new().route("/api/room/get_messages", api_route(messages::get_messages)).with_state(state)
+    Router::new()
+        .route("/api/room/get_messages", api_route(messages::get_messages))
+        .with_state(state)
 }

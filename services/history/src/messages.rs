@@ -22,7 +22,10 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
     let room = RoomId::parse(params.required("room")?)?;
     let page = match (params.u64("before")?, params.u64("after")?) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::new(ErrorCode::InvalidParameter, "give 'before' or 'after', not both"));
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "give 'before' or 'after', not both",
+            ));
         }
         (before, None) => Page::Before(before),
         (None, Some(after)) => Page::After(after),
@@ -30,7 +33,12 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
     let limit = match params.u64("limit")? {
         None => GET_MESSAGES_DEFAULT,
         Some(n) if (1..=GET_MESSAGES_MAX as u64).contains(&n) => n as usize,
-        Some(_) => return Err(ApiError::new(ErrorCode::InvalidParameter, "limit must be 1-200")),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "limit must be 1-200",
+            ))
+        }
     };
     let (bodies, has_more) = state
         .store
@@ -49,6 +57,10 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
 }
 
 async fn room_exists(state: &HistoryState, room: &RoomId) -> Result<bool, ApiError> {
-    let entry = state.rooms.get(room.as_str()).await.map_err(|err| ApiError::unavailable("reading a room", err))?;
+    let entry = state
+        .rooms
+        .get(room.as_str())
+        .await
+        .map_err(|err| ApiError::unavailable("reading a room", err))?;
     Ok(entry.is_some())
 }

@@ -61,8 +61,15 @@ pub async fn persist_forever(
     }
 }
 
-async fn consume(stream: &Stream, store: &Store, ready: &AtomicBool, stored: &Counter) -> anyhow::Result<()> {
-    let consumer = stream.get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config()).await?;
+async fn consume(
+    stream: &Stream,
+    store: &Store,
+    ready: &AtomicBool,
+    stored: &Counter,
+) -> anyhow::Result<()> {
+    let consumer = stream
+        .get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config())
+        .await?;
     let mut batches = consumer.messages().await?.ready_chunks(BATCH);
     ready.store(true, Ordering::SeqCst);
     while let Some(batch) = batches.next().await {

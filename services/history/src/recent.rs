@@ -19,7 +19,12 @@ use crate::store::Store;
 const CATCH_UP: Duration = Duration::from_secs(2);
 
 /// Serves requests until `shutdown` fires.
-pub async fn serve_forever(client: async_nats::Client, stream: Stream, store: Store, shutdown: CancellationToken) {
+pub async fn serve_forever(
+    client: async_nats::Client,
+    stream: Stream,
+    store: Store,
+    shutdown: CancellationToken,
+) {
     let mut requests = match client
         .queue_subscribe(subjects::HISTORY_RECENT, subjects::HISTORY_QUEUE.to_owned())
         .await
@@ -37,7 +42,9 @@ pub async fn serve_forever(client: async_nats::Client, stream: Stream, store: St
         };
         let (client, stream, store) = (client.clone(), stream.clone(), store.clone());
         tokio::spawn(async move {
-            let Some(reply_to) = request.reply else { return };
+            let Some(reply_to) = request.reply else {
+                return;
+            };
             let Ok(asked) = serde_json::from_slice::<RecentRequest>(&request.payload) else {
                 tracing::warn!("malformed recent-messages request");
                 return;
@@ -58,11 +65,20 @@ pub async fn serve_forever(client: async_nats::Client, stream: Stream, store: St
 async fn answer(stream: &Stream, store: &Store, asked: &RecentRequest) -> RecentReply {
     let complete = caught_up(stream, asked.before.saturating_sub(1)).await;
     let limit = asked.limit.min(lingr_proto::api::GET_MESSAGES_MAX);
-    let messages = match store.recent_messages(&asked.room, asked.before, limit).await {
-        Ok(bodies) => bodies.iter().filter_map(|b| serde_json::from_str::<Event>(b).ok()).collect(),
+    let messages = match store
+        .recent_messages(&asked.room, asked.before, limit)
+        .await
+    {
+        Ok(bodies) => bodies
+            .iter()
+            .filter_map(|b| serde_json::from_str::<Event>(b).ok())
+            .collect(),
         Err(err) => {
             tracing::warn!(error = %format!("{err:#}"), "reading recent messages failed");
-            return RecentReply { messages: Vec::new(), complete: false };
+            return RecentReply {
+                messages: Vec::new(),
+                complete: false,
+            };
         }
     };
     RecentReply { messages, complete }
@@ -74,7 +90,9 @@ async fn caught_up(stream: &Stream, counter: u64) -> bool {
     loop {
         if let Ok(info) = stream.consumer_info(subjects::HISTORY_CONSUMER).await {
             let drained = info.num_pending == 0 && info.num_ack_pending == 0;
-            if info.ack_floor.stream_sequence >= counter || (drained && info.delivered.stream_sequence >= counter) {
+            if info.ack_floor.stream_sequence >= counter
+                || (drained && info.delivered.stream_sequence >= counter)
+            {
                 return true;
             }
         }

@@ -53,7 +53,10 @@ pub async fn start(
     })
     .await?;
     let ready = Arc::new(AtomicBool::new(false));
-    let stored = metrics.counter("lingr_history_events_stored_total", "Events written to SQL (including redeliveries ignored).");
+    let stored = metrics.counter(
+        "lingr_history_events_stored_total",
+        "Events written to SQL (including redeliveries ignored).",
+    );
     let persist = tokio::spawn(crate::persist::persist_forever(
         stream.clone(),
         store.clone(),
@@ -61,6 +64,15 @@ pub async fn start(
         stored,
         shutdown.clone(),
     ));
-    let recent = tokio::spawn(crate::recent::serve_forever(client, stream, store.clone(), shutdown));
-    Ok(History { state: HistoryState { store, rooms }, ready: vec![ready], tasks: vec![persist, recent] })
+    let recent = tokio::spawn(crate::recent::serve_forever(
+        client,
+        stream,
+        store.clone(),
+        shutdown,
+    ));
+    Ok(History {
+        state: HistoryState { store, rooms },
+        ready: vec![ready],
+        tasks: vec![persist, recent],
+    })
 }

@@ -58,9 +58,15 @@ impl Store {
             .await
             .context("connecting to the history database")?;
         if sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL").execute(&pool).await.context("enabling WAL")?;
+            sqlx::query("PRAGMA journal_mode=WAL")
+                .execute(&pool)
+                .await
+                .context("enabling WAL")?;
         }
-        sqlx::migrate!("./migrations").run(&pool).await.context("migrating the history database")?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .context("migrating the history database")?;
         Ok(Self { pool })
     }
 
@@ -90,7 +96,12 @@ impl Store {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn page(&self, room: &str, page: Page, limit: usize) -> anyhow::Result<(Vec<String>, bool)> {
+    pub async fn page(
+        &self,
+        room: &str,
+        page: Page,
+        limit: usize,
+    ) -> anyhow::Result<(Vec<String>, bool)> {
         let fetch = to_i64(limit as u64 + 1);
         let rows = match page {
             Page::Before(before) => {
@@ -128,7 +139,12 @@ impl Store {
     ///
     /// # Errors
     /// When the query fails.
-    pub async fn recent_messages(&self, room: &str, before: u64, limit: usize) -> anyhow::Result<Vec<String>> {
+    pub async fn recent_messages(
+        &self,
+        room: &str,
+        before: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
         let rows = sqlx::query(
             "SELECT body FROM events WHERE room = $1 AND kind = 'message' AND counter < $2 ORDER BY counter DESC LIMIT $3",
         )
@@ -158,7 +174,10 @@ impl Store {
             .await
             .context("reading counters")?;
         rows.into_iter()
-            .map(|row| row.try_get::<i64, _>(0).map(|c| u64::try_from(c).unwrap_or(0)))
+            .map(|row| {
+                row.try_get::<i64, _>(0)
+                    .map(|c| u64::try_from(c).unwrap_or(0))
+            })
             .collect::<Result<Vec<_>, _>>()
             .context("reading counters")
     }

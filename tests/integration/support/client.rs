@@ -21,13 +21,26 @@ pub struct Answer {
 impl Answer {
     /// Asserts `status: ok` and returns the JSON.
     pub fn ok(self) -> Value {
-        assert_eq!(self.json["status"], "ok", "expected ok, got {} {}", self.status, self.body);
+        assert_eq!(
+            self.json["status"], "ok",
+            "expected ok, got {} {}",
+            self.status, self.body
+        );
         self.json
     }
 
     /// Asserts an error with `code` and `status`.
     pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!((self.status, self.json["status"].as_str(), self.json["code"].as_str()), (status, Some("error"), Some(code)), "body: {}", self.body);
+        assert_eq!(
+            (
+                self.status,
+                self.json["status"].as_str(),
+                self.json["code"].as_str()
+            ),
+            (status, Some("error"), Some(code)),
+            "body: {}",
+            self.body
+        );
     }
 
     /// A header's value.
@@ -60,18 +73,27 @@ pub struct Client {
 impl Client {
     /// A client whose requests give up after 90 s.
     pub fn new() -> Self {
-        Self { http: reqwest::Client::builder().timeout(Duration::from_secs(90)).build().expect("http client") }
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .expect("http client"),
+        }
     }
 
     /// Waits until `base/readyz` answers 200.
     pub async fn wait_ready(&self, base: &str) {
         let url = format!("{base}/readyz");
-        super::eventually("the server to be ready", Duration::from_secs(30), || async {
-            match self.http.get(&url).send().await {
-                Ok(r) if r.status().is_success() => Some(()),
-                _ => None,
-            }
-        })
+        super::eventually(
+            "the server to be ready",
+            Duration::from_secs(30),
+            || async {
+                match self.http.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => Some(()),
+                    _ => None,
+                }
+            },
+        )
         .await;
     }
 
@@ -80,29 +102,58 @@ impl Client {
         let headers = response.headers().clone();
         let body = response.text().await.expect("body");
         let json = serde_json::from_str(&body).unwrap_or(Value::Null);
-        Answer { status, headers, body, json }
+        Answer {
+            status,
+            headers,
+            body,
+            json,
+        }
     }
 
     /// GET `base/api/path?params`.
     pub async fn get(&self, base: &str, path: &str, params: &[(&str, &str)]) -> Answer {
-        let response = self.http.get(format!("{base}/api/{path}")).query(params).send().await.expect("GET");
+        let response = self
+            .http
+            .get(format!("{base}/api/{path}"))
+            .query(params)
+            .send()
+            .await
+            .expect("GET");
         Self::answer(response).await
     }
 
     /// POST `base/api/path` with a JSON body.
     pub async fn post_json(&self, base: &str, path: &str, body: &Value) -> Answer {
-        let response = self.http.post(format!("{base}/api/{path}")).json(body).send().await.expect("POST json");
+        let response = self
+            .http
+            .post(format!("{base}/api/{path}"))
+            .json(body)
+            .send()
+            .await
+            .expect("POST json");
         Self::answer(response).await
     }
 
     /// POST `base/api/path` with a form body.
     pub async fn post_form(&self, base: &str, path: &str, params: &[(&str, &str)]) -> Answer {
-        let response = self.http.post(format!("{base}/api/{path}")).form(params).send().await.expect("POST form");
+        let response = self
+            .http
+            .post(format!("{base}/api/{path}"))
+            .form(params)
+            .send()
+            .await
+            .expect("POST form");
         Self::answer(response).await
     }
 
     /// POST raw bytes with a content type.
-    pub async fn post_raw(&self, base: &str, path: &str, content_type: &str, body: Vec<u8>) -> Answer {
+    pub async fn post_raw(
+        &self,
+        base: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Answer {
         let response = self
             .http
             .post(format!("{base}/api/{path}"))
@@ -132,7 +183,13 @@ impl Client {
     }
 
     /// Enters `room` with `session`.
-    pub async fn enter_with(&self, base: &str, session: &str, room: &str, nickname: Option<&str>) -> Member {
+    pub async fn enter_with(
+        &self,
+        base: &str,
+        session: &str,
+        room: &str,
+        nickname: Option<&str>,
+    ) -> Member {
         let mut params = vec![("session", session), ("room", room)];
         if let Some(nickname) = nickname {
             params.push(("nickname", nickname));
@@ -141,7 +198,10 @@ impl Client {
         Member {
             session: session.to_owned(),
             ticket: entered["ticket"].as_str().expect("ticket").to_owned(),
-            occupant_id: entered["occupant_id"].as_str().expect("occupant_id").to_owned(),
+            occupant_id: entered["occupant_id"]
+                .as_str()
+                .expect("occupant_id")
+                .to_owned(),
             counter: entered["counter"].as_u64().expect("counter"),
             entered,
         }
@@ -155,12 +215,23 @@ impl Client {
 
     /// Says `text`; returns the answer.
     pub async fn say(&self, base: &str, member: &Member, text: &str) -> Answer {
-        self.get(base, "room/say", &[("session", &member.session), ("ticket", &member.ticket), ("message", text)]).await
+        self.get(
+            base,
+            "room/say",
+            &[
+                ("session", &member.session),
+                ("ticket", &member.ticket),
+                ("message", text),
+            ],
+        )
+        .await
     }
 
     /// Says `text` and returns the stored event's counter.
     pub async fn say_ok(&self, base: &str, member: &Member, text: &str) -> u64 {
-        self.say(base, member, text).await.ok()["counter"].as_u64().expect("counter")
+        self.say(base, member, text).await.ok()["counter"]
+            .as_u64()
+            .expect("counter")
     }
 
     /// Observes after `counter`, holding at most `timeout` seconds.
@@ -169,7 +240,12 @@ impl Client {
         self.get(
             base,
             "room/observe",
-            &[("session", &member.session), ("ticket", &member.ticket), ("counter", &counter), ("timeout", &timeout)],
+            &[
+                ("session", &member.session),
+                ("ticket", &member.ticket),
+                ("counter", &counter),
+                ("timeout", &timeout),
+            ],
         )
         .await
     }
@@ -195,5 +271,8 @@ pub fn events(json: &Value) -> Vec<Value> {
 
 /// The counters of a list of events.
 pub fn counters(events: &[Value]) -> Vec<u64> {
-    events.iter().filter_map(|e| e["counter"].as_u64()).collect()
+    events
+        .iter()
+        .filter_map(|e| e["counter"].as_u64())
+        .collect()
 }

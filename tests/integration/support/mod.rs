@@ -88,9 +88,14 @@ impl TestApp {
     pub async fn with_retention(db: Db, retention: Duration) -> Self {
         lingr_platform::telemetry::init("test");
         let dir = tempfile::tempdir().expect("temp dir");
-        let nats = NatsServer::start(&dir.path().join("nats"), None).await.expect("nats-server starts (is it installed?)");
+        let nats = NatsServer::start(&dir.path().join("nats"), None)
+            .await
+            .expect("nats-server starts (is it installed?)");
         let (database_url, postgres_name) = match db {
-            Db::Sqlite => (format!("sqlite://{}", dir.path().join("history.db").display()), None),
+            Db::Sqlite => (
+                format!("sqlite://{}", dir.path().join("history.db").display()),
+                None,
+            ),
             Db::Postgres => {
                 let (url, name) = create_postgres_database().await;
                 (url, Some(name))
@@ -114,7 +119,9 @@ impl TestApp {
 
     /// A NATS client for looking at the stream directly.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(self.nats_url()).await.expect("connect to NATS");
+        let client = async_nats::connect(self.nats_url())
+            .await
+            .expect("connect to NATS");
         async_nats::jetstream::new(client)
     }
 
@@ -130,14 +137,19 @@ impl TestApp {
         };
         let token = CancellationToken::new();
         let handle = tokio::spawn(lingr::serve_owned(backing, roles, listener, token.clone()));
-        let running = Running { addr, token, handle };
+        let running = Running {
+            addr,
+            token,
+            handle,
+        };
         self.client.wait_ready(&running.base()).await;
         running
     }
 
     /// All roles in one process, default settings.
     pub async fn start_all(&self) -> Running {
-        self.start(all_roles(ApiConfig::default(), CometConfig::default())).await
+        self.start(all_roles(ApiConfig::default(), CometConfig::default()))
+            .await
     }
 
     /// Kills the nats-server (SIGKILL).
@@ -150,7 +162,11 @@ impl TestApp {
     /// Starts the nats-server again on the same port with the same storage.
     pub async fn restart_nats(&mut self) {
         let store = self.dir.path().join("nats");
-        self.nats = Some(NatsServer::start(&store, Some(self.nats_port)).await.expect("nats-server restarts"));
+        self.nats = Some(
+            NatsServer::start(&store, Some(self.nats_port))
+                .await
+                .expect("nats-server restarts"),
+        );
     }
 
     /// Drops the PostgreSQL database, if any.
@@ -163,45 +179,69 @@ impl TestApp {
 
 /// Every role, with the given settings.
 pub fn all_roles(api: ApiConfig, comet: CometConfig) -> Roles {
-    Roles { api: Some(api), comet: Some(comet), history: true }
+    Roles {
+        api: Some(api),
+        comet: Some(comet),
+        history: true,
+    }
 }
 
 /// Just the api.
 pub fn api_only(api: ApiConfig) -> Roles {
-    Roles { api: Some(api), ..Roles::default() }
+    Roles {
+        api: Some(api),
+        ..Roles::default()
+    }
 }
 
 /// Just a comet.
 pub fn comet_only(comet: CometConfig) -> Roles {
-    Roles { comet: Some(comet), ..Roles::default() }
+    Roles {
+        comet: Some(comet),
+        ..Roles::default()
+    }
 }
 
 /// Just history.
 pub fn history_only() -> Roles {
-    Roles { history: true, ..Roles::default() }
+    Roles {
+        history: true,
+        ..Roles::default()
+    }
 }
 
 /// The PostgreSQL server tests use: `LINGR_TEST_POSTGRES` or the local one.
 fn postgres_admin_url() -> String {
-    std::env::var("LINGR_TEST_POSTGRES").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+    std::env::var("LINGR_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
 }
 
 async fn create_postgres_database() -> (String, String) {
     use sqlx::Connection as _;
     let admin = postgres_admin_url();
-    let mut conn = sqlx::PgConnection::connect(&admin).await.expect("PostgreSQL answers (see README: tests need one)");
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("PostgreSQL answers (see README: tests need one)");
     let mut random = [0u8; 8];
     lingr_platform::config::random_bytes(&mut random).expect("random");
     let name = format!("lingr_test_{}", lingr_proto::values::hex(&random));
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.expect("create test database");
-    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base).to_owned();
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base)
+        .to_owned();
     (format!("{base}/{name}"), name)
 }
 
 async fn drop_postgres_database(name: &str) {
     use sqlx::Connection as _;
     if let Ok(mut conn) = sqlx::PgConnection::connect(&postgres_admin_url()).await {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut conn).await;
+        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await;
     }
 }
 
@@ -210,9 +250,15 @@ pub fn lingr_binary() -> PathBuf {
     if let Some(path) = std::env::var_os("LINGR_BIN") {
         return PathBuf::from(path);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"), PathBuf::from);
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target"),
+        PathBuf::from,
+    );
     let path = target.join("debug/lingr");
-    assert!(path.exists(), "{} is missing: run `cargo build -p lingr` first (the README's test command does)", path.display());
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p lingr` first (the README's test command does)",
+        path.display()
+    );
     path
 }
