@@ -114,3 +114,19 @@ fn prometheus_text(body: String) -> Response {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_draining_process_is_not_ready() {
+        let flag = Arc::new(AtomicBool::new(false));
+        let health = Health::default().require(Arc::clone(&flag));
+        assert!(!health.is_ready(), "not ready before its roles are");
+        flag.store(true, Ordering::SeqCst);
+        assert!(health.is_ready());
+        health.set_draining();
+        assert!(!health.is_ready(), "draining turns it not-ready");
+    }
+}

@@ -156,7 +156,14 @@ async fn acknowledged_says_survive_a_nats_server_kill_and_restart() {
     acknowledged.push(after);
     acknowledged.push(c.say_ok(&base, &alice, "later").await);
 
-    let seen = observe_until(&c, std::slice::from_ref(&base), &alice, alice.counter, &acknowledged).await;
+    let seen = observe_until(
+        &c,
+        std::slice::from_ref(&base),
+        &alice,
+        alice.counter,
+        &acknowledged,
+    )
+    .await;
     assert_increasing(&seen);
     let stream = stream_counters(&app, "outage").await;
     assert_eq!(

@@ -84,10 +84,13 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         Some(nickname) => {
             let event = new_event(EventType::Enter, &occupant, nickname.as_str());
             let msg_id = format!("enter:{occupant_id}");
-            publish(state, event, Some(msg_id), params.traceparent.as_deref())
-                .await?
-                .event
-                .counter
+            match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
+                Ok(published) => published.event.counter,
+                Err(error) => {
+                    undo_enter(state, &occupant).await;
+                    return Err(error);
+                }
+            }
         }
         None => newest_counter(state).await?,
     };
@@ -112,6 +115,20 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
             messages: recent_messages(state, &room, messages_before).await,
         },
     })
+}
+
+/// Takes back an enter whose event could not be stored, so no occupant is left that nobody saw
+/// enter (the reaper would otherwise make it "exit" later). Best effort: NATS is failing.
+async fn undo_enter(state: &ApiState, occupant: &OccupantRecord) {
+    let key = occupant.key();
+    if let Err(err) = state.occupants.delete(key.as_str()).await {
+        tracing::warn!(error = %err, "could not undo an enter; the reaper will time the occupant out");
+        return;
+    }
+    let _ = sessions::update(state, &occupant.session_tag, |record| {
+        record.occupants.retain(|k| *k != key)
+    })
+    .await;
 }
 
 fn random_occupant_id() -> Result<OccupantId, ApiError> {
