@@ -102,7 +102,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     }
 
     async fn watch_once(&self, store: &kv::Store) -> anyhow::Result<()> {
-        let state = store.status().await?.info.state;
+        let state = crate::nats::bucket_state(store).await?;
         let caught_up_at = if state.messages == 0 {
             0
         } else {

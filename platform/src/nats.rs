@@ -131,3 +131,17 @@ pub async fn ensure_bucket(
         .await
         .with_context(|| format!("opening the {bucket} bucket"))
 }
+
+/// The state of a bucket's backing stream, asked of the server now. (async-nats'
+/// `kv::Store::status` returns the info cached when the bucket was opened, which goes stale.)
+///
+/// # Errors
+/// When JetStream does not answer.
+pub async fn bucket_state(store: &kv::Store) -> anyhow::Result<stream::State> {
+    let mut backing = store.stream.clone();
+    let info = backing
+        .info()
+        .await
+        .with_context(|| format!("reading the {} bucket's state", store.name))?;
+    Ok(info.state.clone())
+}

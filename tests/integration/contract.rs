@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::client::{counters, events};
+use crate::support::client::{counters, events, Member};
 use crate::support::{Db, TestApp};
 
 #[tokio::test]
@@ -82,8 +82,7 @@ async fn a_conversation_works_end_to_end_over_get() {
         .await
         .ok();
     let exit_counter = exited["counter"].as_u64().expect("counter");
-    let tail = c.observe(&base, &alice, bob.counter, 5).await.ok();
-    let tail = events(&tail);
+    let tail = c.observe_events(&base, &alice, bob.counter, 2).await;
     assert_eq!(
         tail.iter()
             .map(|e| e["type"].as_str().unwrap_or(""))
@@ -146,21 +145,14 @@ async fn every_endpoint_takes_json_and_form_posts() {
         .ok();
     assert_eq!(said["event"]["text"], "via json");
     assert_eq!(said_form["event"]["text"], "via form");
-    let observed = c
-        .post_json(
-            &base,
-            "room/observe",
-            &json!({"session": session, "ticket": ticket, "counter": counter, "timeout": 5}),
-        )
-        .await
-        .ok();
-    assert_eq!(
-        counters(&events(&observed)),
-        [
-            said["counter"].as_u64().expect("c"),
-            said_form["counter"].as_u64().expect("c")
-        ]
-    );
+    let wanted = [
+        said["counter"].as_u64().expect("c"),
+        said_form["counter"].as_u64().expect("c"),
+    ];
+    let seen = c
+        .observe_events(&base, &member_of(&session, &ticket), counter, 2)
+        .await;
+    assert_eq!(counters(&seen), wanted);
     let renamed = c
         .post_form(
             &base,
@@ -514,10 +506,12 @@ async fn anonymous_observers_watch_without_being_seen() {
         .await
         .ok();
     assert!(exited["counter"].as_u64() >= Some(said));
-    let after = c.observe(&base, &alice, said, 0).await.ok();
-    assert!(
-        events(&after).is_empty(),
-        "an anonymous observer raises no enter or exit event: {after}"
+    let marker = c.say_ok(&base, &alice, "marker").await;
+    let after = c.observe_events(&base, &alice, said, 1).await;
+    assert_eq!(
+        counters(&after),
+        [marker],
+        "an anonymous observer raises no enter or exit event"
     );
     c.observe(&base, &badge, said, 0)
         .await
@@ -633,5 +627,46 @@ async fn observe_holds_until_an_event_or_the_timeout() {
     assert_eq!(counters(&events(&answer)), [said]);
     assert_eq!(answer["counter"], said);
     server.stop().await;
+    app.cleanup().await;
+}
+
+/// A member from a session and ticket, for calls made with raw parameters.
+fn member_of(session: &str, ticket: &str) -> Member {
+    Member {
+        session: session.to_owned(),
+        ticket: ticket.to_owned(),
+        occupant_id: String::new(),
+        counter: 0,
+        entered: serde_json::Value::Null,
+    }
+}
+
+#[tokio::test]
+async fn enter_lists_occupants_who_just_entered_through_another_api_replica() {
+    let app = TestApp::new(Db::Sqlite).await;
+    let first = app
+        .start(crate::support::api_only(lingr_api::ApiConfig::default()))
+        .await;
+    let second = app
+        .start(crate::support::api_only(lingr_api::ApiConfig::default()))
+        .await;
+    let c = &app.client;
+    for round in 0..10 {
+        let room = format!("crowd{round}");
+        let alice = c.join(&first.base(), &room, "alice").await;
+        let bob = c.join(&second.base(), &room, "bob").await;
+        let listed: Vec<&str> = bob.entered["room"]["occupants"]
+            .as_array()
+            .expect("occupants")
+            .iter()
+            .filter_map(|o| o["id"].as_str())
+            .collect();
+        assert!(
+            listed.contains(&alice.occupant_id.as_str()) && listed.contains(&bob.occupant_id.as_str()),
+            "round {round}: bob's enter must list alice, who entered just before on the other replica: {listed:?}"
+        );
+    }
+    first.stop().await;
+    second.stop().await;
     app.cleanup().await;
 }

@@ -5,6 +5,7 @@ mod contract;
 mod guarantees;
 mod history;
 mod limits;
+mod nats_setup;
 mod presence;
 mod processes;
 mod support;

@@ -246,3 +246,47 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
         "the private nats-server stops with lingr dev"
     );
 }
+
+#[tokio::test]
+async fn a_draining_comet_refuses_new_observes_with_503() {
+    use tower::ServiceExt as _;
+
+    let app = TestApp::new(Db::Sqlite).await;
+    let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
+    let alice = app.client.join(&api.base(), "closing", "alice").await;
+    let client = lingr_platform::nats::connect(&app.nats_url(), "test")
+        .await
+        .expect("connect");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let comet = lingr_comet::state::start(
+        lingr_comet::CometConfig::default(),
+        client,
+        SECRET.as_bytes(),
+        app.retention,
+        &lingr_platform::metrics::Metrics::default(),
+        shutdown.clone(),
+    )
+    .await
+    .expect("comet starts");
+    let router = lingr_comet::router(comet.state);
+    shutdown.cancel();
+    let uri = format!(
+        "/api/room/observe?session={}&ticket={}&counter={}&timeout=30",
+        alice.session, alice.ticket, alice.counter
+    );
+    let request = axum::http::Request::get(uri)
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let response = router.oneshot(request).await.expect("response");
+    assert_eq!(response.status(), 503);
+    let body = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .expect("body");
+    let json: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    assert_eq!(json["code"], "draining");
+    for task in comet.tasks {
+        task.await.expect("comet task ends on shutdown");
+    }
+    api.stop().await;
+    app.cleanup().await;
+}

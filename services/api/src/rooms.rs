@@ -156,13 +156,9 @@ async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiEr
 
 /// The room's participants, as of every occupant write made before this call.
 async fn occupants_of(state: &ApiState, room: &RoomId) -> Result<Vec<Occupant>, ApiError> {
-    let latest = state
-        .occupants
-        .status()
+    let latest = lingr_platform::nats::bucket_state(&state.occupants)
         .await
-        .map_err(|err| ApiError::unavailable("reading the occupants bucket", err))?
-        .info
-        .state
+        .map_err(|err| ApiError::unavailable("reading the occupants bucket", format!("{err:#}")))?
         .last_sequence;
     if !state
         .occupants_mirror

@@ -250,6 +250,30 @@ impl Client {
         .await
     }
 
+    /// Keeps observing from `after`, as a client does, until `count` events have come; fails
+    /// if an observe times out first.
+    pub async fn observe_events(
+        &self,
+        base: &str,
+        member: &Member,
+        after: u64,
+        count: usize,
+    ) -> Vec<Value> {
+        let (mut seen, mut from) = (Vec::new(), after);
+        while seen.len() < count {
+            let answer = self.observe(base, member, from, 5).await.ok();
+            let got = events(&answer);
+            assert!(
+                !got.is_empty(),
+                "an observe timed out after {} of {count} events: {seen:?}",
+                seen.len()
+            );
+            seen.extend(got);
+            from = answer["counter"].as_u64().expect("counter");
+        }
+        seen
+    }
+
     /// `room/get_messages` with extra parameters.
     pub async fn messages(&self, base: &str, room: &str, extra: &[(&str, &str)]) -> Answer {
         let mut params = vec![("room", room)];

@@ -3,23 +3,20 @@
 //! HTTP client so test bodies read as what a user does.
 
 pub mod client;
+pub mod topology;
 pub mod waits;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use lingr::dev::NatsServer;
-use lingr::process::Backing;
 use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
 use tempfile::TempDir;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 pub use client::Client;
 pub use lingr::process::Roles;
+pub use topology::Running;
 pub use waits::eventually;
 
 /// The secret every test process signs tickets with.
@@ -32,34 +29,6 @@ pub enum Db {
     Sqlite,
     /// A fresh database on the PostgreSQL server.
     Postgres,
-}
-
-/// A running in-process role set.
-pub struct Running {
-    /// Its address.
-    pub addr: SocketAddr,
-    token: CancellationToken,
-    handle: JoinHandle<anyhow::Result<()>>,
-}
-
-impl Running {
-    /// The base URL.
-    pub fn base(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Shuts it down as SIGTERM would, and waits for it to finish.
-    pub async fn stop(self) {
-        self.token.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(20), self.handle).await;
-    }
-
-    /// Kills it: every task it runs stops where it is, nothing is flushed.
-    pub async fn kill(self) {
-        self.token.cancel();
-        self.handle.abort();
-        let _ = self.handle.await;
-    }
 }
 
 /// One test's world: NATS, a database and the processes started against them.
@@ -125,25 +94,14 @@ impl TestApp {
         async_nats::jetstream::new(client)
     }
 
-    /// Starts `roles` in-process on a free port.
+    /// Starts `roles`: in this process, or as `lingr` processes when
+    /// `LINGR_TEST_TOPOLOGY=processes`.
     pub async fn start(&self, roles: Roles) -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("local addr");
-        let backing = Backing {
-            nats_url: self.nats_url(),
-            database: Some(self.database_url.clone()),
-            secret: SECRET.as_bytes().to_vec(),
-            retention: self.retention,
-        };
-        let token = CancellationToken::new();
-        let handle = tokio::spawn(lingr::serve_owned(backing, roles, listener, token.clone()));
-        let running = Running {
-            addr,
-            token,
-            handle,
-        };
-        self.client.wait_ready(&running.base()).await;
-        running
+        if topology::separate_processes() {
+            topology::start_processes(self, roles).await
+        } else {
+            topology::start_in_process(self, roles).await
+        }
     }
 
     /// All roles in one process, default settings.
