@@ -104,52 +104,57 @@ pub async fn serve(
     let metrics = Metrics::default();
     let client = nats::connect(&backing.nats_url, "lingr").await?;
     let mut health = Health::default().require_nats(client.clone());
-    let mut router = Router::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    let mut started = Vec::new();
     if let Some(config) = roles.api {
-        let api = lingr_api::state::start(
-            config,
-            client.clone(),
-            &backing.secret,
-            backing.retention,
-            &metrics,
-            shutdown.clone(),
-        )
-        .await?;
-        health = api.ready.into_iter().fold(health, Health::require);
-        router = router.merge(lingr_api::router(api.state));
-        tasks.extend(api.tasks);
+        let (secret, retention) = (&backing.secret, backing.retention);
+        started.push(
+            lingr_api::state::start(
+                config,
+                client.clone(),
+                secret,
+                retention,
+                &metrics,
+                shutdown.clone(),
+            )
+            .await?,
+        );
     }
     if let Some(config) = roles.comet {
-        let comet = lingr_comet::state::start(
-            config,
-            client.clone(),
-            &backing.secret,
-            backing.retention,
-            &metrics,
-            shutdown.clone(),
-        )
-        .await?;
-        health = comet.ready.into_iter().fold(health, Health::require);
-        router = router.merge(lingr_comet::router(comet.state));
-        tasks.extend(comet.tasks);
+        let (secret, retention) = (&backing.secret, backing.retention);
+        started.push(
+            lingr_comet::state::start(
+                config,
+                client.clone(),
+                secret,
+                retention,
+                &metrics,
+                shutdown.clone(),
+            )
+            .await?,
+        );
     }
     if roles.history {
         let database = backing
             .database
             .as_deref()
             .context("history needs a database URL")?;
-        let history = lingr_history::state::start(
-            database,
-            client.clone(),
-            backing.retention,
-            &metrics,
-            shutdown.clone(),
-        )
-        .await?;
-        health = history.ready.into_iter().fold(health, Health::require);
-        router = router.merge(lingr_history::router(history.state));
-        tasks.extend(history.tasks);
+        started.push(
+            lingr_history::state::start(
+                database,
+                client.clone(),
+                backing.retention,
+                &metrics,
+                shutdown.clone(),
+            )
+            .await?,
+        );
+    }
+    let mut router = Router::new();
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    for role in started {
+        health = role.ready.into_iter().fold(health, Health::require);
+        router = router.merge(role.router);
+        tasks.extend(role.tasks);
     }
     let draining = health.clone();
     let drain_watch = shutdown.clone();

@@ -7,6 +7,7 @@
 //! - [`nats`]: connecting, and creating the event stream and key-value buckets on NATS 2.9.
 //! - [`mirror`]: a live in-memory copy of a key-value bucket.
 //! - [`metrics`]: counters and gauges in Prometheus text format.
+//! - [`role`]: what a started role hands to its process.
 //! - [`shutdown`]: SIGINT/SIGTERM into a cancellation token, and serving until it fires.
 //! - [`clock`]: wall-clock milliseconds, the one place the services read the time of day.
 
@@ -17,6 +18,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod nats;
 pub mod respond;
+pub mod role;
 pub mod shutdown;
 pub mod telemetry;
 

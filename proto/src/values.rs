@@ -221,12 +221,7 @@ impl SessionToken {
     /// # Errors
     /// `invalid_session` when it is not `s_` and 48 lowercase hex digits.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let ok = raw.len() == 50
-            && raw.starts_with("s_")
-            && raw[2..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if ok {
+        if is_prefixed_hex(raw, "s_", 48) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(invalid(
@@ -271,12 +266,7 @@ impl OccupantId {
     /// # Errors
     /// `invalid_ticket` when it is not `o_` and 32 lowercase hex digits.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let ok = raw.len() == 34
-            && raw.starts_with("o_")
-            && raw[2..]
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-        if ok {
+        if is_prefixed_hex(raw, "o_", 32) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(invalid(
@@ -290,6 +280,13 @@ impl OccupantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// Whether `raw` is `prefix` followed by exactly `digits` lowercase hex digits.
+fn is_prefixed_hex(raw: &str, prefix: &str, digits: usize) -> bool {
+    raw.strip_prefix(prefix).is_some_and(|hex| {
+        hex.len() == digits && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 /// Lowercase hex of bytes.

@@ -604,20 +604,7 @@ async fn observe_holds_until_an_event_or_the_timeout() {
         let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
         tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await })
     };
-    crate::support::eventually(
-        "the observe to be held",
-        std::time::Duration::from_secs(10),
-        || async {
-            let metrics = c
-                .request(c.http().get(format!("{base}/metrics")))
-                .await
-                .body;
-            metrics
-                .contains("lingr_comet_held_observes 1")
-                .then_some(())
-        },
-    )
-    .await;
+    c.wait_held(&base, 1).await;
     let said = c.say_ok(&base, &alice, "wake up").await;
     let answer = tokio::time::timeout(std::time::Duration::from_secs(30), held)
         .await

@@ -9,7 +9,7 @@ use lingr_comet::CometConfig;
 
 use crate::support::client::{counters, events, Member};
 use crate::support::{
-    api_only, comet_only, eventually, history_only, Client, Db, Roles, Running, TestApp,
+    api_only, comet_only, eventually, fast_api, history_only, Client, Db, Roles, Running, TestApp,
 };
 
 /// The counters JetStream holds for `room`, read straight from the stream.
@@ -79,14 +79,6 @@ fn assert_increasing(seen: &[u64]) {
         seen.windows(2).all(|w| w[0] < w[1]),
         "events must come once each, in counter order: {seen:?}"
     );
-}
-
-fn fast_api() -> ApiConfig {
-    ApiConfig {
-        say_rate: 100_000,
-        say_burst: 100_000,
-        ..ApiConfig::default()
-    }
 }
 
 /// An api, two comets and history, each its own server.

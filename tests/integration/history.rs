@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
 use serde_json::Value;
 
@@ -127,11 +126,7 @@ async fn get_messages_pages_both_ways_on_sqlite() {
 #[tokio::test]
 async fn get_messages_returns_50_by_default_and_enter_the_last_30_messages() {
     let app = TestApp::new(Db::Sqlite).await;
-    let api = ApiConfig {
-        say_rate: 100_000,
-        say_burst: 100_000,
-        ..ApiConfig::default()
-    };
+    let api = crate::support::fast_api();
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();
     let c = &app.client;

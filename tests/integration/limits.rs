@@ -221,20 +221,7 @@ async fn a_fifth_held_observe_per_session_is_refused_with_429() {
             c.observe(&base, &alice, alice.counter, 60).await
         }));
     }
-    eventually(
-        "four observes to be held",
-        Duration::from_secs(10),
-        || async {
-            let metrics = c
-                .request(c.http().get(format!("{base}/metrics")))
-                .await
-                .body;
-            metrics
-                .contains("lingr_comet_held_observes 4")
-                .then_some(())
-        },
-    )
-    .await;
+    c.wait_held(&base, 4).await;
     c.observe(&base, &alice, alice.counter, 60)
         .await
         .assert_error(429, "too_many_observes");
@@ -278,20 +265,7 @@ async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
             c.observe(&base, &member, newest, 60).await
         }));
     }
-    eventually(
-        "two observes to be held",
-        Duration::from_secs(10),
-        || async {
-            let metrics = c
-                .request(c.http().get(format!("{base}/metrics")))
-                .await
-                .body;
-            metrics
-                .contains("lingr_comet_held_observes 2")
-                .then_some(())
-        },
-    )
-    .await;
+    c.wait_held(&base, 2).await;
     c.observe(&base, &members[2], newest, 60)
         .await
         .assert_error(503, "overloaded");
@@ -307,11 +281,7 @@ async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
 #[tokio::test]
 async fn observe_timeout_is_at_most_60_seconds_and_answers_at_most_500_events() {
     let app = TestApp::new(Db::Sqlite).await;
-    let api = ApiConfig {
-        say_rate: 100_000,
-        say_burst: 100_000,
-        ..ApiConfig::default()
-    };
+    let api = crate::support::fast_api();
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();
     let c = &app.client;

@@ -19,29 +19,9 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `lingr <args…> --listen 127.0.0.1:<free port>` and waits until it is ready.
-    async fn start(app: &TestApp, args: &[&str]) -> Self {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(lingr_binary())
-            .args(args)
-            .args([
-                "--listen",
-                &listen,
-                "--nats",
-                &app.nats_url(),
-                "--secret",
-                SECRET,
-                "--database",
-                &app.database_url,
-            ])
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn lingr");
-        let base = format!("http://{listen}");
-        app.client.wait_ready(&base).await;
+    /// Starts `lingr <role>` against the test's NATS and database, and waits until it is ready.
+    async fn start(app: &TestApp, role: &str) -> Self {
+        let (child, base) = crate::support::topology::spawn_role(app, role, Vec::new()).await;
         Self { child, base }
     }
 
@@ -77,27 +57,14 @@ fn free_port() -> u16 {
 async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
     let app = TestApp::new(Db::Sqlite).await;
     let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
-    let comet = Process::start(&app, &["comet"]).await;
+    let comet = Process::start(&app, "comet").await;
     let c = app.client.clone();
     let alice = c.join(&api.base(), "drain", "alice").await;
     let held = {
         let (c, base, alice) = (c.clone(), comet.base.clone(), alice.clone());
         tokio::spawn(async move { c.observe(&base, &alice, alice.counter, 60).await })
     };
-    eventually(
-        "the observe to be held",
-        Duration::from_secs(10),
-        || async {
-            let metrics = c
-                .request(c.http().get(format!("{}/metrics", comet.base)))
-                .await
-                .body;
-            metrics
-                .contains("lingr_comet_held_observes 1")
-                .then_some(())
-        },
-    )
-    .await;
+    c.wait_held(&comet.base, 1).await;
     let status = comet.terminate().await;
     assert!(status.success(), "a drained comet exits cleanly: {status}");
     // The observe asked to be held for 60 s; it was answered by the drain, well before.
@@ -118,12 +85,12 @@ async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
 #[tokio::test]
 async fn separate_api_two_comet_and_history_processes_run_the_service() {
     let app = TestApp::new(Db::Postgres).await;
-    let api = Process::start(&app, &["api"]).await;
+    let api = Process::start(&app, "api").await;
     let comets = [
-        Process::start(&app, &["comet"]).await,
-        Process::start(&app, &["comet"]).await,
+        Process::start(&app, "comet").await,
+        Process::start(&app, "comet").await,
     ];
-    let history = Process::start(&app, &["history"]).await;
+    let history = Process::start(&app, "history").await;
     let c = &app.client;
     let alice = c.join(&api.base, "procs", "alice").await;
     let bob = c.join(&api.base, "procs", "bob").await;
@@ -268,7 +235,7 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
     )
     .await
     .expect("comet starts");
-    let router = lingr_comet::router(comet.state);
+    let router = comet.router;
     shutdown.cancel();
     let uri = format!(
         "/api/room/observe?session={}&ticket={}&counter={}&timeout=30",

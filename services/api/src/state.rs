@@ -1,6 +1,5 @@
 //! The api's configuration, the handles every handler shares, and startup.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,10 +8,10 @@ use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::nats;
+use lingr_platform::role::Started;
 use lingr_proto::records::{OccupantRecord, SessionRecord};
 use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::rate_limit::RateLimiter;
@@ -134,16 +133,6 @@ impl ApiMetrics {
     }
 }
 
-/// A started api: its state, its readiness and its background tasks.
-pub struct Api {
-    /// The state to build the router from.
-    pub state: ApiState,
-    /// Up once the mirrors have loaded.
-    pub ready: Vec<Arc<AtomicBool>>,
-    /// The mirrors and the reaper; they end when the shutdown token fires.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
 /// Creates the stream and buckets (waiting for NATS if need be), starts the mirrors and the
 /// reaper.
 ///
@@ -156,7 +145,7 @@ pub async fn start(
     retention: Duration,
     metrics: &Metrics,
     shutdown: CancellationToken,
-) -> anyhow::Result<Api> {
+) -> anyhow::Result<Started> {
     let js = nats::jetstream(client.clone());
     let (events, sessions, occupants, presence, rooms) =
         nats::retry("api setup", &shutdown, || async {
@@ -194,8 +183,8 @@ pub async fn start(
         metrics: ApiMetrics::register(metrics),
     };
     let reaper = tokio::spawn(crate::presence::reap_forever(state.clone(), shutdown));
-    Ok(Api {
-        state,
+    Ok(Started {
+        router: crate::router(state),
         ready,
         tasks: vec![t1, t2, t3, reaper],
     })

@@ -9,12 +9,12 @@ use async_nats::jetstream::{kv, stream::Stream};
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Gauge, Metrics};
 use lingr_platform::mirror::KvMirror;
+use lingr_platform::role::Started;
 use lingr_platform::{nats, ApiError};
 use lingr_proto::records::OccupantRecord;
 use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
 use lingr_proto::ErrorCode;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
@@ -197,16 +197,6 @@ impl Drop for Slot {
     }
 }
 
-/// A started comet: its state, readiness and background tasks.
-pub struct Comet {
-    /// The state to build the router from.
-    pub state: CometState,
-    /// Up once the feed consumes and the occupants mirror has loaded.
-    pub ready: Vec<Arc<AtomicBool>>,
-    /// Feed, mirror, presence flusher and room sweeper; they end on shutdown.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
 /// Opens the stream and the occupants bucket (waiting for NATS), then starts the feed.
 ///
 /// # Errors
@@ -218,7 +208,7 @@ pub async fn start(
     retention: Duration,
     metrics: &Metrics,
     shutdown: CancellationToken,
-) -> anyhow::Result<Comet> {
+) -> anyhow::Result<Started> {
     let js = nats::jetstream(client.clone());
     let (mut stream, occupants, presence_bucket) =
         nats::retry("comet setup", &shutdown, || async {
@@ -263,8 +253,8 @@ pub async fn start(
             .await
     });
     let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
-    Ok(Comet {
-        state,
+    Ok(Started {
+        router: crate::router(state),
         ready: vec![feed_ready, occupants_mirror.ready_flag()],
         tasks: vec![feed, mirror_task, flusher, sweeper],
     })

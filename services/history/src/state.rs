@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_nats::jetstream::kv;
 use lingr_platform::metrics::Metrics;
 use lingr_platform::nats;
+use lingr_platform::role::Started;
 use lingr_proto::subjects;
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
@@ -22,16 +22,6 @@ pub struct HistoryState {
     pub rooms: kv::Store,
 }
 
-/// A started history: its state, readiness and background tasks.
-pub struct History {
-    /// The state to build the router from.
-    pub state: HistoryState,
-    /// Up once the consumer is consuming.
-    pub ready: Vec<Arc<AtomicBool>>,
-    /// The consumer and the recent-messages responder; they end on shutdown.
-    pub tasks: Vec<JoinHandle<()>>,
-}
-
 /// Connects the database (migrating it), waits for NATS, and starts persisting.
 ///
 /// # Errors
@@ -42,7 +32,7 @@ pub async fn start(
     retention: Duration,
     metrics: &Metrics,
     shutdown: CancellationToken,
-) -> anyhow::Result<History> {
+) -> anyhow::Result<Started> {
     let store = Store::connect(database_url).await?;
     let js = nats::jetstream(client.clone());
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
@@ -70,8 +60,8 @@ pub async fn start(
         store.clone(),
         shutdown,
     ));
-    Ok(History {
-        state: HistoryState { store, rooms },
+    Ok(Started {
+        router: crate::router(HistoryState { store, rooms }),
         ready: vec![ready],
         tasks: vec![persist, recent],
     })

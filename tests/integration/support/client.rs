@@ -274,6 +274,19 @@ impl Client {
         seen
     }
 
+    /// Waits until the server's `/metrics` shows `count` held observes.
+    pub async fn wait_held(&self, base: &str, count: usize) {
+        let wanted = format!("lingr_comet_held_observes {count}\n");
+        super::eventually("observes to be held", Duration::from_secs(10), || async {
+            let metrics = self
+                .request(self.http().get(format!("{base}/metrics")))
+                .await
+                .body;
+            metrics.contains(&wanted).then_some(())
+        })
+        .await;
+    }
+
     /// `room/get_messages` with extra parameters.
     pub async fn messages(&self, base: &str, room: &str, extra: &[(&str, &str)]) -> Answer {
         let mut params = vec![("room", room)];

@@ -144,6 +144,15 @@ pub fn all_roles(api: ApiConfig, comet: CometConfig) -> Roles {
     }
 }
 
+/// Api settings without the say rate limit, for tests that say a lot.
+pub fn fast_api() -> ApiConfig {
+    ApiConfig {
+        say_rate: 100_000,
+        say_burst: 100_000,
+        ..ApiConfig::default()
+    }
+}
+
 /// Just the api.
 pub fn api_only(api: ApiConfig) -> Roles {
     Roles {

@@ -177,7 +177,9 @@ pub async fn start_processes(app: &TestApp, roles: Roles) -> Running {
     running
 }
 
-async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child, String) {
+/// Starts `lingr <role> <flags>` on a free port against the test's NATS and database, and
+/// waits until it is ready; returns the child and its base URL.
+pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()
