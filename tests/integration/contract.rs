@@ -8,7 +8,7 @@ use crate::support::{Db, TestApp};
 
 #[tokio::test]
 async fn a_conversation_works_end_to_end_over_get() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -101,7 +101,7 @@ async fn a_conversation_works_end_to_end_over_get() {
 
 #[tokio::test]
 async fn every_endpoint_takes_json_and_form_posts() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -198,7 +198,7 @@ async fn every_endpoint_takes_json_and_form_posts() {
 
 #[tokio::test]
 async fn jsonp_wraps_answers_and_errors_as_script_with_status_200() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -249,7 +249,7 @@ async fn jsonp_wraps_answers_and_errors_as_script_with_status_200() {
 
 #[tokio::test]
 async fn invalid_jsonp_callbacks_are_refused_as_json_and_never_echoed() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     for bad in [
@@ -287,7 +287,7 @@ async fn invalid_jsonp_callbacks_are_refused_as_json_and_never_echoed() {
 
 #[tokio::test]
 async fn cors_allows_cross_origin_xhr_without_credentials() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let http = app.client.http();
@@ -328,7 +328,7 @@ async fn cors_allows_cross_origin_xhr_without_credentials() {
 
 #[tokio::test]
 async fn unknown_paths_and_methods_get_json_errors() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     app.client
@@ -365,7 +365,7 @@ async fn unknown_paths_and_methods_get_json_errors() {
 
 #[tokio::test]
 async fn sessions_and_tickets_are_checked() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -459,7 +459,7 @@ async fn sessions_and_tickets_are_checked() {
 
 #[tokio::test]
 async fn anonymous_observers_watch_without_being_seen() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -522,7 +522,7 @@ async fn anonymous_observers_watch_without_being_seen() {
 
 #[tokio::test]
 async fn destroying_a_session_exits_every_room_and_kills_its_tickets() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -563,7 +563,7 @@ async fn destroying_a_session_exits_every_room_and_kills_its_tickets() {
 
 #[tokio::test]
 async fn an_exited_ticket_stops_working_on_comet_within_a_second() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -587,7 +587,7 @@ async fn an_exited_ticket_stops_working_on_comet_within_a_second() {
 
 #[tokio::test]
 async fn observe_holds_until_an_event_or_the_timeout() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = app.client.clone();
@@ -630,7 +630,7 @@ fn member_of(session: &str, ticket: &str) -> Member {
 
 #[tokio::test]
 async fn enter_lists_occupants_who_just_entered_through_another_api_replica() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let first = app
         .start(crate::support::api_only(lingr_api::ApiConfig::default()))
         .await;

@@ -265,7 +265,7 @@ async fn observers_alternating_between_two_comets_see_every_event_once_in_order(
 
 #[tokio::test]
 async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(fast_api())).await;
     let base = api.base();
     let c = &app.client;
@@ -315,7 +315,7 @@ async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
 
 #[tokio::test]
 async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -452,7 +452,7 @@ async fn history_killed_mid_stream_keeps_every_event_once_on_sqlite() {
 
 #[tokio::test]
 async fn an_observe_older_than_the_stream_is_refused_with_410() {
-    let app = TestApp::with_retention(Db::Sqlite, Duration::from_secs(1)).await;
+    let app = TestApp::with_retention(Db::Default, Duration::from_secs(1)).await;
     let api = app.start(api_only(ApiConfig::default())).await;
     let c = &app.client;
     let alice = c.join(&api.base(), "ageing", "alice").await;

@@ -125,7 +125,7 @@ async fn get_messages_pages_both_ways_on_sqlite() {
 
 #[tokio::test]
 async fn get_messages_returns_50_by_default_and_enter_the_last_30_messages() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = crate::support::fast_api();
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();

@@ -24,7 +24,7 @@ async fn say_next(c: &Client, base: &str, member: &Member, last: u64) -> u64 {
 
 #[tokio::test]
 async fn message_length_is_1_to_2000_characters_and_not_only_white_space() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -47,7 +47,7 @@ async fn message_length_is_1_to_2000_characters_and_not_only_white_space() {
 
 #[tokio::test]
 async fn nicknames_are_1_to_32_characters_without_control_characters() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -93,7 +93,7 @@ async fn nicknames_are_1_to_32_characters_without_control_characters() {
 
 #[tokio::test]
 async fn room_ids_must_be_single_subject_tokens() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -116,7 +116,7 @@ async fn room_ids_must_be_single_subject_tokens() {
 
 #[tokio::test]
 async fn bodies_over_16_kib_are_refused_with_413_and_bad_bodies_with_400() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -163,7 +163,7 @@ async fn bodies_over_16_kib_are_refused_with_413_and_bad_bodies_with_400() {
 
 #[tokio::test]
 async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;
@@ -208,7 +208,7 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
 
 #[tokio::test]
 async fn a_fifth_held_observe_per_session_is_refused_with_429() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = app.client.clone();
@@ -244,7 +244,7 @@ async fn a_fifth_held_observe_per_session_is_refused_with_429() {
 
 #[tokio::test]
 async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let comet = CometConfig {
         max_held_observes: 2,
         ..CometConfig::default()
@@ -280,7 +280,7 @@ async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
 
 #[tokio::test]
 async fn observe_timeout_is_at_most_60_seconds_and_answers_at_most_500_events() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = crate::support::fast_api();
     let server = app.start(all_roles(api, CometConfig::default())).await;
     let base = server.base();
@@ -319,7 +319,7 @@ async fn observe_timeout_is_at_most_60_seconds_and_answers_at_most_500_events() 
 
 #[tokio::test]
 async fn a_session_may_be_in_a_limited_number_of_rooms() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = ApiConfig {
         max_rooms_per_session: 2,
         ..ApiConfig::default()
@@ -351,7 +351,7 @@ async fn a_session_may_be_in_a_limited_number_of_rooms() {
 
 #[tokio::test]
 async fn idempotency_ids_are_1_to_64_visible_characters() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
     let c = &app.client;

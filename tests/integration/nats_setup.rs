@@ -21,7 +21,7 @@ async fn open_bucket(app: &TestApp, name: &str) -> async_nats::jetstream::kv::St
 
 #[tokio::test]
 async fn bucket_state_sees_writes_made_after_the_bucket_was_opened() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let store = open_bucket(&app, "fresh_state").await;
     let revision = store.put("k", "v".into()).await.expect("put");
     let state = nats::bucket_state(&store).await.expect("state");
@@ -32,7 +32,7 @@ async fn bucket_state_sees_writes_made_after_the_bucket_was_opened() {
 
 #[tokio::test]
 async fn a_mirror_is_ready_only_once_it_holds_the_bucket_as_it_was() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let store = open_bucket(&app, "mirrored").await;
     for i in 0..100 {
         store

@@ -78,7 +78,7 @@ fn keep_observing(
 
 #[tokio::test]
 async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let apis = [
         app.start(api_only(quick_presence())).await,
         app.start(api_only(quick_presence())).await,
@@ -153,7 +153,7 @@ async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
 
 #[tokio::test]
 async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = ApiConfig {
         session_ttl: Duration::from_secs(1),
         reap_interval: Duration::from_millis(100),

@@ -55,7 +55,7 @@ fn free_port() -> u16 {
 
 #[tokio::test]
 async fn sigterm_answers_held_observes_at_once_then_the_comet_exits() {
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
     let comet = Process::start(&app, "comet").await;
     let c = app.client.clone();
@@ -218,7 +218,7 @@ async fn dev_serves_everything_on_one_port_and_stops_its_own_nats_server() {
 async fn a_draining_comet_refuses_new_observes_with_503() {
     use tower::ServiceExt as _;
 
-    let app = TestApp::new(Db::Sqlite).await;
+    let app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
     let alice = app.client.join(&api.base(), "closing", "alice").await;
     let client = lingr_platform::nats::connect(&app.nats_url(), "test")

@@ -25,6 +25,9 @@ pub const SECRET: &str = "integration-test-secret-0123456789";
 /// Which database history uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Db {
+    /// SQLite with roles in-process; PostgreSQL when roles run as separate processes, as in
+    /// a deployment.
+    Default,
     /// A SQLite file in the test's temp dir.
     Sqlite,
     /// A fresh database on the PostgreSQL server.
@@ -60,8 +63,13 @@ impl TestApp {
         let nats = NatsServer::start(&dir.path().join("nats"), None)
             .await
             .expect("nats-server starts (is it installed?)");
+        let db = match db {
+            Db::Default if topology::separate_processes() => Db::Postgres,
+            Db::Default => Db::Sqlite,
+            named => named,
+        };
         let (database_url, postgres_name) = match db {
-            Db::Sqlite => (
+            Db::Sqlite | Db::Default => (
                 format!("sqlite://{}", dir.path().join("history.db").display()),
                 None,
             ),
