@@ -28,6 +28,8 @@ pub const SESSIONS_BUCKET: &str = "lingr_sessions";
 pub const OCCUPANTS_BUCKET: &str = "lingr_occupants";
 /// Key-value bucket of last-seen times, keyed by occupant id; written by comet and api.
 pub const PRESENCE_BUCKET: &str = "lingr_presence";
+/// Key-value bucket of say rate-limit token buckets, keyed by session tag.
+pub const RATES_BUCKET: &str = "lingr_rates";
 /// Key-value bucket of rooms that exist, keyed by room id.
 pub const ROOMS_BUCKET: &str = "lingr_rooms";
 

@@ -161,6 +161,34 @@ async fn bodies_over_16_kib_are_refused_with_413_and_bad_bodies_with_400() {
     app.cleanup().await;
 }
 
+/// Says as fast as possible, round-robin over `bases`, until refused; checks the refusal and
+/// that no more were accepted than a burst of 20 plus 10 a second allows. Returns the counter
+/// of the last accepted say.
+async fn say_until_rate_limited(c: &Client, bases: &[String], member: &Member) -> u64 {
+    let started = std::time::Instant::now();
+    let (mut last, mut accepted) = (0, 0u32);
+    for i in 0..200 {
+        let answer = c
+            .say(&bases[i % bases.len()], member, &format!("burst {i}"))
+            .await;
+        if answer.status == 429 {
+            answer.assert_error(429, "rate_limited");
+            let elapsed = started.elapsed().as_secs_f64();
+            // 20 at once, plus 10 for every second the loop took: never more, never fewer than 20.
+            let allowed = 20.0 + 10.0 * elapsed;
+            assert!(
+                accepted >= 20 && f64::from(accepted) <= allowed + 1.0,
+                "accepted {accepted} in {elapsed:.2}s over {} replicas; allowed {allowed:.1}",
+                bases.len()
+            );
+            return last;
+        }
+        last = answer.ok()["counter"].as_u64().expect("counter");
+        accepted += 1;
+    }
+    panic!("200 says in a row were never rate limited");
+}
+
 #[tokio::test]
 async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
     let app = TestApp::new(Db::Default).await;
@@ -170,28 +198,7 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
     let alice = c.join(&base, "rate", "alice").await;
     let bob = c.join(&base, "rate", "bob").await;
 
-    let started = std::time::Instant::now();
-    let mut last = 0;
-    let mut accepted = 0u32;
-    let mut refused = false;
-    for i in 0..200 {
-        let answer = c.say(&base, &alice, &format!("burst {i}")).await;
-        if answer.status == 429 {
-            answer.assert_error(429, "rate_limited");
-            refused = true;
-            break;
-        }
-        last = answer.ok()["counter"].as_u64().expect("counter");
-        accepted += 1;
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(refused, "the burst must hit the limit");
-    // 20 at once, plus 10 for every second the loop took: never more, and never fewer than 20.
-    let allowed = 20.0 + 10.0 * elapsed;
-    assert!(
-        accepted >= 20 && f64::from(accepted) <= allowed + 1.0,
-        "accepted {accepted} in {elapsed:.2}s; allowed {allowed:.1}"
-    );
+    let last = say_until_rate_limited(c, std::slice::from_ref(&base), &alice).await;
     let bob_said = c
         .say_ok(&base, &bob, "other sessions are not limited")
         .await;
@@ -203,6 +210,24 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
     )
     .await;
     server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_say_rate_limit_holds_across_api_replicas() {
+    let app = TestApp::new(Db::Default).await;
+    let apis = [
+        app.start(crate::support::api_only(ApiConfig::default()))
+            .await,
+        app.start(crate::support::api_only(ApiConfig::default()))
+            .await,
+    ];
+    let bases: Vec<String> = apis.iter().map(|a| a.base()).collect();
+    let alice = app.client.join(&bases[0], "rate2", "alice").await;
+    say_until_rate_limited(&app.client, &bases, &alice).await;
+    for api in apis {
+        api.stop().await;
+    }
     app.cleanup().await;
 }
 

@@ -4,7 +4,7 @@
 //! room (read from the occupants bucket, so a ticket is dead as soon as its occupant leaves),
 //! then publishes and answers with what JetStream stored.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::State;
 use lingr_platform::clock::now_ms;
@@ -285,7 +285,7 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
         .get("idempotent_id")
         .map(IdempotentId::parse)
         .transpose()?;
-    if !state.say_limiter.try_take(&who.caller.tag, Instant::now()) {
+    if !state.say_limiter.try_take(&who.caller.tag).await? {
         state.metrics.rate_limited.inc();
         return Err(ApiError::new(
             ErrorCode::RateLimited,

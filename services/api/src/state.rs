@@ -14,7 +14,7 @@ use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
 use tokio_util::sync::CancellationToken;
 
-use crate::rate_limit::RateLimiter;
+use crate::rate_limit::{RateLimit, SharedLimiter};
 
 /// The api's own flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -80,7 +80,7 @@ pub struct ApiState {
     /// Signs tickets.
     pub tickets: TicketKey,
     /// Limits says per session.
-    pub say_limiter: Arc<RateLimiter>,
+    pub say_limiter: Arc<SharedLimiter>,
     /// The api's metrics.
     pub metrics: ApiMetrics,
 }
@@ -147,7 +147,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> anyhow::Result<Started> {
     let js = nats::jetstream(client.clone());
-    let (events, sessions, occupants, presence, rooms) =
+    let (events, sessions, occupants, presence, rooms, rates) =
         nats::retry("api setup", &shutdown, || async {
             Ok((
                 nats::ensure_events_stream(&js, retention).await?,
@@ -155,6 +155,8 @@ pub async fn start(
                 nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
                 nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
                 nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
+                // A bucket idle for longer than it takes to refill is as good as new.
+                nats::ensure_bucket(&js, subjects::RATES_BUCKET, Duration::from_secs(600)).await?,
             ))
         })
         .await?;
@@ -167,7 +169,10 @@ pub async fn start(
         sessions_mirror.ready_flag(),
     ];
     let state = ApiState {
-        say_limiter: Arc::new(RateLimiter::new(config.say_rate, config.say_burst)),
+        say_limiter: Arc::new(SharedLimiter::new(
+            RateLimit::new(config.say_rate, config.say_burst),
+            rates,
+        )),
         config: Arc::new(config),
         client,
         js,
