@@ -85,3 +85,11 @@ pub fn parse_seconds(raw: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from_secs_f64(secs)
         .map_err(|_| format!("'{raw}' is not a valid duration"))
 }
+
+/// The process's soft limit on open files, read from `/proc/self/limits`; `None` when unlimited
+/// or not on Linux.
+pub fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}

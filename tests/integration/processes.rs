@@ -257,3 +257,59 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
     api.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_comet_short_of_file_descriptors_refuses_with_503_instead_of_hanging() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
+    let port = free_port();
+    // 160 files leave room for 32 held observes beside the comet's headroom of 128.
+    let mut comet = Command::new("sh")
+        .args(["-c", "ulimit -n 160 && exec \"$0\" \"$@\""])
+        .arg(lingr_binary())
+        .args([
+            "comet",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            &app.nats_url(),
+            "--secret",
+            SECRET,
+        ])
+        .args(["--observes-per-session", "100"])
+        .env("RUST_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn a comet with few descriptors");
+    let base = format!("http://127.0.0.1:{port}");
+    let c = app.client.clone();
+    c.wait_ready(&base).await;
+    let alice = c.join(&api.base(), "crowded", "alice").await;
+    let mut held = Vec::new();
+    for _ in 0..32 {
+        let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
+        held.push(tokio::spawn(async move {
+            c.observe(&base, &alice, alice.counter, 60).await
+        }));
+    }
+    c.wait_held(&base, 32).await;
+    for _ in 0..5 {
+        c.observe(&base, &alice, alice.counter, 60)
+            .await
+            .assert_error(503, "overloaded");
+    }
+    let health = c.request(c.http().get(format!("{base}/healthz"))).await;
+    assert_eq!(health.status, 200, "the comet is still standing");
+    let said = c.say_ok(&api.base(), &alice, "everyone wake up").await;
+    for observe in held {
+        assert_eq!(
+            counters(&events(&observe.await.expect("task").ok())),
+            [said]
+        );
+    }
+    c.observe(&base, &alice, alice.counter, 0).await.ok();
+    sigterm(&comet).await;
+    assert!(comet.wait().await.expect("status").success());
+    api.stop().await;
+    app.cleanup().await;
+}

@@ -138,10 +138,10 @@ pub struct Slot {
 }
 
 impl Slots {
-    fn new(config: &CometConfig, gauge: Gauge) -> Self {
+    fn new(max_held: usize, config: &CometConfig, gauge: Gauge) -> Self {
         Self {
             held: AtomicUsize::new(0),
-            max_held: config.max_held_observes,
+            max_held,
             per_session: Mutex::new(HashMap::new()),
             max_per_session: config.observes_per_session,
             gauge,
@@ -226,7 +226,11 @@ pub async fn start(
     let feed_ready = Arc::new(AtomicBool::new(false));
     let presence = Arc::new(Presence::default());
     let state = CometState {
-        slots: Arc::new(Slots::new(&config, metrics.held.clone())),
+        slots: Arc::new(Slots::new(
+            held_limit(config.max_held_observes),
+            &config,
+            metrics.held.clone(),
+        )),
         config: Arc::new(config),
         hub: Arc::clone(&hub),
         stream: stream.clone(),
@@ -258,6 +262,30 @@ pub async fn start(
         ready: vec![feed_ready, occupants_mirror.ready_flag()],
         tasks: vec![feed, mirror_task, flusher, sweeper],
     })
+}
+
+/// Descriptors kept free beside held observes: NATS, the listener, logs, and room to accept the
+/// connections that are refused with 503 instead of failing to accept them at all.
+const FD_HEADROOM: u64 = 128;
+
+/// The configured limit on held observes, lowered to fit the process's open-files limit: each
+/// held observe is a socket, and running out of descriptors would leave clients hanging.
+fn held_limit(configured: usize) -> usize {
+    let Some(files) = lingr_platform::config::open_files_limit() else {
+        return configured;
+    };
+    let fits = usize::try_from(files.saturating_sub(FD_HEADROOM))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    if fits < configured {
+        tracing::warn!(
+            configured,
+            open_files = files,
+            held_limit = fits,
+            "lowering --max-held-observes to fit the open-files limit"
+        );
+    }
+    configured.min(fits)
 }
 
 async fn sweep_forever(hub: Arc<Hub>, idle: Duration, shutdown: CancellationToken) {
