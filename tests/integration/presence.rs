@@ -197,3 +197,55 @@ async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_occupant_whose_session_vanished_is_made_to_leave() {
+    let app = TestApp::new(Db::Default).await;
+    let api = ApiConfig {
+        reap_interval: Duration::from_millis(100),
+        ..ApiConfig::default()
+    };
+    let server = app
+        .start(crate::support::all_roles(api, quick_flush()))
+        .await;
+    let base = server.base();
+    let c = app.client.clone();
+    let watcher = c.join(&base, "orphans", "watcher").await;
+
+    // What a destroy racing an enter leaves behind: an occupant, present, of no session.
+    let js = app.jetstream().await;
+    let occupants = js
+        .get_key_value("lingr_occupants")
+        .await
+        .expect("occupants bucket");
+    let presence = js
+        .get_key_value("lingr_presence")
+        .await
+        .expect("presence bucket");
+    let ghost = lingr_proto::records::OccupantRecord {
+        room: lingr_proto::RoomId::parse("orphans").expect("room"),
+        occupant_id: lingr_proto::OccupantId::from_bytes(&[9; 16]),
+        session_tag: "000000000000000000000000".to_owned(),
+        nickname: Some(lingr_proto::Nickname::parse("ghost").expect("nickname")),
+        entered_ms: lingr_platform::clock::now_ms() - 60_000,
+    };
+    let now = lingr_platform::clock::now_ms().to_string();
+    presence
+        .put(ghost.occupant_id.as_str(), now.into())
+        .await
+        .expect("presence");
+    occupants
+        .put(
+            ghost.key(),
+            serde_json::to_vec(&ghost).expect("json").into(),
+        )
+        .await
+        .expect("occupant");
+
+    let seen = c.observe_events(&base, &watcher, watcher.counter, 1).await;
+    assert_eq!(seen[0]["type"], "exit");
+    assert_eq!(seen[0]["occupant_id"], ghost.occupant_id.as_str());
+    assert_eq!(seen[0]["reason"], "session_destroyed");
+    server.stop().await;
+    app.cleanup().await;
+}

@@ -89,6 +89,10 @@ pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
         .fold(record.last_used_ms, u64::max)
 }
 
+/// How long after entering an occupant whose session is gone counts as orphaned (its session
+/// was destroyed while it entered). Far above mirror lag, so a brand-new session never counts.
+const ORPHAN_GRACE_MS: u64 = 10_000;
+
 /// Reaps until `shutdown` fires.
 pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
     let mut ticks =
@@ -109,7 +113,7 @@ pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
     }
 }
 
-/// One pass: time out silent occupants, then expire unused sessions.
+/// One pass: make silent and orphaned occupants leave, then expire unused sessions.
 pub async fn reap_once(state: &ApiState) {
     let now = now_ms();
     let timeout_ms = millis(state.config.presence_timeout);
@@ -119,17 +123,23 @@ pub async fn reap_once(state: &ApiState) {
             .get(occupant.occupant_id.as_str())
             .unwrap_or(0)
             .max(occupant.entered_ms);
-        if now.saturating_sub(seen) <= timeout_ms {
+        let reason = if now.saturating_sub(seen) > timeout_ms {
+            ExitReason::Timeout
+        } else if now.saturating_sub(occupant.entered_ms) > ORPHAN_GRACE_MS
+            && !state.sessions_mirror.contains(&occupant.session_tag)
+        {
+            ExitReason::SessionDestroyed
+        } else {
             continue;
-        }
-        match leave(state, &occupant, ExitReason::Timeout, None).await {
+        };
+        match leave(state, &occupant, reason, None).await {
             Ok(_) => {
                 state.metrics.presence_timeouts.inc();
-                tracing::info!(room.id = %occupant.room, occupant.id = %occupant.occupant_id, "occupant timed out");
+                tracing::info!(room.id = %occupant.room, occupant.id = %occupant.occupant_id, ?reason, "occupant made to leave");
             }
             Err(err) => tracing::warn!(
                 code = err.code.as_str(),
-                "timing out an occupant failed; next pass retries"
+                "making an occupant leave failed; next pass retries"
             ),
         }
     }

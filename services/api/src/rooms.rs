@@ -74,12 +74,17 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         .await
         .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
     presence::touch(state, &occupant_id).await;
-    sessions::update(state, &caller.tag, |record| {
+    let still_there = sessions::update(state, &caller.tag, |record| {
         if !record.occupants.contains(&key) {
             record.occupants.push(key.clone());
         }
     })
     .await?;
+    if !still_there {
+        // Destroyed while we entered: its destroy could not see this occupant, so take it back.
+        undo_enter(state, &occupant).await;
+        return Err(sessions::expired());
+    }
     let counter = match &nickname {
         Some(nickname) => {
             let event = new_event(EventType::Enter, &occupant, nickname.as_str());

@@ -133,8 +133,8 @@ pub async fn load(state: &ApiState, params: &Params) -> Result<Caller, ApiError>
     Ok(Caller { tag, record })
 }
 
-/// Changes a session record with compare-and-set, retrying on conflict; does nothing when the
-/// session is gone.
+/// Changes a session record with compare-and-set, retrying on conflict. Returns false, changing
+/// nothing, when the session is gone.
 ///
 /// # Errors
 /// `unavailable` when NATS fails or the record keeps changing under us.
@@ -142,7 +142,7 @@ pub async fn update(
     state: &ApiState,
     tag: &str,
     change: impl Fn(&mut SessionRecord),
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     for _ in 0..8 {
         let Some(entry) = state
             .sessions
@@ -151,7 +151,7 @@ pub async fn update(
             .map_err(|err| ApiError::unavailable("reading a session", err))?
             .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
         else {
-            return Ok(());
+            return Ok(false);
         };
         let mut record: SessionRecord = serde_json::from_slice(&entry.value)
             .map_err(|err| ApiError::internal("parsing a session", err))?;
@@ -162,7 +162,7 @@ pub async fn update(
             .await
             .is_ok()
         {
-            return Ok(());
+            return Ok(true);
         }
     }
     Err(ApiError::new(
@@ -171,7 +171,8 @@ pub async fn update(
     ))
 }
 
-fn expired() -> ApiError {
+/// The answer for a session that is unknown, destroyed or expired.
+pub fn expired() -> ApiError {
     ApiError::new(ErrorCode::InvalidSession, "unknown or expired session")
 }
 

@@ -94,7 +94,7 @@ pub struct ApiMetrics {
     pub duplicates: Counter,
     /// Says refused by the rate limit.
     pub rate_limited: Counter,
-    /// Occupants timed out by the reaper.
+    /// Occupants the reaper made leave.
     pub presence_timeouts: Counter,
     /// Sessions expired by the reaper.
     pub sessions_expired: Counter,
@@ -119,7 +119,7 @@ impl ApiMetrics {
             ),
             presence_timeouts: metrics.counter(
                 "lingr_api_presence_timeouts_total",
-                "Occupants that left by presence timeout.",
+                "Occupants the reaper made leave (timed out or orphaned).",
             ),
             sessions_expired: metrics.counter(
                 "lingr_api_sessions_expired_total",
