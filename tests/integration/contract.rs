@@ -657,3 +657,47 @@ async fn enter_lists_occupants_who_just_entered_through_another_api_replica() {
     second.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_trace_context_of_a_say_travels_with_its_event_in_nats() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let alice = c.join(&base, "traced", "alice").await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let said = c
+        .request(
+            c.http()
+                .get(format!("{base}/api/room/say"))
+                .query(&[
+                    ("session", alice.session.as_str()),
+                    ("ticket", alice.ticket.as_str()),
+                    ("message", "traced"),
+                ])
+                .header("traceparent", parent),
+        )
+        .await
+        .ok();
+    let counter = said["counter"].as_u64().expect("counter");
+    let js = app.jetstream().await;
+    let stored = js
+        .get_stream("ROOMS")
+        .await
+        .expect("stream")
+        .direct_get(counter)
+        .await
+        .expect("stored message");
+    let carried = stored
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_owned())
+        .expect("a traceparent header");
+    assert!(
+        carried.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
+        "same trace: {carried}"
+    );
+    assert_ne!(carried, parent, "a new span for the publish");
+    server.stop().await;
+    app.cleanup().await;
+}
