@@ -52,7 +52,9 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
-    let server = axum::serve(listener, app)
+    // Resolve the routes once and share them: served as-is, a Router deep-clones its whole
+    // route table for every connection (about 200 KiB each, paid by every held observe).
+    let server = axum::serve(listener, app.with_state(()).into_make_service())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     tokio::select! {

@@ -32,5 +32,6 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/room/say", api_route(rooms::say))
         .route("/api/room/set_nickname", api_route(rooms::set_nickname))
         .route("/api/room/exit", api_route(rooms::exit))
-        .with_state(state)
+        // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
+        .with_state(std::sync::Arc::new(state))
 }

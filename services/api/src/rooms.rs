@@ -4,6 +4,7 @@
 //! room (read from the occupants bucket, so a ticket is dead as soon as its occupant leaves),
 //! then publishes and answers with what JetStream stored.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -30,7 +31,7 @@ const HISTORY_WAIT: Duration = Duration::from_secs(3);
 
 /// `room/enter`: `session`, `room`, `nickname`?, `idempotent_id`?.
 #[tracing::instrument(skip_all)]
-pub async fn enter(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn enter(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(enter_room(&state, &params).await)
 }
 
@@ -278,7 +279,7 @@ async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiE
 
 /// `room/say`: `session`, `ticket`, `message`, `idempotent_id`?.
 #[tracing::instrument(skip_all)]
-pub async fn say(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn say(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(say_message(&state, &params).await)
 }
 
@@ -311,7 +312,7 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
 
 /// `room/set_nickname`: `session`, `ticket`, `nickname`.
 #[tracing::instrument(skip_all)]
-pub async fn set_nickname(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn set_nickname(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(change_nickname(&state, &params).await)
 }
 
@@ -339,7 +340,7 @@ async fn change_nickname(state: &ApiState, params: &Params) -> Result<Stored, Ap
 
 /// `room/exit`: `session`, `ticket`.
 #[tracing::instrument(skip_all)]
-pub async fn exit(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn exit(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(exit_room(&state, &params).await)
 }
 

@@ -4,6 +4,8 @@
 //! The client holds the token; NATS holds only its tag. A session expires when neither an API
 //! call nor an observe by one of its occupants has used it for the session TTL.
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use bytes::Bytes;
 use lingr_platform::clock::now_ms;
@@ -17,7 +19,7 @@ use crate::state::ApiState;
 
 /// `session/create` with an optional `nickname`.
 #[tracing::instrument(skip_all)]
-pub async fn create(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn create(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(create_session(&state, &params).await)
 }
 
@@ -46,7 +48,7 @@ async fn create_session(state: &ApiState, params: &Params) -> Result<SessionCrea
 
 /// `session/destroy`: every room of the session is exited with `reason: session_destroyed`.
 #[tracing::instrument(skip_all)]
-pub async fn destroy(State(state): State<ApiState>, params: Params) -> Reply {
+pub async fn destroy(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
     params.reply(destroy_session(&state, &params).await)
 }
 

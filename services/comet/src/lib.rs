@@ -28,5 +28,6 @@ pub use state::{CometConfig, CometState};
 pub fn router(state: CometState) -> Router {
     Router::new()
         .route("/api/room/observe", api_route(observe::observe))
-        .with_state(state)
+        // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
+        .with_state(std::sync::Arc::new(state))
 }

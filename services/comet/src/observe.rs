@@ -4,6 +4,7 @@
 //! arrives, `timeout` passes, or the replica drains (then `events` is empty and `counter`
 //! unchanged). The events are the bytes the feed serialized once; this handler only joins them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -26,7 +27,7 @@ const MAX_TIMEOUT_S: u64 = 60;
 
 /// The handler.
 #[tracing::instrument(skip_all)]
-pub async fn observe(State(state): State<CometState>, params: Params) -> Reply {
+pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Reply {
     match observe_room(&state, &params).await {
         Ok(object) => Reply::ok_object(params.format.clone(), &object),
         Err(error) => {
@@ -63,7 +64,8 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             "timeout must be at most 60 seconds",
         ));
     }
-    check_present(state, &ticket).await?;
+    // The rare paths are boxed so a held observe does not carry their state while it waits.
+    Box::pin(check_present(state, &ticket)).await?;
     let _slot = state.slots.acquire(&ticket.session_tag)?;
     let _observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
@@ -81,7 +83,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             Collected::Events(_) => {}
             Collected::OlderThanBuffer(covered_after) => {
                 state.metrics.backfills.inc();
-                let mut events = backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS)
+                let mut events = Box::pin(backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS))
                     .await
                     .map_err(|err| match err {
                         BackfillError::Expired => ApiError::new(
@@ -187,5 +189,20 @@ mod tests {
             br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec()
         );
         assert_eq!(answer(3, &[]), br#"{"counter":3,"events":[]}"#.to_vec());
+    }
+}
+
+#[cfg(test)]
+mod held_state {
+    fn future_size<A, B, F: std::future::Future>(_: fn(A, B) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A held observe is this future, parked: it must stay small (it was 10 KiB when the
+    /// state was copied in and the backfill path inlined, before either was boxed).
+    #[test]
+    fn a_held_observe_stays_under_two_kibibytes() {
+        let size = future_size(super::observe);
+        assert!(size <= 2048, "the observe future is {size} bytes");
     }
 }

@@ -25,5 +25,6 @@ pub use state::HistoryState;
 pub fn router(state: HistoryState) -> Router {
     Router::new()
         .route("/api/room/get_messages", api_route(messages::get_messages))
-        .with_state(state)
+        // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
+        .with_state(std::sync::Arc::new(state))
 }

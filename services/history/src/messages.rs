@@ -4,6 +4,8 @@
 //! `before` or neither, the newest `limit` before it. `has_more` says whether more lie that
 //! way. History lags the stream by the time it takes to commit a batch (milliseconds).
 
+use std::sync::Arc;
+
 use axum::extract::State;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{Messages, GET_MESSAGES_DEFAULT, GET_MESSAGES_MAX};
@@ -14,7 +16,7 @@ use crate::store::Page;
 
 /// The handler.
 #[tracing::instrument(skip_all)]
-pub async fn get_messages(State(state): State<HistoryState>, params: Params) -> Reply {
+pub async fn get_messages(State(state): State<Arc<HistoryState>>, params: Params) -> Reply {
     params.reply(page_of(&state, &params).await)
 }
 
