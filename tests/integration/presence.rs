@@ -143,6 +143,9 @@ async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
     c.say(&api_bases[1], &silent, "too late")
         .await
         .assert_error(401, "invalid_ticket");
+    c.observe(&comet.base(), &silent, silent.counter, 0)
+        .await
+        .assert_error(401, "invalid_ticket");
     for server in apis {
         server.stop().await;
     }
