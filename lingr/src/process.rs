@@ -12,6 +12,7 @@ use lingr_platform::config::{secret_or_generate, CommonArgs};
 use lingr_platform::http::{self, Health};
 use lingr_platform::metrics::Metrics;
 use lingr_platform::nats;
+use lingr_platform::role::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -104,50 +105,26 @@ pub async fn serve(
     let metrics = Metrics::default();
     let client = nats::connect(&backing.nats_url, "lingr").await?;
     let mut health = Health::default().require_nats(client.clone());
+    let context = Context {
+        client: client.clone(),
+        secret: backing.secret.clone(),
+        retention: backing.retention,
+        metrics: metrics.clone(),
+        shutdown: shutdown.clone(),
+    };
     let mut started = Vec::new();
     if let Some(config) = roles.api {
-        let (secret, retention) = (&backing.secret, backing.retention);
-        started.push(
-            lingr_api::state::start(
-                config,
-                client.clone(),
-                secret,
-                retention,
-                &metrics,
-                shutdown.clone(),
-            )
-            .await?,
-        );
+        started.push(lingr_api::state::start(config, &context).await?);
     }
     if let Some(config) = roles.comet {
-        let (secret, retention) = (&backing.secret, backing.retention);
-        started.push(
-            lingr_comet::state::start(
-                config,
-                client.clone(),
-                secret,
-                retention,
-                &metrics,
-                shutdown.clone(),
-            )
-            .await?,
-        );
+        started.push(lingr_comet::state::start(config, &context).await?);
     }
     if roles.history {
         let database = backing
             .database
             .as_deref()
             .context("history needs a database URL")?;
-        started.push(
-            lingr_history::state::start(
-                database,
-                client.clone(),
-                backing.retention,
-                &metrics,
-                shutdown.clone(),
-            )
-            .await?,
-        );
+        started.push(lingr_history::state::start(database, &context).await?);
     }
     let mut router = Router::new();
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();

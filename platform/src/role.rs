@@ -1,11 +1,31 @@
-//! What a started role hands to the process that runs it: its routes, the readiness flags
-//! `/readyz` waits on, and its background tasks, which end when the shutdown token fires.
+//! What a role starts from ([`Context`]: what every role in a process shares) and what a
+//! started role hands back ([`Started`]: its routes, the readiness flags `/readyz` waits on,
+//! and its background tasks, which end when the shutdown token fires).
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+
+/// What every role of one process shares.
+#[derive(Clone)]
+pub struct Context {
+    /// The process's NATS connection.
+    pub client: async_nats::Client,
+    /// The key that signs tickets (empty for a process without api or comet).
+    pub secret: Vec<u8>,
+    /// How long the event stream keeps events.
+    pub retention: Duration,
+    /// The process's metrics registry.
+    pub metrics: Metrics,
+    /// Fires on SIGTERM/SIGINT; every task of every role ends with it.
+    pub shutdown: CancellationToken,
+}
 
 /// A started role.
 pub struct Started {

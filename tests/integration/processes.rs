@@ -225,16 +225,16 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
         .await
         .expect("connect");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let comet = lingr_comet::state::start(
-        lingr_comet::CometConfig::default(),
+    let context = lingr_platform::role::Context {
         client,
-        SECRET.as_bytes(),
-        app.retention,
-        &lingr_platform::metrics::Metrics::default(),
-        shutdown.clone(),
-    )
-    .await
-    .expect("comet starts");
+        secret: SECRET.as_bytes().to_vec(),
+        retention: app.retention,
+        metrics: lingr_platform::metrics::Metrics::default(),
+        shutdown: shutdown.clone(),
+    };
+    let comet = lingr_comet::state::start(lingr_comet::CometConfig::default(), &context)
+        .await
+        .expect("comet starts");
     let router = comet.router;
     shutdown.cancel();
     let uri = format!(

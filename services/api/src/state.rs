@@ -8,11 +8,10 @@ use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::nats;
-use lingr_platform::role::Started;
+use lingr_platform::role::{Context, Started};
 use lingr_proto::records::{OccupantRecord, SessionRecord};
 use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
-use tokio_util::sync::CancellationToken;
 
 use crate::rate_limit::{RateLimit, SharedLimiter};
 
@@ -138,14 +137,13 @@ impl ApiMetrics {
 ///
 /// # Errors
 /// When `shutdown` fires before NATS answers.
-pub async fn start(
-    config: ApiConfig,
-    client: async_nats::Client,
-    secret: &[u8],
-    retention: Duration,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Started> {
+pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Started> {
+    let (client, secret, retention) = (
+        context.client.clone(),
+        context.secret.as_slice(),
+        context.retention,
+    );
+    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
     let (events, sessions, occupants, presence, rooms, rates) =
         nats::retry("api setup", &shutdown, || async {

@@ -9,7 +9,7 @@ use async_nats::jetstream::{kv, stream::Stream};
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Gauge, Metrics};
 use lingr_platform::mirror::KvMirror;
-use lingr_platform::role::Started;
+use lingr_platform::role::{Context, Started};
 use lingr_platform::{nats, ApiError};
 use lingr_proto::records::OccupantRecord;
 use lingr_proto::subjects;
@@ -201,14 +201,13 @@ impl Drop for Slot {
 ///
 /// # Errors
 /// When `shutdown` fires before NATS answers.
-pub async fn start(
-    config: CometConfig,
-    client: async_nats::Client,
-    secret: &[u8],
-    retention: Duration,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Started> {
+pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Started> {
+    let (client, secret, retention) = (
+        context.client.clone(),
+        context.secret.as_slice(),
+        context.retention,
+    );
+    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
     let (mut stream, occupants, presence_bucket) =
         nats::retry("comet setup", &shutdown, || async {

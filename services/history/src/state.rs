@@ -5,11 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use lingr_platform::metrics::Metrics;
 use lingr_platform::nats;
-use lingr_platform::role::Started;
+use lingr_platform::role::{Context, Started};
 use lingr_proto::subjects;
-use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
@@ -26,13 +24,9 @@ pub struct HistoryState {
 ///
 /// # Errors
 /// When the database cannot be reached, or `shutdown` fires before NATS answers.
-pub async fn start(
-    database_url: &str,
-    client: async_nats::Client,
-    retention: Duration,
-    metrics: &Metrics,
-    shutdown: CancellationToken,
-) -> anyhow::Result<Started> {
+pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Started> {
+    let (client, retention) = (context.client.clone(), context.retention);
+    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let store = Store::connect(database_url).await?;
     let js = nats::jetstream(client.clone());
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
