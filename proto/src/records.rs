@@ -32,6 +32,11 @@ pub struct OccupantRecord {
     pub nickname: Option<Nickname>,
     /// When it entered (Unix ms).
     pub entered_ms: u64,
+    /// The counter of its stored enter event: none while the enter is being published, and
+    /// for anonymous observers. An occupant without one leaves without an exit event, since
+    /// nobody saw it enter.
+    #[serde(default)]
+    pub enter_counter: Option<u64>,
 }
 
 impl OccupantRecord {

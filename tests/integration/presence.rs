@@ -231,6 +231,7 @@ async fn an_occupant_whose_session_vanished_is_made_to_leave() {
         session_tag: "000000000000000000000000".to_owned(),
         nickname: Some(lingr_proto::Nickname::parse("ghost").expect("nickname")),
         entered_ms: lingr_platform::clock::now_ms() - 60_000,
+        enter_counter: Some(1),
     };
     let now = lingr_platform::clock::now_ms().to_string();
     presence
@@ -249,6 +250,68 @@ async fn an_occupant_whose_session_vanished_is_made_to_leave() {
     assert_eq!(seen[0]["type"], "exit");
     assert_eq!(seen[0]["occupant_id"], ghost.occupant_id.as_str());
     assert_eq!(seen[0]["reason"], "session_destroyed");
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_occupant_whose_enter_was_never_stored_leaves_without_an_exit_event() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app
+        .start(crate::support::all_roles(quick_presence(), quick_flush()))
+        .await;
+    let base = server.base();
+    let c = app.client.clone();
+    let watcher = c.join(&base, "halfway", "watcher").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let observing = keep_observing(
+        &c,
+        base.clone(),
+        &watcher,
+        Arc::clone(&stop),
+        Seen::default(),
+    );
+
+    // What an api that died between storing an occupant and publishing its enter leaves behind.
+    let js = app.jetstream().await;
+    let occupants = js
+        .get_key_value("lingr_occupants")
+        .await
+        .expect("occupants bucket");
+    let half = lingr_proto::records::OccupantRecord {
+        room: lingr_proto::RoomId::parse("halfway").expect("room"),
+        occupant_id: lingr_proto::OccupantId::from_bytes(&[7; 16]),
+        session_tag: "000000000000000000000000".to_owned(),
+        nickname: Some(lingr_proto::Nickname::parse("half").expect("nickname")),
+        entered_ms: lingr_platform::clock::now_ms() - 60_000,
+        enter_counter: None,
+    };
+    occupants
+        .put(half.key(), serde_json::to_vec(&half).expect("json").into())
+        .await
+        .expect("occupant");
+    eventually(
+        "the reaper to remove it",
+        Duration::from_secs(20),
+        || async {
+            occupants
+                .get(half.key())
+                .await
+                .expect("read")
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    let marker = c.say_ok(&base, &watcher, "marker").await;
+    let seen = c.observe_events(&base, &watcher, watcher.counter, 1).await;
+    assert_eq!(
+        crate::support::client::counters(&seen),
+        [marker],
+        "no exit for an enter nobody saw"
+    );
+    stop.store(true, Ordering::SeqCst);
+    observing.await.expect("observer");
     server.stop().await;
     app.cleanup().await;
 }

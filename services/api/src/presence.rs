@@ -19,7 +19,8 @@ use crate::publish::publish;
 use crate::sessions::{self, millis};
 use crate::state::ApiState;
 
-/// Makes an occupant leave its room: the exit event (none for an anonymous observer), then
+/// Makes an occupant leave its room: the exit event (none for an anonymous observer or an
+/// enter that was never stored), then
 /// the occupant and its presence are deleted and the session forgets it. Returns the exit
 /// event's counter.
 ///
@@ -31,7 +32,13 @@ pub async fn leave(
     reason: ExitReason,
     traceparent: Option<&str>,
 ) -> Result<Option<u64>, ApiError> {
-    let counter = match &occupant.nickname {
+    // Only an enter that was stored is answered by an exit; anonymous observers and occupants
+    // whose enter never got stored leave silently.
+    let announced = occupant
+        .nickname
+        .as_ref()
+        .filter(|_| occupant.enter_counter.is_some());
+    let counter = match announced {
         Some(nickname) => {
             let event = Event {
                 counter: 0,

@@ -58,6 +58,7 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         session_tag: caller.tag.clone(),
         nickname: nickname.clone(),
         entered_ms: now_ms(),
+        enter_counter: None,
     };
     let key = occupant.key();
     if !caller.record.occupants.contains(&key)
@@ -90,13 +91,16 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         Some(nickname) => {
             let event = new_event(EventType::Enter, &occupant, nickname.as_str());
             let msg_id = format!("enter:{occupant_id}");
-            match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
-                Ok(published) => published.event.counter,
-                Err(error) => {
-                    undo_enter(state, &occupant).await;
-                    return Err(error);
-                }
-            }
+            let counter =
+                match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
+                    Ok(published) => published.event.counter,
+                    Err(error) => {
+                        undo_enter(state, &occupant).await;
+                        return Err(error);
+                    }
+                };
+            announce(state, &occupant, counter).await?;
+            counter
         }
         None => newest_counter(state).await?,
     };
@@ -121,6 +125,24 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
             messages: recent_messages(state, &room, messages_before).await,
         },
     })
+}
+
+/// Marks the occupant as announced, so that leaving raises an exit event.
+async fn announce(
+    state: &ApiState,
+    occupant: &OccupantRecord,
+    counter: u64,
+) -> Result<(), ApiError> {
+    let announced = OccupantRecord {
+        enter_counter: Some(counter),
+        ..occupant.clone()
+    };
+    state
+        .occupants
+        .put(announced.key().as_str(), encode(&announced)?)
+        .await
+        .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
+    Ok(())
 }
 
 /// Takes back an enter whose event could not be stored, so no occupant is left that nobody saw
