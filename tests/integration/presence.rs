@@ -11,6 +11,8 @@ use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
 use serde_json::Value;
 
+use lingr_proto::records::OccupantRecord;
+
 use crate::support::client::{events, Member};
 use crate::support::{api_only, comet_only, eventually, history_only, Client, Db, TestApp};
 
@@ -74,6 +76,39 @@ fn keep_observing(
             seen.lock().expect("lock").extend(events(&answer));
         }
     })
+}
+
+/// Puts an occupant straight into NATS, entered a minute ago under a session that does not
+/// exist: what a crashed or raced api call leaves behind.
+async fn plant_occupant(
+    app: &TestApp,
+    room: &str,
+    nickname: &str,
+    id: u8,
+    enter_counter: Option<u64>,
+) -> OccupantRecord {
+    let record = OccupantRecord {
+        room: lingr_proto::RoomId::parse(room).expect("room"),
+        occupant_id: lingr_proto::OccupantId::from_bytes(&[id; 16]),
+        session_tag: "000000000000000000000000".to_owned(),
+        nickname: Some(lingr_proto::Nickname::parse(nickname).expect("nickname")),
+        entered_ms: lingr_platform::clock::now_ms() - 60_000,
+        enter_counter,
+    };
+    let occupants = app
+        .jetstream()
+        .await
+        .get_key_value("lingr_occupants")
+        .await
+        .expect("occupants bucket");
+    occupants
+        .put(
+            record.key(),
+            serde_json::to_vec(&record).expect("json").into(),
+        )
+        .await
+        .expect("occupant");
+    record
 }
 
 #[tokio::test]
@@ -216,35 +251,21 @@ async fn an_occupant_whose_session_vanished_is_made_to_leave() {
     let watcher = c.join(&base, "orphans", "watcher").await;
 
     // What a destroy racing an enter leaves behind: an occupant, present, of no session.
-    let js = app.jetstream().await;
-    let occupants = js
-        .get_key_value("lingr_occupants")
+    let presence = app
+        .jetstream()
         .await
-        .expect("occupants bucket");
-    let presence = js
         .get_key_value("lingr_presence")
         .await
         .expect("presence bucket");
-    let ghost = lingr_proto::records::OccupantRecord {
-        room: lingr_proto::RoomId::parse("orphans").expect("room"),
-        occupant_id: lingr_proto::OccupantId::from_bytes(&[9; 16]),
-        session_tag: "000000000000000000000000".to_owned(),
-        nickname: Some(lingr_proto::Nickname::parse("ghost").expect("nickname")),
-        entered_ms: lingr_platform::clock::now_ms() - 60_000,
-        enter_counter: Some(1),
-    };
     let now = lingr_platform::clock::now_ms().to_string();
     presence
-        .put(ghost.occupant_id.as_str(), now.into())
-        .await
-        .expect("presence");
-    occupants
         .put(
-            ghost.key(),
-            serde_json::to_vec(&ghost).expect("json").into(),
+            lingr_proto::OccupantId::from_bytes(&[9; 16]).as_str(),
+            now.into(),
         )
         .await
-        .expect("occupant");
+        .expect("presence");
+    let ghost = plant_occupant(&app, "orphans", "ghost", 9, Some(1)).await;
 
     let seen = c.observe_events(&base, &watcher, watcher.counter, 1).await;
     assert_eq!(seen[0]["type"], "exit");
@@ -273,23 +294,13 @@ async fn an_occupant_whose_enter_was_never_stored_leaves_without_an_exit_event()
     );
 
     // What an api that died between storing an occupant and publishing its enter leaves behind.
-    let js = app.jetstream().await;
-    let occupants = js
+    let half = plant_occupant(&app, "halfway", "half", 7, None).await;
+    let occupants = app
+        .jetstream()
+        .await
         .get_key_value("lingr_occupants")
         .await
         .expect("occupants bucket");
-    let half = lingr_proto::records::OccupantRecord {
-        room: lingr_proto::RoomId::parse("halfway").expect("room"),
-        occupant_id: lingr_proto::OccupantId::from_bytes(&[7; 16]),
-        session_tag: "000000000000000000000000".to_owned(),
-        nickname: Some(lingr_proto::Nickname::parse("half").expect("nickname")),
-        entered_ms: lingr_platform::clock::now_ms() - 60_000,
-        enter_counter: None,
-    };
-    occupants
-        .put(half.key(), serde_json::to_vec(&half).expect("json").into())
-        .await
-        .expect("occupant");
     eventually(
         "the reaper to remove it",
         Duration::from_secs(20),
@@ -312,6 +323,42 @@ async fn an_occupant_whose_enter_was_never_stored_leaves_without_an_exit_event()
     );
     stop.store(true, Ordering::SeqCst);
     observing.await.expect("observer");
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_occupant_who_only_says_stays_present() {
+    let app = TestApp::new(Db::Default).await;
+    let api = ApiConfig {
+        say_rate: 100,
+        say_burst: 100,
+        ..quick_presence()
+    };
+    let server = app
+        .start(crate::support::all_roles(api, quick_flush()))
+        .await;
+    let base = server.base();
+    let c = app.client.clone();
+    let talker = c.join(&base, "talkative", "talker").await;
+    // Say every 100 ms (a tenth of the timeout) while the reaper runs 30 passes (3 timeouts).
+    let target = metric(&c, &base, "lingr_api_reaper_passes_total").await + 30;
+    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    while metric(&c, &base, "lingr_api_reaper_passes_total").await < target {
+        pace.tick().await;
+        c.say_ok(&base, &talker, "still talking").await;
+    }
+    let page = c
+        .messages(&base, "talkative", &[("limit", "200")])
+        .await
+        .ok();
+    let exits = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter(|e| e["type"] == "exit")
+        .count();
+    assert_eq!(exits, 0, "saying keeps an occupant present");
     server.stop().await;
     app.cleanup().await;
 }

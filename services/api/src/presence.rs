@@ -77,10 +77,21 @@ pub async fn leave(
     Ok(counter)
 }
 
-/// Records that an occupant is active now.
+/// Records that an occupant is active now, unless it was recorded moments ago.
 pub async fn touch(state: &ApiState, occupant: &OccupantId) {
-    let now = now_ms().to_string();
-    if let Err(err) = state.presence.put(occupant.as_str(), now.into()).await {
+    let now = now_ms();
+    // A value fresher than a ninth of the timeout (10 s of 90) needs no rewrite: a chatty
+    // occupant costs one presence write per interval, not one per say.
+    let refresh_ms = (millis(state.config.presence_timeout) / 9).min(10_000);
+    let seen = state.presence_mirror.get(occupant.as_str()).unwrap_or(0);
+    if now.saturating_sub(seen) < refresh_ms {
+        return;
+    }
+    if let Err(err) = state
+        .presence
+        .put(occupant.as_str(), now.to_string().into())
+        .await
+    {
         tracing::warn!(error = %err, "presence not recorded");
     }
 }
