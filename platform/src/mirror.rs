@@ -79,6 +79,14 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
             .is_ok_and(|r| r.is_ok())
     }
 
+    /// Drops the entries `keep` refuses (values a caller knows are stale, such as presence
+    /// older than its bucket's max age, which expire without a delete marker).
+    pub fn retain(&self, mut keep: impl FnMut(&str, &T) -> bool) {
+        if let Ok(mut entries) = self.entries.write() {
+            entries.retain(|k, v| keep(k, v));
+        }
+    }
+
     /// Every key and value.
     pub fn snapshot(&self) -> Vec<(String, T)> {
         self.with_prefix("")
@@ -109,10 +117,16 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
             state.last_sequence
         };
         let mut watch = store.watch_with_history(">").await?;
+        // Every watch, first or resumed, builds the state anew and swaps it in once caught up:
+        // values that expired by max_age leave no delete marker on nats-server 2.9, so patching
+        // the old map would keep them forever.
+        let mut fresh = Some(BTreeMap::new());
         if caught_up_at == 0 {
+            if let (Ok(mut entries), Some(empty)) = (self.entries.write(), fresh.take()) {
+                *entries = empty;
+            }
             self.ready.store(true, Ordering::SeqCst);
         }
-        let mut fresh: Option<BTreeMap<String, T>> = (!self.is_ready()).then(BTreeMap::new);
         while let Some(entry) = watch.next().await {
             let entry = entry?;
             let value = match entry.operation {

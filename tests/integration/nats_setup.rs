@@ -65,6 +65,13 @@ async fn a_mirror_is_ready_only_once_it_holds_the_bucket_as_it_was() {
     let revision = store.put("later", "7".into()).await.expect("put");
     assert!(mirror.caught_up_to(revision, Duration::from_secs(5)).await);
     assert_eq!(mirror.get("later"), Some(7));
+    mirror.retain(|_, value| *value >= 50);
+    assert_eq!(
+        mirror.snapshot().len(),
+        50,
+        "retain drops what the caller knows is stale"
+    );
+    assert_eq!(mirror.get("key42"), None);
     shutdown.cancel();
     task.await.expect("mirror task ends");
     app.cleanup().await;

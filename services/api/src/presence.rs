@@ -134,6 +134,10 @@ pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
 /// One pass: make silent and orphaned occupants leave, then expire unused sessions.
 pub async fn reap_once(state: &ApiState) {
     let now = now_ms();
+    let presence_age_ms = millis(lingr_platform::nats::PRESENCE_MAX_AGE);
+    state
+        .presence_mirror
+        .retain(|_, seen| now.saturating_sub(*seen) <= presence_age_ms);
     let timeout_ms = millis(state.config.presence_timeout);
     for (_, occupant) in state.occupants_mirror.snapshot() {
         let seen = state
