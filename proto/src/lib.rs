@@ -3,6 +3,9 @@
 //! - [`values`]: validated newtypes for what users send (room ids, nicknames, messages, JSONP
 //!   callbacks, idempotency ids) and the ids the service mints (sessions, occupants).
 //! - [`event`]: the room events that travel through JetStream and reach clients.
+//! - [`text`]: which characters nicknames and messages may hold.
+//! - [`params`]: decoding a call's parameters from a query string, form or JSON body.
+//! - [`jsonp`]: the JSONP script body, escaped for every engine and HTML parser.
 //! - [`api`]: the JSON answers of the HTTP API.
 //! - [`error`]: the API's error codes and the HTTP status each maps to.
 //! - [`records`]: the session and occupant records kept in NATS key-value buckets.
@@ -14,8 +17,11 @@
 pub mod api;
 pub mod error;
 pub mod event;
+pub mod jsonp;
+pub mod params;
 pub mod records;
 pub mod subjects;
+pub mod text;
 pub mod ticket;
 pub mod values;
 

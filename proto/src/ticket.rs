@@ -24,9 +24,16 @@ pub struct Ticket {
     pub anonymous: bool,
 }
 
-/// The secret that signs tickets and derives idempotent occupant ids.
+/// The secret that signs tickets, and the previous one while a rotation is under way.
+///
+/// Tickets are signed with the current secret only; one signed with the previous secret still
+/// verifies, so an operator can roll a new secret out to every replica, wait as long as the
+/// tickets in use should live, and then drop the previous one.
 #[derive(Clone)]
-pub struct TicketKey(hmac::Key);
+pub struct TicketKey {
+    current: hmac::Key,
+    previous: Option<hmac::Key>,
+}
 
 impl std::fmt::Debug for TicketKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -37,13 +44,22 @@ impl std::fmt::Debug for TicketKey {
 impl TicketKey {
     /// A key from secret bytes (the `--secret` value).
     pub fn new(secret: &[u8]) -> Self {
-        Self(hmac::Key::new(hmac::HMAC_SHA256, secret))
+        Self {
+            current: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            previous: None,
+        }
+    }
+
+    /// Also accepts tickets signed with `secret` (the `--previous-secret` value).
+    pub fn with_previous(mut self, secret: &[u8]) -> Self {
+        self.previous = Some(hmac::Key::new(hmac::HMAC_SHA256, secret));
+        self
     }
 
     /// Signs a ticket into its text form.
     pub fn sign(&self, ticket: &Ticket) -> String {
         let body = body(ticket);
-        let tag = hmac::sign(&self.0, body.as_bytes());
+        let tag = hmac::sign(&self.current, body.as_bytes());
         format!("{body}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
@@ -58,7 +74,10 @@ impl TicketKey {
         };
         let (body, signature) = text.rsplit_once('.').ok_or_else(refuse)?;
         let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| refuse())?;
-        hmac::verify(&self.0, body.as_bytes(), &signature).map_err(|_| refuse())?;
+        let signed_by = |key: &hmac::Key| hmac::verify(key, body.as_bytes(), &signature).is_ok();
+        if !signed_by(&self.current) && !self.previous.as_ref().is_some_and(signed_by) {
+            return Err(refuse());
+        }
         let mut parts = body.split('.');
         let (Some(room), Some(occupant), Some(tag), Some(kind), None) = (
             parts.next(),
@@ -93,7 +112,7 @@ impl TicketKey {
             "occupant\0{session_tag}\0{}\0{idempotent_id}",
             room.as_str()
         );
-        let tag = hmac::sign(&self.0, input.as_bytes());
+        let tag = hmac::sign(&self.current, input.as_bytes());
         let mut bytes = [0u8; 16];
         bytes.copy_from_slice(&tag.as_ref()[..16]);
         OccupantId::from_bytes(&bytes)
@@ -139,6 +158,23 @@ mod tests {
         assert!(key.verify(&anonymous_made_participant).is_err());
         assert!(key.verify("garbage").is_err());
         assert!(key.verify("").is_err());
+    }
+
+    #[test]
+    fn a_previous_secret_verifies_during_a_rotation() {
+        let old = TicketKey::new(b"old-secret");
+        let issued = old.sign(&sample());
+        let rotated = TicketKey::new(b"new-secret").with_previous(b"old-secret");
+        assert_eq!(rotated.verify(&issued), Ok(sample()));
+        assert!(
+            old.verify(&rotated.sign(&sample())).is_err(),
+            "new tickets use the new secret"
+        );
+        let finished = TicketKey::new(b"new-secret");
+        assert!(
+            finished.verify(&issued).is_err(),
+            "dropping the previous secret ends it"
+        );
     }
 
     #[test]

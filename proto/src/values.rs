@@ -8,6 +8,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ErrorCode;
+use crate::text;
 
 /// Why a value was refused; `code` is the API error code to answer with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -58,7 +59,8 @@ impl RoomId {
     }
 }
 
-/// A nickname: 1–32 Unicode scalar values, no control characters, not only white space.
+/// A nickname: 1–32 Unicode scalar values, at least one visible, nothing hidden (see
+/// [`Nickname::parse`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Nickname(String);
@@ -70,20 +72,28 @@ impl Nickname {
     /// Parses a nickname, trimming surrounding white space.
     ///
     /// # Errors
-    /// `invalid_nickname` when empty after trimming, longer than 32 characters or holding a
-    /// control character.
+    /// `invalid_nickname` when it has no visible character, is longer than 32 characters, or
+    /// holds a control character, a line separator, or a format character (bidi override,
+    /// zero-width space, byte-order mark) other than a joiner that emoji or a script needs.
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.chars().count() > Self::MAX_CHARS {
+        let chars: Vec<char> = trimmed.chars().collect();
+        if !text::has_visible(trimmed) || chars.len() > Self::MAX_CHARS {
             return Err(invalid(
                 ErrorCode::InvalidNickname,
-                "nickname must be 1-32 characters and not only white space",
+                "nickname must be 1-32 characters with at least one visible character",
             ));
         }
-        if trimmed.chars().any(char::is_control) {
+        let hidden = chars.iter().enumerate().any(|(i, &c)| {
+            c.is_control()
+                || matches!(c, '\u{2028}' | '\u{2029}')
+                || (text::is_format(c)
+                    && !(text::is_joiner(c) && text::is_needed_joiner(&chars, i)))
+        });
+        if hidden {
             return Err(invalid(
                 ErrorCode::InvalidNickname,
-                "nickname must not contain control characters",
+                "nickname must not contain control, bidi or zero-width characters",
             ));
         }
         Ok(Self(trimmed.to_owned()))
@@ -95,7 +105,8 @@ impl Nickname {
     }
 }
 
-/// A message: 1–2,000 Unicode scalar values and not only white space. Kept as sent.
+/// A message: 1–2,000 Unicode scalar values, at least one visible, no control characters but
+/// tab and line breaks. Kept as sent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageText(String);
 
@@ -106,18 +117,25 @@ impl MessageText {
     /// Parses a message.
     ///
     /// # Errors
-    /// `invalid_message` when empty, only white space, or longer than 2,000 characters.
+    /// `invalid_message` when it has no visible character, is longer than 2,000 characters, or
+    /// holds a control character other than tab and line breaks (NUL, terminal escapes).
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if raw.trim().is_empty() {
+        if !text::has_visible(raw) {
             return Err(invalid(
                 ErrorCode::InvalidMessage,
-                "message must not be empty or only white space",
+                "message must not be empty, only white space or only invisible characters",
             ));
         }
         if raw.chars().count() > Self::MAX_CHARS {
             return Err(invalid(
                 ErrorCode::InvalidMessage,
                 "message must be at most 2000 characters",
+            ));
+        }
+        if raw.chars().any(text::is_forbidden_control) {
+            return Err(invalid(
+                ErrorCode::InvalidMessage,
+                "message must not contain control characters other than tab and line breaks",
             ));
         }
         Ok(Self(raw.to_owned()))
@@ -280,6 +298,16 @@ impl OccupantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+/// A non-negative integer parameter (a counter, a limit, a timeout) as clients send it: 1 to
+/// 20 ASCII digits that fit in 64 bits. No sign, no white space, no exponent, so each number
+/// has one spelling that every role and proxy reads the same way.
+pub fn parse_decimal(raw: &str) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 20 || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
 }
 
 /// Whether `raw` is `prefix` followed by exactly `digits` lowercase hex digits.
