@@ -8,11 +8,13 @@ use anyhow::Context as _;
 use axum::Router;
 use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
-use lingr_platform::config::{secret_or_generate, CommonArgs};
+use lingr_platform::config::{previous_secret, secret_or_generate, CommonArgs};
 use lingr_platform::http::{self, Health};
 use lingr_platform::metrics::Metrics;
-use lingr_platform::nats;
+use lingr_platform::nats::{self, NatsOptions};
 use lingr_platform::role::Context;
+use lingr_platform::server::{self, HttpLimits};
+use lingr_proto::ticket::TicketKey;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -36,12 +38,48 @@ pub struct Roles {
 pub struct Backing {
     /// The NATS URL.
     pub nats_url: String,
+    /// How to authenticate to NATS.
+    pub nats_auth: NatsOptions,
     /// The history database URL (required when history runs).
     pub database: Option<String>,
     /// The ticket secret.
     pub secret: Vec<u8>,
+    /// The ticket secret being rotated out, if any.
+    pub previous_secret: Option<Vec<u8>>,
     /// How long the stream keeps events.
     pub retention: Duration,
+    /// Connection limits.
+    pub http: HttpLimits,
+}
+
+/// Where a process serves: the API (with health routes), and `/metrics` on its own listener
+/// when `--metrics-listen` asks for it.
+pub struct Listeners {
+    /// The API listener.
+    pub api: TcpListener,
+    /// The metrics-only listener, if any.
+    pub metrics: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `--listen` and, if given, `--metrics-listen`.
+    ///
+    /// # Errors
+    /// When an address cannot be bound.
+    pub async fn bind(common: &CommonArgs) -> anyhow::Result<Self> {
+        let api = server::bind(common.listen).await?;
+        let metrics = match common.metrics_listen {
+            Some(address) => Some(server::bind(address).await?),
+            None => None,
+        };
+        Ok(Self { api, metrics })
+    }
+}
+
+impl From<TcpListener> for Listeners {
+    fn from(api: TcpListener) -> Self {
+        Self { api, metrics: None }
+    }
 }
 
 /// Runs `roles` as configured by the common flags: binds `--listen` and serves.
@@ -66,17 +104,18 @@ pub async fn run_role(
     if roles.history && common.database.is_none() {
         anyhow::bail!("--database (DATABASE_URL) is required for history");
     }
-    let listener = TcpListener::bind(common.listen)
-        .await
-        .with_context(|| format!("binding {}", common.listen))?;
+    let listeners = Listeners::bind(&common).await?;
     tracing::info!(listen = %common.listen, "serving");
     let backing = Backing {
         nats_url,
+        nats_auth: common.nats,
         database: common.database,
         secret,
+        previous_secret: previous_secret(common.previous_secret.as_deref())?,
         retention: common.retention,
+        http: common.http,
     };
-    serve(&backing, roles, listener, shutdown).await
+    serve(&backing, roles, listeners, shutdown).await
 }
 
 /// [`serve`] taking its arguments by value, for spawning.
@@ -86,28 +125,32 @@ pub async fn run_role(
 pub async fn serve_owned(
     backing: Backing,
     roles: Roles,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    serve(&backing, roles, listener, shutdown).await
+    serve(&backing, roles, listeners, shutdown).await
 }
 
-/// Starts `roles` against `backing` and serves them on `listener` until `shutdown` fires.
+/// Starts `roles` against `backing` and serves them until `shutdown` fires.
 ///
 /// # Errors
 /// When setup fails (shutdown before NATS answers, database unreachable) or serving fails.
 pub async fn serve(
     backing: &Backing,
     roles: Roles,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let metrics = Metrics::default();
-    let client = nats::connect(&backing.nats_url, "lingr").await?;
+    let client = nats::connect(&backing.nats_url, "lingr", &backing.nats_auth).await?;
     let mut health = Health::default().require_nats(client.clone());
+    let mut tickets = TicketKey::new(&backing.secret);
+    if let Some(previous) = &backing.previous_secret {
+        tickets = tickets.with_previous(previous);
+    }
     let context = Context {
         client: client.clone(),
-        secret: backing.secret.clone(),
+        tickets,
         retention: backing.retention,
         metrics: metrics.clone(),
         shutdown: shutdown.clone(),
@@ -139,9 +182,31 @@ pub async fn serve(
         drain_watch.cancelled().await;
         draining.set_draining();
     });
-    let app = http::app(router, health, metrics);
-    let served = lingr_platform::shutdown::serve(listener, app, shutdown.clone(), GRACE).await;
+    let metrics_server = listeners.metrics.map(|listener| {
+        tokio::spawn(server::serve(
+            listener,
+            http::metrics_app(metrics.clone()),
+            backing.http.clone(),
+            Metrics::default(),
+            shutdown.clone(),
+            GRACE,
+        ))
+    });
+    let app_metrics = metrics_server.is_none().then(|| metrics.clone());
+    let app = http::app(router, health, app_metrics);
+    let served = server::serve(
+        listeners.api,
+        app,
+        backing.http.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        GRACE,
+    )
+    .await;
     shutdown.cancel();
+    if let Some(task) = metrics_server {
+        let _ = task.await;
+    }
     for task in tasks {
         if tokio::time::timeout(Duration::from_secs(5), task)
             .await

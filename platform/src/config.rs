@@ -27,9 +27,22 @@ pub struct CommonArgs {
     /// The key that signs room tickets; every api and comet replica needs the same one.
     #[arg(long, env = "LINGR_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// The secret being rotated out: tickets it signed still verify until it is removed.
+    #[arg(long, env = "LINGR_PREVIOUS_SECRET", hide_env_values = true)]
+    pub previous_secret: Option<String>,
+    /// Serve `/metrics` on this address only, instead of on `--listen` beside the API.
+    #[arg(long, env = "LINGR_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Connection limits.
+    #[command(flatten)]
+    pub http: crate::server::HttpLimits,
+    /// NATS authentication and TLS.
+    #[command(flatten)]
+    pub nats: crate::nats::NatsOptions,
 }
 
-/// The secret given, or for `dev` one generated once and kept in `<data-dir>/secret`.
+/// The secret given, or for `dev` one generated once and kept in `<data-dir>/secret`, which
+/// only this user may read.
 ///
 /// # Errors
 /// When no secret is given and `generate` is false, or the data dir cannot be written.
@@ -49,20 +62,80 @@ pub fn secret_or_generate(
         generate,
         "--secret (LINGR_SECRET) is required for this role"
     );
+    create_private_dir(data_dir)?;
     let path = data_dir.join("secret");
     if let Ok(existing) = std::fs::read_to_string(&path) {
         if existing.trim().len() >= 16 {
+            // A secret written by an older version may be readable by everyone.
+            restrict_to_owner(&path)?;
             return Ok(existing.trim().as_bytes().to_vec());
         }
     }
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("creating data dir {}", data_dir.display()))?;
     let mut bytes = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
-        .map_err(|_| anyhow::anyhow!("the system random source failed"))?;
+    random_bytes(&mut bytes)?;
     let secret = lingr_proto::values::hex(&bytes);
-    std::fs::write(&path, &secret).with_context(|| format!("writing {}", path.display()))?;
+    write_private(&path, secret.as_bytes())?;
     Ok(secret.into_bytes())
+}
+
+/// The previous secret, checked as [`secret_or_generate`] checks a given one.
+///
+/// # Errors
+/// When it is shorter than 16 characters.
+pub fn previous_secret(given: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
+    given
+        .map(|secret| {
+            anyhow::ensure!(
+                secret.len() >= 16,
+                "--previous-secret must be at least 16 characters"
+            );
+            Ok(secret.as_bytes().to_vec())
+        })
+        .transpose()
+}
+
+/// Creates `dir` (and its parents) readable by this user only; an existing one is narrowed.
+///
+/// # Errors
+/// When it cannot be created or its mode cannot be set.
+pub fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("making {} private", dir.display()))
+}
+
+/// Writes `contents` to a new file at `path` that only this user may read or write.
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("writing {}", path.display()))?;
+    restrict_to_owner(path)
+}
+
+/// Makes an existing file readable and writable by this user only.
+///
+/// # Errors
+/// When its mode cannot be set.
+pub fn restrict_to_owner(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("making {} private", path.display()))
 }
 
 /// Fills `out` with random bytes from the system source.

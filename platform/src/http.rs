@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -14,28 +14,32 @@ use lingr_proto::ErrorCode;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::metrics::Metrics;
-use crate::respond::{ApiError, Format, Reply};
+use crate::respond::{format_of, ApiError, Reply};
 
 /// A route that answers GET and POST with `handler`, and other methods with a JSON 405.
+/// HEAD is refused too: routed to the GET handler, as a router would by default, it would
+/// store a message or make a session and only hide the answer.
 pub fn api_route<H, T, S>(handler: H) -> MethodRouter<S>
 where
     H: Handler<T, S> + Clone,
     T: 'static,
     S: Clone + Send + Sync + 'static,
 {
-    on(MethodFilter::GET.or(MethodFilter::POST), handler).fallback(method_not_allowed)
+    on(MethodFilter::GET.or(MethodFilter::POST), handler)
+        .on(MethodFilter::HEAD, method_not_allowed)
+        .fallback(method_not_allowed)
 }
 
-async fn method_not_allowed() -> Reply {
+async fn method_not_allowed(uri: Uri) -> Reply {
     Reply::error(
-        Format::Json,
+        format_of(&uri),
         &ApiError::new(ErrorCode::MethodNotAllowed, "use GET or POST"),
     )
 }
 
-async fn not_found() -> Reply {
+async fn not_found(uri: Uri) -> Reply {
     Reply::error(
-        Format::Json,
+        format_of(&uri),
         &ApiError::new(ErrorCode::NotFound, "no such endpoint"),
     )
 }
@@ -78,8 +82,9 @@ impl Health {
     }
 }
 
-/// Adds the health and metrics routes, the JSON fallbacks and CORS to a role's API routes.
-pub fn app(api: Router, health: Health, metrics: Metrics) -> Router {
+/// Adds the health routes, the JSON fallbacks and CORS to a role's API routes, and `/metrics`
+/// unless it is served on a listener of its own ([`metrics_app`]).
+pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
     let readyz = move || {
         let health = health.clone();
         async move {
@@ -90,20 +95,28 @@ pub fn app(api: Router, health: Health, metrics: Metrics) -> Router {
             }
         }
     };
-    let metrics_route = move || {
-        let metrics = metrics.clone();
-        async move { prometheus_text(metrics.render()) }
-    };
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST])
         .allow_headers([header::CONTENT_TYPE])
         .max_age(std::time::Duration::from_secs(86_400));
+    let api = match metrics {
+        Some(metrics) => api.merge(metrics_app(metrics)),
+        None => api,
+    };
     api.route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_route))
         .fallback(not_found)
         .layer(cors)
+}
+
+/// `/metrics` alone, for `--metrics-listen`: an address only the monitoring network reaches.
+pub fn metrics_app(metrics: Metrics) -> Router {
+    let render = move || {
+        let metrics = metrics.clone();
+        async move { prometheus_text(metrics.render()) }
+    };
+    Router::new().route("/metrics", get(render))
 }
 
 fn prometheus_text(body: String) -> Response {

@@ -8,7 +8,9 @@
 //! - [`mirror`]: a live in-memory copy of a key-value bucket.
 //! - [`metrics`]: counters and gauges in Prometheus text format.
 //! - [`role`]: what a started role hands to its process.
-//! - [`shutdown`]: SIGINT/SIGTERM into a cancellation token, and serving until it fires.
+//! - [`server`]: serving HTTP/1.1 with header, idle and pending-connection limits, and the
+//!   client address behind trusted proxies.
+//! - [`shutdown`]: SIGINT/SIGTERM into a cancellation token.
 //! - [`clock`]: wall-clock milliseconds, the one place the services read the time of day.
 
 pub mod clock;
@@ -19,6 +21,7 @@ pub mod mirror;
 pub mod nats;
 pub mod respond;
 pub mod role;
+pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 

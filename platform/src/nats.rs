@@ -5,11 +5,13 @@
 //! (async-nats' `create_key_value` cannot parse a 2.9 server's account info) and then opening
 //! it with `get_key_value`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, stream};
 use lingr_proto::subjects;
+use secrecy::{ExposeSecret as _, SecretString};
 use tokio_util::sync::CancellationToken;
 
 /// How long the server remembers `Nats-Msg-Id`s for idempotent retries.
@@ -19,18 +21,109 @@ pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// occupants gone for good age out.
 pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(3600);
 
+/// How to authenticate to a protected NATS server and verify it: flags shared by every role,
+/// never logged (secrets print as `[REDACTED]`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct NatsOptions {
+    /// A credentials file (JWT and nkey seed) for the NATS account.
+    #[arg(long, env = "LINGR_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
+    /// A file holding an nkey seed.
+    #[arg(long, env = "LINGR_NATS_NKEY")]
+    pub nats_nkey: Option<PathBuf>,
+    /// User name (with `--nats-password`).
+    #[arg(long, env = "LINGR_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password (with `--nats-user`).
+    #[arg(long, env = "LINGR_NATS_PASSWORD", hide_env_values = true, value_parser = secret)]
+    pub nats_password: Option<SecretString>,
+    /// An authentication token.
+    #[arg(long, env = "LINGR_NATS_TOKEN", hide_env_values = true, value_parser = secret)]
+    pub nats_token: Option<SecretString>,
+    /// A CA certificate (PEM) to verify the server with; turns TLS on.
+    #[arg(long, env = "LINGR_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for mutual TLS, with `--nats-tls-key`.
+    #[arg(long, env = "LINGR_NATS_TLS_CERT")]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "LINGR_NATS_TLS_KEY")]
+    pub nats_tls_key: Option<PathBuf>,
+}
+
+fn secret(raw: &str) -> Result<SecretString, String> {
+    Ok(SecretString::from(raw.to_owned()))
+}
+
+impl NatsOptions {
+    /// Options authenticating with a token (what `lingr dev` gives its own nats-server).
+    pub fn with_token(token: SecretString) -> Self {
+        Self {
+            nats_token: Some(token),
+            ..Self::default()
+        }
+    }
+
+    async fn apply(
+        &self,
+        mut options: async_nats::ConnectOptions,
+    ) -> anyhow::Result<async_nats::ConnectOptions> {
+        if let Some(path) = &self.nats_creds {
+            options = options
+                .credentials_file(path)
+                .await
+                .with_context(|| format!("reading NATS credentials {}", path.display()))?;
+        }
+        if let Some(path) = &self.nats_nkey {
+            let seed = std::fs::read_to_string(path)
+                .with_context(|| format!("reading NATS nkey seed {}", path.display()))?;
+            options = options.nkey(seed.trim().to_owned());
+        }
+        match (&self.nats_user, &self.nats_password) {
+            (Some(user), Some(password)) => {
+                options =
+                    options.user_and_password(user.clone(), password.expose_secret().to_owned());
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--nats-user and --nats-password go together"),
+        }
+        if let Some(token) = &self.nats_token {
+            options = options.token(token.expose_secret().to_owned());
+        }
+        if let Some(ca) = &self.nats_tls_ca {
+            options = options.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        match (&self.nats_tls_cert, &self.nats_tls_key) {
+            (Some(cert), Some(key)) => {
+                options = options
+                    .add_client_certificate(cert.clone(), key.clone())
+                    .require_tls(true);
+            }
+            (None, None) => {}
+            _ => anyhow::bail!("--nats-tls-cert and --nats-tls-key go together"),
+        }
+        Ok(options)
+    }
+}
+
 /// Connects to NATS, retrying in the background until the server answers, for as long as the
 /// process lives.
 ///
 /// # Errors
-/// When the URL is malformed.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
+/// When the URL is malformed or a credential file cannot be read.
+pub async fn connect(
+    url: &str,
+    name: &str,
+    auth: &NatsOptions,
+) -> anyhow::Result<async_nats::Client> {
+    let options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(|attempt| Duration::from_millis((attempt as u64 * 50).min(1000)))
+        .reconnect_delay_callback(|attempt| Duration::from_millis((attempt as u64 * 50).min(1000)));
+    auth.apply(options)
+        .await?
         .connect(url)
         .await
         .with_context(|| format!("connecting to NATS at {url}"))

@@ -1,21 +1,30 @@
 //! Request parameters and API answers, the same for every endpoint of every role.
 //!
 //! [`Params`] reads parameters from the query string and, for POST, from a JSON or form body of
-//! at most 16 KiB. A valid `callback` turns the answer into JSONP: `/**/CB(JSON);`, served as
-//! `application/javascript` with status 200 even for errors, since a script tag cannot read a
-//! status. An invalid callback is refused as plain JSON and never echoed.
+//! at most 16 KiB that must arrive within the body timeout; decoding is strict (see
+//! [`lingr_proto::params`]). A valid `callback` in the query turns every answer into JSONP,
+//! errors about the body included: `/**/CB(JSON);`, served as `application/javascript` with
+//! status 200 even for errors, since a script tag cannot read a status. An invalid callback is
+//! refused as plain JSON and never echoed.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
+use lingr_proto::params::{
+    decode_json, decode_urlencoded, is_json_media_type, merge, Pairs, Source,
+};
 use lingr_proto::values::Invalid;
 use lingr_proto::{Callback, ErrorCode};
 use serde::Serialize;
+
+use crate::server::ClientAddr;
 
 /// Largest request body accepted, in bytes.
 pub const MAX_BODY_BYTES: usize = 16 * 1024;
@@ -86,6 +95,8 @@ pub struct Params {
     pub format: Format,
     /// The W3C `traceparent` the request came with, if any.
     pub traceparent: Option<String>,
+    /// The client's address, as the server resolved it (see [`crate::server::ClientAddr`]).
+    pub client: Option<IpAddr>,
 }
 
 impl Params {
@@ -96,8 +107,7 @@ impl Params {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
-            format: Format::Json,
-            traceparent: None,
+            ..Self::default()
         }
     }
 
@@ -117,14 +127,14 @@ impl Params {
         self.get(name).ok_or_else(|| ApiError::missing(name))
     }
 
-    /// An optional unsigned integer parameter.
+    /// An optional unsigned integer parameter, spelled with digits only.
     ///
     /// # Errors
-    /// `invalid_parameter` when given but not a non-negative integer.
+    /// `invalid_parameter` when given but not 1-20 ASCII digits that fit in 64 bits.
     pub fn u64(&self, name: &'static str) -> Result<Option<u64>, ApiError> {
         self.get(name)
             .map(|raw| {
-                raw.trim().parse::<u64>().map_err(|_| {
+                lingr_proto::values::parse_decimal(raw).ok_or_else(|| {
                     ApiError::new(
                         ErrorCode::InvalidParameter,
                         format!("'{name}' must be a non-negative integer"),
@@ -146,17 +156,40 @@ impl Params {
     }
 }
 
-fn invalid_body(detail: &'static str) -> Reply {
-    Reply::error(Format::Json, &ApiError::new(ErrorCode::InvalidBody, detail))
+/// How long a request body may take to arrive, unless the server says otherwise with a
+/// [`BodyTimeout`] extension.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The body timeout a server puts on each request it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimeout(pub Duration);
+
+/// The answer format a request asks for in its query string: JSONP for a valid `callback`,
+/// JSON otherwise (an invalid one is refused where parameters are read, never here).
+pub fn format_of(uri: &Uri) -> Format {
+    let Some(query) = uri.query() else {
+        return Format::Json;
+    };
+    decode_urlencoded(query.as_bytes(), Source::Query)
+        .ok()
+        .and_then(|pairs| {
+            let mut callbacks = pairs.into_iter().filter(|(name, _)| name == "callback");
+            match (callbacks.next(), callbacks.next()) {
+                (Some((_, raw)), None) => Callback::parse(&raw).ok(),
+                _ => None,
+            }
+        })
+        .map_or(Format::Json, Format::Jsonp)
 }
 
-fn too_large() -> Reply {
-    Reply::error(
-        Format::Json,
-        &ApiError::new(
-            ErrorCode::BodyTooLarge,
-            "request body must be at most 16384 bytes",
-        ),
+fn refuse(format: &Format, error: impl Into<ApiError>) -> Reply {
+    Reply::error(format.clone(), &error.into())
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        ErrorCode::BodyTooLarge,
+        "request body must be at most 16384 bytes",
     )
 }
 
@@ -169,74 +202,77 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .get(crate::telemetry::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let mut values: HashMap<String, String> = match req.uri().query() {
-            Some(query) => serde_urlencoded::from_str(query)
-                .map_err(|_| invalid_body("the query string is not valid URL encoding"))?,
-            None => HashMap::new(),
-        };
+        let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let body_timeout = req
+            .extensions()
+            .get::<BodyTimeout>()
+            .map_or(DEFAULT_BODY_TIMEOUT, |t| t.0);
+        let query = decode_urlencoded(req.uri().query().unwrap_or("").as_bytes(), Source::Query)
+            .map_err(|invalid| refuse(&Format::Json, invalid))?;
+        let callback = query
+            .iter()
+            .find(|(name, _)| name == "callback")
+            .map(|(_, raw)| Callback::parse(raw))
+            .transpose()
+            .map_err(|invalid| refuse(&Format::Json, invalid))?;
+        // From here on, errors reach a script tag too: answer them in its format.
+        let format = callback.map_or(Format::Json, Format::Jsonp);
+        let mut sources = vec![query];
         if req.method() == Method::POST {
-            let declared_len = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
-                return Err(too_large());
-            }
-            let is_json = req
-                .headers()
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.trim_start().starts_with("application/json"));
-            let body = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES)
-                .await
-                .map_err(|_| too_large())?;
-            if is_json {
-                values.extend(json_params(&body)?);
-            } else if !body.is_empty() {
-                let form: HashMap<String, String> = serde_urlencoded::from_bytes(&body)
-                    .map_err(|_| invalid_body("the body is not valid form data"))?;
-                values.extend(form);
-            }
+            sources.push(
+                read_body(req, body_timeout)
+                    .await
+                    .map_err(|e| refuse(&format, e))?,
+            );
         }
-        let format = match values.get("callback").filter(|v| !v.is_empty()) {
-            Some(raw) => Format::Jsonp(
-                Callback::parse(raw)
-                    .map_err(|invalid| Reply::error(Format::Json, &ApiError::from(invalid)))?,
+        let values = merge(sources).map_err(|invalid| refuse(&format, invalid))?;
+        let format = match values.get("callback").filter(|_| format == Format::Json) {
+            // A callback given only in the body (a POST from a script is unusual, but valid).
+            Some(raw) if !raw.is_empty() => Format::Jsonp(
+                Callback::parse(raw).map_err(|invalid| refuse(&Format::Json, invalid))?,
             ),
-            None => Format::Json,
+            _ => format,
         };
         Ok(Self {
             values,
             format,
             traceparent,
+            client,
         })
     }
 }
 
-/// Flattens a JSON object body into string parameters.
-fn json_params(body: &[u8]) -> Result<HashMap<String, String>, Reply> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(HashMap::new());
+/// Reads a POST body of at most 16 KiB within `limit` and decodes it as JSON or form data.
+async fn read_body(req: Request, limit: Duration) -> Result<Pairs, ApiError> {
+    let headers = req.headers();
+    let declared_len = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(too_large());
     }
-    let object: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(body).map_err(|_| invalid_body("the body is not a JSON object"))?;
-    let mut params = HashMap::with_capacity(object.len());
-    for (name, value) in object {
-        let text = match value {
-            serde_json::Value::Null => continue,
-            serde_json::Value::String(s) => s,
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
-                return Err(invalid_body(
-                    "JSON body values must be strings, numbers or booleans",
-                ))
-            }
-        };
-        params.insert(name, text);
-    }
-    Ok(params)
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
+    let body = match tokio::time::timeout(limit, read).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_) => {
+            return Err(ApiError::new(
+                ErrorCode::RequestTimeout,
+                "the request body did not arrive in time",
+            ))
+        }
+    };
+    let decoded = if is_json {
+        decode_json(&body)
+    } else {
+        decode_urlencoded(&body, Source::Form)
+    };
+    decoded.map_err(ApiError::from)
 }
 
 /// A finished answer, JSON or JSONP.
@@ -297,20 +333,11 @@ impl IntoResponse for Reply {
     fn into_response(self) -> Response {
         let (status, content_type, body) = match self.format {
             Format::Json => (self.status, "application/json", self.json),
-            Format::Jsonp(callback) => {
-                let mut body =
-                    BytesMut::with_capacity(self.json.len() + callback.as_str().len() + 8);
-                body.put_slice(b"/**/");
-                body.put_slice(callback.as_str().as_bytes());
-                body.put_slice(b"(");
-                body.put_slice(&self.json);
-                body.put_slice(b");");
-                (
-                    StatusCode::OK,
-                    "application/javascript; charset=utf-8",
-                    body.freeze(),
-                )
-            }
+            Format::Jsonp(callback) => (
+                StatusCode::OK,
+                "application/javascript; charset=utf-8",
+                lingr_proto::jsonp::wrap(&callback, &self.json),
+            ),
         };
         let mut response = Response::new(Body::from(body));
         *response.status_mut() = status;
@@ -335,15 +362,5 @@ mod tests {
         assert_eq!(&reply.json[..], br#"{"status":"ok","session":"s"}"#);
         let empty = Reply::ok_object(Format::Json, b"{}");
         assert_eq!(&empty.json[..], br#"{"status":"ok"}"#);
-    }
-
-    #[test]
-    fn json_bodies_flatten_scalars_and_refuse_nesting() {
-        let params = json_params(br#"{"a":"x","n":5,"b":true,"z":null}"#).expect("valid");
-        assert_eq!(params.get("a").map(String::as_str), Some("x"));
-        assert_eq!(params.get("n").map(String::as_str), Some("5"));
-        assert!(!params.contains_key("z"));
-        assert!(json_params(br#"{"a":[1]}"#).is_err());
-        assert!(json_params(b"[1]").is_err());
     }
 }

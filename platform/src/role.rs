@@ -17,8 +17,8 @@ use crate::metrics::Metrics;
 pub struct Context {
     /// The process's NATS connection.
     pub client: async_nats::Client,
-    /// The key that signs tickets (empty for a process without api or comet).
-    pub secret: Vec<u8>,
+    /// Signs and checks tickets (from an empty secret in a process without api or comet).
+    pub tickets: lingr_proto::ticket::TicketKey,
     /// How long the event stream keeps events.
     pub retention: Duration,
     /// The process's metrics registry.

@@ -34,11 +34,18 @@ pub enum ErrorCode {
     MethodNotAllowed,
     /// 410: the observe counter is older than the stream's first event.
     CounterExpired,
+    /// 408: the request body did not arrive within the body timeout.
+    RequestTimeout,
+    /// 409: an `idempotent_id` already names a different call (other parameters, another
+    /// room, or an enter that has since ended).
+    IdempotencyConflict,
     /// 413: the request body is over 16 KiB.
     BodyTooLarge,
-    /// 429: more than 10 says a second (burst 20) from one session.
+    /// 429: more than 10 calls a second (burst 20) from one session, or more sessions created
+    /// from one address than `--session-rate` allows.
     RateLimited,
-    /// 429: a fifth held observe from one session.
+    /// 429: a fifth held observe from one session, or more from one address than a replica
+    /// allows.
     TooManyObserves,
     /// 429: a session tried to be in more rooms than allowed at once.
     TooManyRooms,
@@ -63,6 +70,8 @@ impl ErrorCode {
             ObserverOnly => 403,
             RoomNotFound | NotFound => 404,
             MethodNotAllowed => 405,
+            RequestTimeout => 408,
+            IdempotencyConflict => 409,
             CounterExpired => 410,
             BodyTooLarge => 413,
             RateLimited | TooManyObserves | TooManyRooms => 429,
@@ -88,6 +97,8 @@ impl ErrorCode {
             RoomNotFound => "room_not_found",
             NotFound => "not_found",
             MethodNotAllowed => "method_not_allowed",
+            RequestTimeout => "request_timeout",
+            IdempotencyConflict => "idempotency_conflict",
             CounterExpired => "counter_expired",
             BodyTooLarge => "body_too_large",
             RateLimited => "rate_limited",

@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Db, TestApp};
 
 async fn open_bucket(app: &TestApp, name: &str) -> async_nats::jetstream::kv::Store {
-    let client = nats::connect(&app.nats_url(), "test")
+    let client = nats::connect(&app.nats_url(), "test", &Default::default())
         .await
         .expect("connect");
     let js = nats::jetstream(client);

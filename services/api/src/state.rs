@@ -138,11 +138,7 @@ impl ApiMetrics {
 /// # Errors
 /// When `shutdown` fires before NATS answers.
 pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Started> {
-    let (client, secret, retention) = (
-        context.client.clone(),
-        context.secret.as_slice(),
-        context.retention,
-    );
+    let (client, retention) = (context.client.clone(), context.retention);
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
     let (events, sessions, occupants, presence, rooms, rates) =
@@ -182,7 +178,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         occupants_mirror,
         presence_mirror,
         sessions_mirror,
-        tickets: TicketKey::new(secret),
+        tickets: context.tickets.clone(),
         metrics: ApiMetrics::register(metrics),
     };
     let reaper = tokio::spawn(crate::presence::reap_forever(state.clone(), shutdown));

@@ -202,11 +202,7 @@ impl Drop for Slot {
 /// # Errors
 /// When `shutdown` fires before NATS answers.
 pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Started> {
-    let (client, secret, retention) = (
-        context.client.clone(),
-        context.secret.as_slice(),
-        context.retention,
-    );
+    let (client, retention) = (context.client.clone(), context.retention);
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
     let (mut stream, occupants, presence_bucket) =
@@ -235,7 +231,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         stream: stream.clone(),
         occupants,
         occupants_mirror: Arc::clone(&occupants_mirror),
-        tickets: TicketKey::new(secret),
+        tickets: context.tickets.clone(),
         presence: Arc::clone(&presence),
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),

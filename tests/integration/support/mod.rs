@@ -60,7 +60,7 @@ impl TestApp {
     pub async fn with_retention(db: Db, retention: Duration) -> Self {
         lingr_platform::telemetry::init("test");
         let dir = tempfile::tempdir().expect("temp dir");
-        let nats = NatsServer::start(&dir.path().join("nats"), None)
+        let nats = NatsServer::start(&dir.path().join("nats"), None, None)
             .await
             .expect("nats-server starts (is it installed?)");
         let db = match db {
@@ -129,7 +129,7 @@ impl TestApp {
     pub async fn restart_nats(&mut self) {
         let store = self.dir.path().join("nats");
         self.nats = Some(
-            NatsServer::start(&store, Some(self.nats_port))
+            NatsServer::start(&store, Some(self.nats_port), None)
                 .await
                 .expect("nats-server restarts"),
         );

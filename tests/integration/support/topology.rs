@@ -103,12 +103,20 @@ pub async fn start_in_process(app: &TestApp, roles: Roles) -> Running {
     let addr = listener.local_addr().expect("local addr");
     let backing = lingr::process::Backing {
         nats_url: app.nats_url(),
+        nats_auth: Default::default(),
         database: Some(app.database_url.clone()),
         secret: SECRET.as_bytes().to_vec(),
+        previous_secret: None,
         retention: app.retention,
+        http: Default::default(),
     };
     let token = CancellationToken::new();
-    let handle = tokio::spawn(lingr::serve_owned(backing, roles, listener, token.clone()));
+    let handle = tokio::spawn(lingr::serve_owned(
+        backing,
+        roles,
+        listener.into(),
+        token.clone(),
+    ));
     let running = Running {
         base: format!("http://{addr}"),
         inner: Inner::InProcess { token, handle },
