@@ -8,4 +8,5 @@ mod limits;
 mod nats_setup;
 mod presence;
 mod processes;
+mod slow_clients;
 mod support;
