@@ -4,6 +4,7 @@
 mod contract;
 mod guarantees;
 mod history;
+mod hostile_input;
 mod limits;
 mod nats_setup;
 mod presence;

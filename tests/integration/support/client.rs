@@ -47,6 +47,24 @@ impl Answer {
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
+
+    /// Asserts a JSONP answer calling `callback` (status 200, served as script) and returns
+    /// the JSON it carries.
+    pub fn jsonp(&self, callback: &str) -> Value {
+        assert_eq!(self.status, 200, "JSONP is always 200: {}", self.body);
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/javascript; charset=utf-8"),
+            "{}",
+            self.body
+        );
+        let inner = self
+            .body
+            .strip_prefix(&format!("/**/{callback}("))
+            .and_then(|b| b.strip_suffix(");"))
+            .unwrap_or_else(|| panic!("not JSONP calling {callback}: {}", self.body));
+        serde_json::from_str(inner).expect("JSON inside the JSONP")
+    }
 }
 
 /// An occupant of a room as a test holds it.
@@ -116,6 +134,17 @@ impl Client {
             .http
             .get(format!("{base}/api/{path}"))
             .query(params)
+            .send()
+            .await
+            .expect("GET");
+        Self::answer(response).await
+    }
+
+    /// GET `base/api/path?query` with the query sent exactly as given (already encoded).
+    pub async fn get_raw(&self, base: &str, path: &str, query: &str) -> Answer {
+        let response = self
+            .http
+            .get(format!("{base}/api/{path}?{query}"))
             .send()
             .await
             .expect("GET");
