@@ -5,6 +5,7 @@
 //! - [`respond`]: request parameters from GET, JSON or form bodies, and the JSON/JSONP answers.
 //! - [`http`]: the router layers and routes every role has (CORS, health, metrics, 404/405).
 //! - [`nats`]: connecting, and creating the event stream and key-value buckets on NATS 2.9.
+//! - [`kv`]: JSON records in key-value buckets, changed with compare-and-set.
 //! - [`mirror`]: a live in-memory copy of a key-value bucket.
 //! - [`metrics`]: counters and gauges in Prometheus text format.
 //! - [`role`]: what a started role hands to its process.
@@ -16,6 +17,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod kv;
 pub mod metrics;
 pub mod mirror;
 pub mod nats;

@@ -9,7 +9,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -95,8 +94,8 @@ pub struct Params {
     pub format: Format,
     /// The W3C `traceparent` the request came with, if any.
     pub traceparent: Option<String>,
-    /// The client's address, as the server resolved it (see [`crate::server::ClientAddr`]).
-    pub client: Option<IpAddr>,
+    /// The client's address, as the server resolved it.
+    pub client: Option<ClientAddr>,
 }
 
 impl Params {
@@ -202,7 +201,7 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .get(crate::telemetry::TRACEPARENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
-        let client = req.extensions().get::<ClientAddr>().map(|c| c.0);
+        let client = req.extensions().get::<ClientAddr>().copied();
         let body_timeout = req
             .extensions()
             .get::<BodyTimeout>()

@@ -225,8 +225,11 @@ pub async fn serve(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // Admitted here, in accept order, so the longest-waiting is evicted first.
+                let connection = admit(&shared);
                 connections.spawn(serve_connection(
                     Arc::clone(&shared),
+                    connection,
                     stream,
                     peer,
                     shutdown.clone(),
@@ -365,13 +368,8 @@ impl Pending {
     }
 }
 
-async fn serve_connection(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    peer: SocketAddr,
-    shutdown: CancellationToken,
-) {
-    let _ = stream.set_nodelay(true);
+/// A new connection, counted as open and pending.
+fn admit(shared: &Shared) -> Arc<Connection> {
     let connection = Arc::new(Connection {
         phase: Mutex::new(Phase::Opened(Instant::now())),
         changed: tokio::sync::Notify::new(),
@@ -387,6 +385,18 @@ async fn serve_connection(
     for _ in 0..evicted {
         metrics.pending.dec();
     }
+    connection
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let metrics = &shared.metrics;
 
     let service = {
         let (shared, connection) = (Arc::clone(&shared), Arc::clone(&connection));

@@ -30,6 +30,9 @@ pub const OCCUPANTS_BUCKET: &str = "lingr_occupants";
 pub const PRESENCE_BUCKET: &str = "lingr_presence";
 /// Key-value bucket of say rate-limit token buckets, keyed by session tag.
 pub const RATES_BUCKET: &str = "lingr_rates";
+/// Key-value bucket of idempotent calls, keyed by session tag and a hash of the id; values
+/// live as long as the stream's duplicate window.
+pub const IDEMPOTENCY_BUCKET: &str = "lingr_idempotency";
 /// Key-value bucket of rooms that exist, keyed by room id.
 pub const ROOMS_BUCKET: &str = "lingr_rooms";
 

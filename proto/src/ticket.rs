@@ -99,24 +99,6 @@ impl TicketKey {
             },
         })
     }
-
-    /// A stable occupant id for a retried enter: the same session, room and idempotency id
-    /// always give the same occupant, and nobody without the secret can predict it.
-    pub fn derive_occupant_id(
-        &self,
-        session_tag: &str,
-        room: &RoomId,
-        idempotent_id: &str,
-    ) -> OccupantId {
-        let input = format!(
-            "occupant\0{session_tag}\0{}\0{idempotent_id}",
-            room.as_str()
-        );
-        let tag = hmac::sign(&self.current, input.as_bytes());
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&tag.as_ref()[..16]);
-        OccupantId::from_bytes(&bytes)
-    }
 }
 
 fn body(ticket: &Ticket) -> String {
@@ -175,15 +157,5 @@ mod tests {
             finished.verify(&issued).is_err(),
             "dropping the previous secret ends it"
         );
-    }
-
-    #[test]
-    fn derived_occupant_ids_are_stable_per_input() {
-        let key = TicketKey::new(b"secret");
-        let room = RoomId::parse("lobby").expect("valid");
-        let a = key.derive_occupant_id("tag", &room, "x");
-        assert_eq!(a, key.derive_occupant_id("tag", &room, "x"));
-        assert_ne!(a, key.derive_occupant_id("tag", &room, "y"));
-        assert_ne!(a, key.derive_occupant_id("tag2", &room, "x"));
     }
 }

@@ -161,32 +161,47 @@ async fn bodies_over_16_kib_are_refused_with_413_and_bad_bodies_with_400() {
     app.cleanup().await;
 }
 
-/// Says as fast as possible, round-robin over `bases`, until refused; checks the refusal and
-/// that no more were accepted than a burst of 20 plus 10 a second allows. Returns the counter
-/// of the last accepted say.
-async fn say_until_rate_limited(c: &Client, bases: &[String], member: &Member) -> u64 {
+/// Makes `call` as fast as possible, round-robin over `bases`, until refused with 429
+/// `rate_limited`; checks that no more were accepted than a burst of `burst` (less the
+/// `spent` tokens taken before) plus `rate` a second allows. Returns the last accepted answer.
+async fn call_until_rate_limited<F, Fut>(
+    bases: &[String],
+    (rate, burst, spent): (f64, f64, f64),
+    call: F,
+) -> serde_json::Value
+where
+    F: Fn(String, usize) -> Fut,
+    Fut: std::future::Future<Output = crate::support::client::Answer>,
+{
     let started = std::time::Instant::now();
-    let (mut last, mut accepted) = (0, 0u32);
-    for i in 0..200 {
-        let answer = c
-            .say(&bases[i % bases.len()], member, &format!("burst {i}"))
-            .await;
+    let (mut last, mut accepted) = (serde_json::Value::Null, 0u32);
+    for i in 0..500 {
+        let answer = call(bases[i % bases.len()].clone(), i).await;
         if answer.status == 429 {
             answer.assert_error(429, "rate_limited");
             let elapsed = started.elapsed().as_secs_f64();
-            // 20 at once, plus 10 for every second the loop took: never more, never fewer than 20.
-            let allowed = 20.0 + 10.0 * elapsed;
+            // The burst at once, plus the rate for every second the loop took.
+            let allowed = burst - spent + rate * elapsed;
             assert!(
-                accepted >= 20 && f64::from(accepted) <= allowed + 1.0,
+                f64::from(accepted) >= burst - spent && f64::from(accepted) <= allowed + 1.0,
                 "accepted {accepted} in {elapsed:.2}s over {} replicas; allowed {allowed:.1}",
                 bases.len()
             );
             return last;
         }
-        last = answer.ok()["counter"].as_u64().expect("counter");
+        last = answer.ok();
         accepted += 1;
     }
-    panic!("200 says in a row were never rate limited");
+    panic!("500 calls in a row were never rate limited");
+}
+
+/// Says until refused: 20 at once (less the enter's token), then 10 a second.
+async fn say_until_rate_limited(c: &Client, bases: &[String], member: &Member) -> u64 {
+    let last = call_until_rate_limited(bases, (10.0, 20.0, 1.0), |base, i| async move {
+        c.say(&base, member, &format!("burst {i}")).await
+    })
+    .await;
+    last["counter"].as_u64().expect("counter")
 }
 
 #[tokio::test]
@@ -214,6 +229,73 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
 }
 
 #[tokio::test]
+async fn set_nickname_enter_and_exit_draw_from_the_says_bucket() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let alice = c.join(&base, "names-rate", "alice").await;
+    let bob = c.join(&base, "names-rate", "bob").await;
+
+    let bases = [base.clone()];
+    let last = call_until_rate_limited(&bases, (10.0, 20.0, 1.0), |base, i| {
+        let alice = &alice;
+        async move {
+            let nickname = format!("alice{i}");
+            c.get(
+                &base,
+                "room/set_nickname",
+                &[
+                    ("session", &alice.session),
+                    ("ticket", &alice.ticket),
+                    ("nickname", &nickname),
+                ],
+            )
+            .await
+        }
+    })
+    .await;
+    let last = last["counter"].as_u64().expect("counter");
+    // The bucket is empty for every verb of alice's session, and for hers only.
+    c.get(
+        &base,
+        "room/enter",
+        &[("session", &alice.session), ("room", "elsewhere")],
+    )
+    .await
+    .assert_error(429, "rate_limited");
+    c.get(
+        &base,
+        "room/exit",
+        &[("session", &alice.session), ("ticket", &alice.ticket)],
+    )
+    .await
+    .assert_error(429, "rate_limited");
+    c.say(&base, &alice, "me too")
+        .await
+        .assert_error(429, "rate_limited");
+    let bob_said = c.say_ok(&base, &bob, "not limited").await;
+    assert_eq!(bob_said, last + 1, "the refused calls stored nothing");
+    eventually(
+        "alice's bucket to refill",
+        Duration::from_secs(5),
+        || async {
+            let exit = c
+                .get(
+                    &base,
+                    "room/exit",
+                    &[("session", &alice.session), ("ticket", &alice.ticket)],
+                )
+                .await;
+            (exit.status == 200).then_some(())
+        },
+    )
+    .await;
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_say_rate_limit_holds_across_api_replicas() {
     let app = TestApp::new(Db::Default).await;
     let apis = [
@@ -228,6 +310,58 @@ async fn the_say_rate_limit_holds_across_api_replicas() {
     for api in apis {
         api.stop().await;
     }
+    app.cleanup().await;
+}
+
+async fn create_session_from(
+    c: &Client,
+    base: &str,
+    forwarded_for: &str,
+) -> crate::support::client::Answer {
+    c.request(
+        c.http()
+            .get(format!("{base}/api/session/create"))
+            .header("x-forwarded-for", forwarded_for),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn session_create_is_limited_per_client_address() {
+    let app = TestApp::new(Db::Default).await;
+    // One api that believes X-Forwarded-For from its loopback peer (a stand-in load balancer),
+    // one that does not.
+    let (mut behind_proxy, proxied) = crate::support::topology::spawn_role(
+        &app,
+        "api",
+        vec!["--trusted-proxies".to_owned(), "127.0.0.1/32".to_owned()],
+    )
+    .await;
+    let (mut exposed, direct) = crate::support::topology::spawn_role(&app, "api", Vec::new()).await;
+    let c = &app.client;
+
+    let bases = [proxied.clone()];
+    call_until_rate_limited(&bases, (1.0, 30.0, 0.0), |base, _| async move {
+        create_session_from(c, &base, "203.0.113.1").await
+    })
+    .await;
+    let other = create_session_from(c, &proxied, "203.0.113.2").await;
+    assert_eq!(
+        other.json["status"], "ok",
+        "another client has its own bucket: {}",
+        other.body
+    );
+    let forged = create_session_from(c, &proxied, "198.51.100.1, 203.0.113.1").await;
+    forged.assert_error(429, "rate_limited");
+
+    // Without trust, the header is the client's own word and changes nothing.
+    let bases = [direct.clone()];
+    call_until_rate_limited(&bases, (1.0, 30.0, 0.0), |base, i| async move {
+        create_session_from(c, &base, &format!("192.0.2.{}", i % 250)).await
+    })
+    .await;
+    let _ = behind_proxy.kill().await;
+    let _ = exposed.kill().await;
     app.cleanup().await;
 }
 

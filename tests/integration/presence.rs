@@ -331,8 +331,8 @@ async fn an_occupant_whose_enter_was_never_stored_leaves_without_an_exit_event()
 async fn an_occupant_who_only_says_stays_present() {
     let app = TestApp::new(Db::Default).await;
     let api = ApiConfig {
-        say_rate: 100,
-        say_burst: 100,
+        call_rate: 100.0,
+        call_burst: 100,
         ..quick_presence()
     };
     let server = app

@@ -6,11 +6,16 @@
 //!
 //! - [`state`]: configuration, the shared handles, and startup.
 //! - [`sessions`]: `session/create`, `session/destroy`, and loading a caller's session.
-//! - [`rooms`]: `room/enter`, `room/say`, `room/set_nickname`, `room/exit`.
+//! - [`enter`]: `room/enter`, the room snapshot it answers with.
+//! - [`rooms`]: `room/say`, `room/set_nickname`, `room/exit`.
+//! - [`idempotency`]: retries by `idempotent_id`, answered once and never bent.
 //! - [`publish`]: publishing an event idempotently and reading back the stored one.
 //! - [`presence`]: the reaper that times out silent occupants and expires unused sessions.
-//! - [`rate_limit`]: the per-session token bucket for `say`.
+//! - [`rate_limit`]: token buckets per session (say, enter, set_nickname, exit) and per client
+//!   address (`session/create`).
 
+pub mod enter;
+pub mod idempotency;
 pub mod presence;
 pub mod publish;
 pub mod rate_limit;
@@ -28,7 +33,7 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/session/create", api_route(sessions::create))
         .route("/api/session/destroy", api_route(sessions::destroy))
-        .route("/api/room/enter", api_route(rooms::enter))
+        .route("/api/room/enter", api_route(enter::enter))
         .route("/api/room/say", api_route(rooms::say))
         .route("/api/room/set_nickname", api_route(rooms::set_nickname))
         .route("/api/room/exit", api_route(rooms::exit))

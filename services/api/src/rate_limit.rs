@@ -1,15 +1,15 @@
-//! The say rate limit: a token bucket per session (`rate` tokens a second, at most `burst`
-//! saved), kept in the `lingr_rates` key-value bucket so every api replica draws from the same
-//! one. Taking a token is a read and a compare-and-set; a lost race is retried. Idle buckets age
-//! out of NATS by themselves.
+//! Rate limits as token buckets (`rate` tokens a second, at most `burst` saved), kept in the
+//! `lingr_rates` key-value bucket so every api replica draws from the same one: one bucket per
+//! session for say, enter, set_nickname and exit, and one per client address for
+//! `session/create`. Taking a token is a read and a compare-and-set; a lost race is retried.
+//! Idle buckets age out of NATS by themselves.
 
-use async_nats::jetstream::kv::{self, Operation};
+use async_nats::jetstream::kv;
 use lingr_platform::clock::now_ms;
+use lingr_platform::kv::{update, Decision};
 use lingr_platform::ApiError;
 use lingr_proto::ErrorCode;
 use serde::{Deserialize, Serialize};
-
-use crate::sessions::encode;
 
 /// A session's bucket as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -28,12 +28,13 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// `rate` tokens a second, bursts of `burst`.
-    pub fn new(rate: u32, burst: u32) -> Self {
-        Self {
-            rate_per_ms: f64::from(rate.max(1)) / 1000.0,
+    /// `rate` tokens a second, bursts of `burst`; `None` when `rate` is zero, which turns the
+    /// limit off (for load tests).
+    pub fn new(rate: f64, burst: u32) -> Option<Self> {
+        (rate > 0.0).then(|| Self {
+            rate_per_ms: rate / 1000.0,
             burst: f64::from(burst.max(1)),
-        }
+        })
     }
 
     /// The bucket after refilling to `now_ms` and taking one token, or `None` if it is empty.
@@ -64,37 +65,31 @@ impl SharedLimiter {
         Self { limit, store }
     }
 
-    /// Takes a token for `key`; false when the session has none left.
+    /// Takes a token for `key`, or refuses with 429 `rate_limited` and `detail` when none is
+    /// left.
     ///
     /// # Errors
-    /// `unavailable` when NATS does not answer or the bucket keeps changing under us.
-    pub async fn try_take(&self, key: &str) -> Result<bool, ApiError> {
-        for _ in 0..8 {
-            let entry = self
-                .store
-                .entry(key)
-                .await
-                .map_err(|err| ApiError::unavailable("reading a rate bucket", err))?
-                .filter(|e| e.operation == Operation::Put);
-            let current = entry
-                .as_ref()
-                .and_then(|e| serde_json::from_slice::<Tokens>(&e.value).ok());
-            let Some(next) = self.limit.take(current, now_ms()) else {
-                return Ok(false);
-            };
-            let value = encode(&next)?;
-            let stored = match entry {
-                Some(e) => self.store.update(key, value, e.revision).await.is_ok(),
-                None => self.store.create(key, value).await.is_ok(),
-            };
-            if stored {
-                return Ok(true);
+    /// `rate_limited`; `unavailable` when NATS does not answer or the bucket keeps changing.
+    pub async fn take(&self, key: &str, detail: &'static str) -> Result<(), ApiError> {
+        let mut taken = false;
+        update::<Tokens, _>(&self.store, key, |current| {
+            match self.limit.take(current.copied(), now_ms()) {
+                Some(next) => {
+                    taken = true;
+                    Decision::Write(next)
+                }
+                None => {
+                    taken = false;
+                    Decision::Keep
+                }
             }
+        })
+        .await?;
+        if taken {
+            Ok(())
+        } else {
+            Err(ApiError::new(ErrorCode::RateLimited, detail))
         }
-        Err(ApiError::new(
-            ErrorCode::Unavailable,
-            "the rate limit is busy; retry",
-        ))
     }
 }
 
@@ -104,7 +99,7 @@ mod tests {
 
     #[test]
     fn allows_a_burst_then_the_rate() {
-        let limit = RateLimit::new(10, 20);
+        let limit = RateLimit::new(10.0, 20).expect("on");
         let mut bucket = None;
         let mut taken = 0;
         for _ in 0..25 {
@@ -126,8 +121,18 @@ mod tests {
     }
 
     #[test]
+    fn a_zero_rate_turns_the_limit_off() {
+        assert!(RateLimit::new(0.0, 30).is_none());
+        let slow = RateLimit::new(0.5, 1).expect("on");
+        let after_one = slow.take(None, 0);
+        assert!(after_one.is_some());
+        assert_eq!(slow.take(after_one, 1_999), None, "half a token a second");
+        assert!(slow.take(after_one, 2_000).is_some());
+    }
+
+    #[test]
     fn refills_no_further_than_the_burst_and_survives_clock_skew() {
-        let limit = RateLimit::new(10, 20);
+        let limit = RateLimit::new(10.0, 20).expect("on");
         let empty = Tokens {
             tokens: 0.0,
             at_ms: 10_000,

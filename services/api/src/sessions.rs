@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use bytes::Bytes;
 use lingr_platform::clock::now_ms;
+use lingr_platform::kv::{self, Decision};
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::SessionCreated;
 use lingr_proto::records::SessionRecord;
@@ -25,6 +26,7 @@ pub async fn create(State(state): State<Arc<ApiState>>, params: Params) -> Reply
 
 async fn create_session(state: &ApiState, params: &Params) -> Result<SessionCreated, ApiError> {
     let nickname = params.get("nickname").map(Nickname::parse).transpose()?;
+    state.limit_session_creation(params.client).await?;
     let mut random = [0u8; 24];
     lingr_platform::config::random_bytes(&mut random)
         .map_err(|err| ApiError::internal("minting a session", err))?;
@@ -145,32 +147,16 @@ pub async fn update(
     tag: &str,
     change: impl Fn(&mut SessionRecord),
 ) -> Result<bool, ApiError> {
-    for _ in 0..8 {
-        let Some(entry) = state
-            .sessions
-            .entry(tag)
-            .await
-            .map_err(|err| ApiError::unavailable("reading a session", err))?
-            .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put)
-        else {
-            return Ok(false);
-        };
-        let mut record: SessionRecord = serde_json::from_slice(&entry.value)
-            .map_err(|err| ApiError::internal("parsing a session", err))?;
-        change(&mut record);
-        if state
-            .sessions
-            .update(tag, encode(&record)?, entry.revision)
-            .await
-            .is_ok()
-        {
-            return Ok(true);
+    let updated = kv::update::<SessionRecord, _>(&state.sessions, tag, |current| match current {
+        None => Decision::Keep,
+        Some(record) => {
+            let mut next = record.clone();
+            change(&mut next);
+            Decision::Write(next)
         }
-    }
-    Err(ApiError::new(
-        ErrorCode::Unavailable,
-        "the session is busy; retry",
-    ))
+    })
+    .await?;
+    Ok(updated.is_some())
 }
 
 /// The answer for a session that is unknown, destroyed or expired.

@@ -9,9 +9,11 @@ use lingr_platform::metrics::{Counter, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::nats;
 use lingr_platform::role::{Context, Started};
+use lingr_platform::server::ClientAddr;
+use lingr_platform::ApiError;
 use lingr_proto::records::{OccupantRecord, SessionRecord};
-use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
+use lingr_proto::{subjects, ErrorCode};
 
 use crate::rate_limit::{RateLimit, SharedLimiter};
 
@@ -27,12 +29,19 @@ pub struct ApiConfig {
     /// Seconds between passes of the presence and session reaper.
     #[arg(long, env = "LINGR_REAP_INTERVAL", default_value = "5", value_parser = parse_seconds)]
     pub reap_interval: Duration,
-    /// Says a session may make per second, on average.
-    #[arg(long, env = "LINGR_SAY_RATE", default_value = "10")]
-    pub say_rate: u32,
-    /// Says a session may make in a burst.
-    #[arg(long, env = "LINGR_SAY_BURST", default_value = "20")]
-    pub say_burst: u32,
+    /// Calls (say, enter, set_nickname, exit) a session may make per second, on average.
+    #[arg(long, env = "LINGR_CALL_RATE", default_value = "10")]
+    pub call_rate: f64,
+    /// Calls a session may make in a burst.
+    #[arg(long, env = "LINGR_CALL_BURST", default_value = "20")]
+    pub call_burst: u32,
+    /// Sessions one client address may create per second, on average (0 turns the limit off,
+    /// for load tests). Behind a load balancer, set `--trusted-proxies`.
+    #[arg(long, env = "LINGR_SESSION_RATE", default_value = "1")]
+    pub session_rate: f64,
+    /// Sessions one client address may create in a burst.
+    #[arg(long, env = "LINGR_SESSION_BURST", default_value = "30")]
+    pub session_burst: u32,
     /// Rooms one session may be in at once.
     #[arg(long, env = "LINGR_MAX_ROOMS_PER_SESSION", default_value = "64")]
     pub max_rooms_per_session: usize,
@@ -44,8 +53,10 @@ impl Default for ApiConfig {
             presence_timeout: Duration::from_secs(90),
             session_ttl: Duration::from_secs(86_400),
             reap_interval: Duration::from_secs(5),
-            say_rate: 10,
-            say_burst: 20,
+            call_rate: 10.0,
+            call_burst: 20,
+            session_rate: 1.0,
+            session_burst: 30,
             max_rooms_per_session: 64,
         }
     }
@@ -70,6 +81,8 @@ pub struct ApiState {
     pub presence: kv::Store,
     /// Rooms that exist.
     pub rooms: kv::Store,
+    /// Idempotent calls (see [`crate::idempotency`]).
+    pub idempotency: kv::Store,
     /// A live copy of the occupants bucket.
     pub occupants_mirror: Arc<KvMirror<OccupantRecord>>,
     /// A live copy of the presence bucket.
@@ -78,10 +91,60 @@ pub struct ApiState {
     pub sessions_mirror: Arc<KvMirror<SessionRecord>>,
     /// Signs tickets.
     pub tickets: TicketKey,
-    /// Limits says per session.
-    pub say_limiter: Arc<SharedLimiter>,
+    /// Limits say, enter, set_nickname and exit per session (none when turned off).
+    pub call_limiter: Option<Arc<SharedLimiter>>,
+    /// Limits session/create per client address (none when turned off).
+    pub session_limiter: Option<Arc<SharedLimiter>>,
     /// The api's metrics.
     pub metrics: ApiMetrics,
+}
+
+impl ApiState {
+    /// Takes one of the session's call tokens (say, enter, set_nickname, exit).
+    ///
+    /// # Errors
+    /// 429 `rate_limited` when the session has none left; `unavailable`.
+    pub async fn limit_call(&self, session_tag: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.call_limiter else {
+            return Ok(());
+        };
+        let taken = limiter
+            .take(
+                session_tag,
+                "too many calls from this session (10 a second, bursts of 20); slow down",
+            )
+            .await;
+        if taken
+            .as_ref()
+            .is_err_and(|e| e.code == ErrorCode::RateLimited)
+        {
+            self.metrics.rate_limited.inc();
+        }
+        taken
+    }
+
+    /// Takes one of the client address's session tokens.
+    ///
+    /// # Errors
+    /// 429 `rate_limited` when the address has created too many sessions; `unavailable`.
+    pub async fn limit_session_creation(&self, client: Option<ClientAddr>) -> Result<(), ApiError> {
+        let (Some(limiter), Some(client)) = (&self.session_limiter, client) else {
+            return Ok(());
+        };
+        let taken = limiter
+            .take(
+                &client.limit_key(),
+                "too many sessions created from this address; wait a moment",
+            )
+            .await;
+        if taken
+            .as_ref()
+            .is_err_and(|e| e.code == ErrorCode::RateLimited)
+        {
+            self.metrics.rate_limited.inc();
+        }
+        taken
+    }
 }
 
 /// The api's series.
@@ -91,7 +154,7 @@ pub struct ApiMetrics {
     pub events_published: Counter,
     /// Publishes answered as duplicates.
     pub duplicates: Counter,
-    /// Says refused by the rate limit.
+    /// Calls refused by a rate limit.
     pub rate_limited: Counter,
     /// Occupants the reaper made leave.
     pub presence_timeouts: Counter,
@@ -114,7 +177,7 @@ impl ApiMetrics {
             ),
             rate_limited: metrics.counter(
                 "lingr_api_rate_limited_total",
-                "Says refused by the per-session rate limit.",
+                "Calls refused by the per-session or per-address rate limits.",
             ),
             presence_timeouts: metrics.counter(
                 "lingr_api_presence_timeouts_total",
@@ -141,7 +204,8 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
     let (client, retention) = (context.client.clone(), context.retention);
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
-    let (events, sessions, occupants, presence, rooms, rates) =
+    let idempotency_window = nats::DUPLICATE_WINDOW.min(retention);
+    let (events, sessions, occupants, presence, rooms, rates, idempotency) =
         nats::retry("api setup", &shutdown, || async {
             Ok((
                 nats::ensure_events_stream(&js, retention).await?,
@@ -151,6 +215,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
                 nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
                 // A bucket idle for longer than it takes to refill is as good as new.
                 nats::ensure_bucket(&js, subjects::RATES_BUCKET, Duration::from_secs(600)).await?,
+                nats::ensure_bucket(&js, subjects::IDEMPOTENCY_BUCKET, idempotency_window).await?,
             ))
         })
         .await?;
@@ -162,11 +227,12 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         presence_mirror.ready_flag(),
         sessions_mirror.ready_flag(),
     ];
+    let limiter = |limit: Option<RateLimit>| {
+        limit.map(|limit| Arc::new(SharedLimiter::new(limit, rates.clone())))
+    };
     let state = ApiState {
-        say_limiter: Arc::new(SharedLimiter::new(
-            RateLimit::new(config.say_rate, config.say_burst),
-            rates,
-        )),
+        call_limiter: limiter(RateLimit::new(config.call_rate, config.call_burst)),
+        session_limiter: limiter(RateLimit::new(config.session_rate, config.session_burst)),
         config: Arc::new(config),
         client,
         js,
@@ -175,6 +241,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         occupants,
         presence,
         rooms,
+        idempotency,
         occupants_mirror,
         presence_mirror,
         sessions_mirror,

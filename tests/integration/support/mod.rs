@@ -152,11 +152,12 @@ pub fn all_roles(api: ApiConfig, comet: CometConfig) -> Roles {
     }
 }
 
-/// Api settings without the say rate limit, for tests that say a lot.
+/// Api settings without rate limits, for tests that say a lot.
 pub fn fast_api() -> ApiConfig {
     ApiConfig {
-        say_rate: 100_000,
-        say_burst: 100_000,
+        call_rate: 100_000.0,
+        call_burst: 100_000,
+        session_rate: 0.0,
         ..ApiConfig::default()
     }
 }

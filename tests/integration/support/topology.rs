@@ -230,8 +230,10 @@ fn api_flags(c: &ApiConfig) -> Vec<String> {
         ("--presence-timeout", seconds(c.presence_timeout)),
         ("--session-ttl", seconds(c.session_ttl)),
         ("--reap-interval", seconds(c.reap_interval)),
-        ("--say-rate", c.say_rate.to_string()),
-        ("--say-burst", c.say_burst.to_string()),
+        ("--call-rate", c.call_rate.to_string()),
+        ("--call-burst", c.call_burst.to_string()),
+        ("--session-rate", c.session_rate.to_string()),
+        ("--session-burst", c.session_burst.to_string()),
         (
             "--max-rooms-per-session",
             c.max_rooms_per_session.to_string(),

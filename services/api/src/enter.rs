@@ -1,0 +1,288 @@
+//! `room/enter`: a session becomes an occupant of a room (created on first enter).
+//!
+//! The occupant is stored before its enter event is published, so no event ever names an
+//! occupant that does not exist; an enter whose event cannot be stored is taken back. With an
+//! `idempotent_id`, a retry resumes or replays the first attempt (see [`crate::idempotency`]).
+//! The answer carries a ticket, the counter of the enter event, and the room as it is.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use lingr_platform::clock::now_ms;
+use lingr_platform::kv::{self, Decision};
+use lingr_platform::{ApiError, Params, Reply};
+use lingr_proto::api::{
+    Entered, Occupant, RecentReply, RecentRequest, RoomSnapshot, ENTER_MESSAGES,
+};
+use lingr_proto::records::{self, OccupantRecord};
+use lingr_proto::ticket::Ticket;
+use lingr_proto::{
+    subjects, ErrorCode, Event, EventType, IdempotentId, Nickname, OccupantId, RoomId,
+};
+
+use crate::idempotency::{self, Call, EnterClaim};
+use crate::presence;
+use crate::publish::{newest_counter, publish};
+use crate::rooms::new_event;
+use crate::sessions::{self, encode, Caller};
+use crate::state::ApiState;
+
+/// How long `room/enter` waits for history's recent messages.
+const HISTORY_WAIT: Duration = Duration::from_secs(3);
+
+/// `room/enter`: `session`, `room`, `nickname`?, `idempotent_id`?.
+#[tracing::instrument(skip_all)]
+pub async fn enter(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
+    params.reply(enter_room(&state, &params).await)
+}
+
+async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiError> {
+    let caller = sessions::load(state, params).await?;
+    let room = RoomId::parse(params.required("room")?)?;
+    let nickname = match params.get("nickname") {
+        Some(raw) => Some(Nickname::parse(raw)?),
+        None => caller.record.nickname.clone(),
+    };
+    let call = params
+        .get("idempotent_id")
+        .map(IdempotentId::parse)
+        .transpose()?
+        .map(|id| {
+            let named = nickname.as_ref().map_or("", Nickname::as_str);
+            Call::new(&caller.tag, &id, &["enter", room.as_str(), named])
+        });
+    let claim = match &call {
+        Some(call) => {
+            idempotency::claim_enter(state, call, &caller.tag, &room, random_occupant_id).await?
+        }
+        None => {
+            state.limit_call(&caller.tag).await?;
+            EnterClaim::Fresh(random_occupant_id()?)
+        }
+    };
+    let (occupant_id, counter) = match claim {
+        EnterClaim::Replay {
+            occupant_id,
+            counter,
+        } => (occupant_id, counter),
+        EnterClaim::Fresh(occupant_id) | EnterClaim::Resume(occupant_id) => {
+            let counter = admit(
+                state,
+                params,
+                &caller,
+                &room,
+                &occupant_id,
+                nickname.as_ref(),
+            )
+            .await?;
+            if let Some(call) = &call {
+                idempotency::mark_entered(state, call, &occupant_id, counter).await?;
+            }
+            (occupant_id, counter)
+        }
+    };
+    let messages_before = if nickname.is_some() {
+        counter
+    } else {
+        counter + 1
+    };
+    let ticket = state.tickets.sign(&Ticket {
+        room: room.clone(),
+        occupant_id: occupant_id.clone(),
+        session_tag: caller.tag,
+        anonymous: nickname.is_none(),
+    });
+    Ok(Entered {
+        ticket,
+        occupant_id: occupant_id.to_string(),
+        counter,
+        room: RoomSnapshot {
+            id: room.to_string(),
+            occupants: occupants_of(state, &room).await?,
+            messages: recent_messages(state, &room, messages_before).await,
+        },
+    })
+}
+
+/// Stores the occupant, adds it to its session and announces it; returns the counter of its
+/// enter event (for an anonymous observer, the newest counter).
+async fn admit(
+    state: &ApiState,
+    params: &Params,
+    caller: &Caller,
+    room: &RoomId,
+    occupant_id: &OccupantId,
+    nickname: Option<&Nickname>,
+) -> Result<u64, ApiError> {
+    let occupant = OccupantRecord {
+        room: room.clone(),
+        occupant_id: occupant_id.clone(),
+        session_tag: caller.tag.clone(),
+        nickname: nickname.cloned(),
+        entered_ms: now_ms(),
+        enter_counter: None,
+    };
+    let key = occupant.key();
+    if !caller.record.occupants.contains(&key)
+        && caller.record.occupants.len() >= state.config.max_rooms_per_session
+    {
+        return Err(ApiError::new(
+            ErrorCode::TooManyRooms,
+            "this session is in too many rooms; exit one first",
+        ));
+    }
+    ensure_room_exists(state, room).await?;
+    state
+        .occupants
+        .put(key.as_str(), encode(&occupant)?)
+        .await
+        .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
+    presence::touch(state, occupant_id).await;
+    let still_there = sessions::update(state, &caller.tag, |record| {
+        if !record.occupants.contains(&key) {
+            record.occupants.push(key.clone());
+        }
+    })
+    .await?;
+    if !still_there {
+        // Destroyed while we entered: its destroy could not see this occupant, so take it back.
+        undo_enter(state, &occupant).await;
+        return Err(sessions::expired());
+    }
+    let Some(nickname) = nickname else {
+        return newest_counter(state).await;
+    };
+    let event = new_event(EventType::Enter, &occupant, nickname.as_str());
+    let msg_id = format!("enter:{occupant_id}");
+    let counter = match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
+        Ok(published) => published.event.counter,
+        Err(error) => {
+            undo_enter(state, &occupant).await;
+            return Err(error);
+        }
+    };
+    announce(state, &occupant, counter).await?;
+    Ok(counter)
+}
+
+/// Marks the occupant as announced, so that leaving raises an exit event; on the revision
+/// read, so an occupant that has already left (reaped, session destroyed) stays gone.
+async fn announce(
+    state: &ApiState,
+    occupant: &OccupantRecord,
+    counter: u64,
+) -> Result<(), ApiError> {
+    kv::update::<OccupantRecord, _>(&state.occupants, &occupant.key(), |current| match current {
+        Some(stored) if stored.session_tag == occupant.session_tag => {
+            Decision::Write(OccupantRecord {
+                enter_counter: Some(counter),
+                ..stored.clone()
+            })
+        }
+        _ => Decision::Keep,
+    })
+    .await?;
+    Ok(())
+}
+
+/// Takes back an enter whose event could not be stored, so no occupant is left that nobody saw
+/// enter (the reaper would otherwise make it "exit" later). Best effort: NATS is failing.
+async fn undo_enter(state: &ApiState, occupant: &OccupantRecord) {
+    let key = occupant.key();
+    if let Err(err) = state.occupants.delete(key.as_str()).await {
+        tracing::warn!(error = %err, "could not undo an enter; the reaper will time the occupant out");
+        return;
+    }
+    let _ = sessions::update(state, &occupant.session_tag, |record| {
+        record.occupants.retain(|k| *k != key)
+    })
+    .await;
+}
+
+fn random_occupant_id() -> Result<OccupantId, ApiError> {
+    let mut bytes = [0u8; 16];
+    lingr_platform::config::random_bytes(&mut bytes)
+        .map_err(|err| ApiError::internal("minting an occupant id", err))?;
+    Ok(OccupantId::from_bytes(&bytes))
+}
+
+async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiError> {
+    let known = state
+        .rooms
+        .get(room.as_str())
+        .await
+        .map_err(|err| ApiError::unavailable("reading a room", err))?;
+    if known.is_none() {
+        // Two first enters may race: whichever creates it, the room exists.
+        let _ = state
+            .rooms
+            .create(room.as_str(), now_ms().to_string().into())
+            .await;
+    }
+    Ok(())
+}
+
+/// The room's participants, as of every occupant write made before this call.
+async fn occupants_of(state: &ApiState, room: &RoomId) -> Result<Vec<Occupant>, ApiError> {
+    let latest = lingr_platform::nats::bucket_state(&state.occupants)
+        .await
+        .map_err(|err| ApiError::unavailable("reading the occupants bucket", format!("{err:#}")))?
+        .last_sequence;
+    if !state
+        .occupants_mirror
+        .caught_up_to(latest, Duration::from_secs(2))
+        .await
+    {
+        tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
+    }
+    Ok(state
+        .occupants_mirror
+        .with_prefix(&records::room_prefix(room))
+        .into_iter()
+        .filter_map(|(_, o)| {
+            o.nickname.map(|n| Occupant {
+                id: o.occupant_id.to_string(),
+                nickname: n.to_string(),
+            })
+        })
+        .collect())
+}
+
+/// The last message events before `before`, from history. If history does not answer in
+/// time the enter still succeeds, with no messages: the client can page with get_messages.
+async fn recent_messages(state: &ApiState, room: &RoomId, before: u64) -> Vec<Event> {
+    let request = RecentRequest {
+        room: room.to_string(),
+        before,
+        limit: ENTER_MESSAGES,
+    };
+    let Ok(payload) = serde_json::to_vec(&request) else {
+        return Vec::new();
+    };
+    let asked = state
+        .client
+        .request(subjects::HISTORY_RECENT, payload.into());
+    match tokio::time::timeout(HISTORY_WAIT, asked).await {
+        Ok(Ok(reply)) => match serde_json::from_slice::<RecentReply>(&reply.payload) {
+            Ok(recent) => {
+                if !recent.complete {
+                    tracing::warn!(room.id = %room, "history had not caught up; recent messages may be short");
+                }
+                recent.messages
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "history's recent-messages answer is malformed");
+                Vec::new()
+            }
+        },
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "history did not answer for recent messages");
+            Vec::new()
+        }
+        Err(_) => {
+            tracing::warn!("history did not answer for recent messages in time");
+            Vec::new()
+        }
+    }
+}
