@@ -5,6 +5,7 @@ mod contract;
 mod guarantees;
 mod history;
 mod hostile_input;
+mod idempotency;
 mod limits;
 mod nats_setup;
 mod presence;

@@ -1,0 +1,195 @@
+//! Guarantee 3 held against clients that bend it: an `idempotent_id` names one call of a
+//! session, so reusing it for another call is refused with 409, a true retry gets its first
+//! answer even with an empty rate bucket, and an enter that has ended cannot be revived.
+
+use crate::guarantees::stream_counters;
+use crate::support::client::{Answer, Member};
+use crate::support::{Client, Db, TestApp};
+
+async fn say_with_id(c: &Client, base: &str, member: &Member, text: &str, id: &str) -> Answer {
+    c.get(
+        base,
+        "room/say",
+        &[
+            ("session", member.session.as_str()),
+            ("ticket", member.ticket.as_str()),
+            ("message", text),
+            ("idempotent_id", id),
+        ],
+    )
+    .await
+}
+
+async fn enter_with_id(
+    c: &Client,
+    base: &str,
+    session: &str,
+    room: &str,
+    nickname: Option<&str>,
+    id: &str,
+) -> Answer {
+    let mut params = vec![("session", session), ("room", room), ("idempotent_id", id)];
+    if let Some(nickname) = nickname {
+        params.push(("nickname", nickname));
+    }
+    c.get(base, "room/enter", &params).await
+}
+
+#[tokio::test]
+async fn an_exited_occupant_cannot_come_back_through_a_retried_enter() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    for (room, nickname) in [("ghosts", Some("alice")), ("quiet-ghosts", None)] {
+        let session = c.session(&base, None).await;
+        let entered = enter_with_id(c, &base, &session, room, nickname, "g")
+            .await
+            .ok();
+        let ticket = entered["ticket"].as_str().expect("ticket").to_owned();
+        c.get(
+            &base,
+            "room/exit",
+            &[("session", session.as_str()), ("ticket", ticket.as_str())],
+        )
+        .await
+        .ok();
+        let before = stream_counters(&app, room).await;
+
+        enter_with_id(c, &base, &session, room, nickname, "g")
+            .await
+            .assert_error(409, "idempotency_conflict");
+        let ghost = Member {
+            session: session.clone(),
+            ticket: ticket.clone(),
+            occupant_id: String::new(),
+            counter: 0,
+            entered: serde_json::Value::Null,
+        };
+        if nickname.is_some() {
+            c.say(&base, &ghost, "boo")
+                .await
+                .assert_error(401, "invalid_ticket");
+        }
+        c.observe(&base, &ghost, 0, 0)
+            .await
+            .assert_error(401, "invalid_ticket");
+        assert_eq!(
+            stream_counters(&app, room).await,
+            before,
+            "nothing stored in {room}"
+        );
+        // A new id enters again, as a new occupant.
+        let again = enter_with_id(c, &base, &session, room, nickname, "g2")
+            .await
+            .ok();
+        assert_ne!(again["occupant_id"], entered["occupant_id"]);
+    }
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_id_reused_for_another_say_is_refused_and_loses_nothing() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let session = c.session(&base, Some("alice")).await;
+    let in_a = c.enter_with(&base, &session, "room-a", None).await;
+    let in_b = c.enter_with(&base, &session, "room-b", None).await;
+
+    let said = say_with_id(c, &base, &in_a, "hello A", "k").await.ok();
+    say_with_id(c, &base, &in_b, "hello B", "k")
+        .await
+        .assert_error(409, "idempotency_conflict");
+    say_with_id(c, &base, &in_a, "something else", "k")
+        .await
+        .assert_error(409, "idempotency_conflict");
+    let retried = say_with_id(c, &base, &in_a, "hello A", "k").await.ok();
+    assert_eq!(retried, said, "a true retry gets the first answer");
+
+    assert_eq!(
+        stream_counters(&app, "room-b").await,
+        [in_b.counter],
+        "room B holds only the enter: the refused say was not passed off as stored"
+    );
+    let b_said = c.say_ok(&base, &in_b, "B with no id").await;
+    assert_eq!(
+        stream_counters(&app, "room-b").await,
+        [in_b.counter, b_said]
+    );
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_true_retry_is_answered_even_when_the_bucket_is_empty() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let session = c.session(&base, Some("alice")).await;
+    let entered = enter_with_id(c, &base, &session, "retries", None, "e")
+        .await
+        .ok();
+    let alice = Member {
+        session: session.clone(),
+        ticket: entered["ticket"].as_str().expect("ticket").to_owned(),
+        occupant_id: entered["occupant_id"].as_str().expect("id").to_owned(),
+        counter: entered["counter"].as_u64().expect("counter"),
+        entered: entered.clone(),
+    };
+    let said = say_with_id(c, &base, &alice, "important", "s").await.ok();
+    let mut refused = false;
+    for i in 0..100 {
+        let answer = c.say(&base, &alice, &format!("filler {i}")).await;
+        if answer.status == 429 {
+            answer.assert_error(429, "rate_limited");
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the bucket never emptied");
+    let retried = say_with_id(c, &base, &alice, "important", "s").await.ok();
+    assert_eq!(retried, said);
+    let reentered = enter_with_id(c, &base, &session, "retries", None, "e")
+        .await
+        .ok();
+    for field in ["ticket", "occupant_id", "counter"] {
+        assert_eq!(
+            reentered[field], entered[field],
+            "{field} of the replayed enter"
+        );
+    }
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_enter_id_reused_for_another_room_or_nickname_is_refused() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let session = c.session(&base, None).await;
+    enter_with_id(c, &base, &session, "first", Some("alice"), "x")
+        .await
+        .ok();
+    for (room, nickname) in [
+        ("second", Some("alice")),
+        ("first", Some("alicia")),
+        ("first", None),
+    ] {
+        enter_with_id(c, &base, &session, room, nickname, "x")
+            .await
+            .assert_error(409, "idempotency_conflict");
+    }
+    assert!(stream_counters(&app, "second").await.is_empty());
+    let member = c.enter_with(&base, &session, "first", Some("alice")).await;
+    say_with_id(c, &base, &member, "a say", "x")
+        .await
+        .assert_error(409, "idempotency_conflict");
+    server.stop().await;
+    app.cleanup().await;
+}
