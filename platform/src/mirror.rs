@@ -2,7 +2,8 @@
 //!
 //! A task watches the bucket from its current state onward and applies every put and delete;
 //! [`KvMirror::is_ready`] turns true once the state as of the watch's start has been read.
-//! Values are parsed once, as they arrive.
+//! Values are parsed once, as they arrive. An owner that must act when a key goes away (a
+//! comet ending the observes of an occupant who left) passes a removal hook.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,20 +15,35 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+/// Called with each key that leaves the mirror.
+pub type OnRemove = Box<dyn Fn(&str) + Send + Sync>;
+
 /// A mirrored bucket of JSON values of type `T`.
 pub struct KvMirror<T> {
     entries: RwLock<BTreeMap<String, T>>,
     ready: Arc<AtomicBool>,
     applied: tokio::sync::watch::Sender<u64>,
+    on_remove: Option<OnRemove>,
 }
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     /// Starts mirroring `store` until `shutdown` fires.
     pub fn spawn(store: kv::Store, shutdown: CancellationToken) -> (Arc<Self>, JoinHandle<()>) {
+        Self::spawn_with(store, shutdown, None)
+    }
+
+    /// Starts mirroring `store`, calling `on_remove` with every key deleted from it, or
+    /// found gone when the mirror rebuilds after a reconnect.
+    pub fn spawn_with(
+        store: kv::Store,
+        shutdown: CancellationToken,
+        on_remove: Option<OnRemove>,
+    ) -> (Arc<Self>, JoinHandle<()>) {
         let mirror = Arc::new(Self {
             entries: RwLock::new(BTreeMap::new()),
             ready: Arc::new(AtomicBool::new(false)),
             applied: tokio::sync::watch::Sender::new(0),
+            on_remove,
         });
         let task = tokio::spawn(Arc::clone(&mirror).follow(store, shutdown));
         (mirror, task)
@@ -92,6 +108,35 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         self.with_prefix("")
     }
 
+    /// Replaces the whole map with `loaded`, telling the hook about keys that are gone.
+    fn swap_in(&self, loaded: BTreeMap<String, T>) {
+        let gone: Vec<String> = match self.entries.write() {
+            Ok(mut entries) => {
+                let gone = if self.on_remove.is_some() {
+                    entries
+                        .keys()
+                        .filter(|k| !loaded.contains_key(*k))
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                *entries = loaded;
+                gone
+            }
+            Err(_) => Vec::new(),
+        };
+        for key in gone {
+            self.removed(&key);
+        }
+    }
+
+    fn removed(&self, key: &str) {
+        if let Some(hook) = &self.on_remove {
+            hook(key);
+        }
+    }
+
     async fn follow(self: Arc<Self>, store: kv::Store, shutdown: CancellationToken) {
         loop {
             tokio::select! {
@@ -122,8 +167,8 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         // the old map would keep them forever.
         let mut fresh = Some(BTreeMap::new());
         if caught_up_at == 0 {
-            if let (Ok(mut entries), Some(empty)) = (self.entries.write(), fresh.take()) {
-                *entries = empty;
+            if let Some(empty) = fresh.take() {
+                self.swap_in(empty);
             }
             self.ready.store(true, Ordering::SeqCst);
         }
@@ -139,18 +184,35 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                 },
                 Operation::Delete | Operation::Purge => None,
             };
-            if let Ok(mut entries) = self.entries.write() {
-                let target = fresh.as_mut().unwrap_or(&mut entries);
-                match value {
-                    Some(value) => target.insert(entry.key, value),
-                    None => target.remove(&entry.key),
-                };
-                if fresh.is_some() && entry.revision >= caught_up_at {
-                    if let Some(loaded) = fresh.take() {
-                        *entries = loaded;
-                    }
-                    self.ready.store(true, Ordering::SeqCst);
+            let removed = match (fresh.as_mut(), value) {
+                (Some(loading), Some(value)) => {
+                    loading.insert(entry.key, value);
+                    None
                 }
+                (Some(loading), None) => {
+                    loading.remove(&entry.key);
+                    None
+                }
+                (None, Some(value)) => {
+                    if let Ok(mut entries) = self.entries.write() {
+                        entries.insert(entry.key, value);
+                    }
+                    None
+                }
+                (None, None) => self
+                    .entries
+                    .write()
+                    .is_ok_and(|mut entries| entries.remove(&entry.key).is_some())
+                    .then_some(entry.key),
+            };
+            if let Some(key) = removed {
+                self.removed(&key);
+            }
+            if fresh.is_some() && entry.revision >= caught_up_at {
+                if let Some(loaded) = fresh.take() {
+                    self.swap_in(loaded);
+                }
+                self.ready.store(true, Ordering::SeqCst);
             }
             self.applied.send_modify(|r| *r = (*r).max(entry.revision));
         }

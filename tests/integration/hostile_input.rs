@@ -396,3 +396,52 @@ async fn dev_keeps_its_secrets_private_and_its_nats_server_closed_to_strangers()
     assert!(stranger.is_err(), "a client without the token got in");
     let _ = child.kill().await;
 }
+
+/// Holds an observe of `member` in the background.
+fn hold(
+    c: &Client,
+    base: &str,
+    member: &Member,
+) -> tokio::task::JoinHandle<crate::support::client::Answer> {
+    let (c, base, member) = (c.clone(), base.to_owned(), member.clone());
+    tokio::spawn(async move { c.observe(&base, &member, member.counter, 60).await })
+}
+
+#[tokio::test]
+async fn an_anonymous_observers_held_observe_ends_when_it_leaves() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let alice = c.join(&base, "badges", "alice").await;
+    let exits = c
+        .enter_with(&base, &c.session(&base, None).await, "badges", None)
+        .await;
+    let destroyed = c
+        .enter_with(&base, &c.session(&base, None).await, "badges", None)
+        .await;
+    let held = [hold(c, &base, &exits), hold(c, &base, &destroyed)];
+    c.wait_held(&base, 2).await;
+
+    c.get(
+        &base,
+        "room/exit",
+        &[("session", &exits.session), ("ticket", &exits.ticket)],
+    )
+    .await
+    .ok();
+    c.get(&base, "session/destroy", &[("session", &destroyed.session)])
+        .await
+        .ok();
+    for observe in held {
+        // Long before their 60 s hold ends, and before anything else is said in the room.
+        let answer = tokio::time::timeout(Duration::from_secs(10), observe)
+            .await
+            .expect("the held observe ended")
+            .expect("task");
+        answer.assert_error(401, "invalid_ticket");
+    }
+    c.say_ok(&base, &alice, "nobody left to leak this to").await;
+    server.stop().await;
+    app.cleanup().await;
+}

@@ -402,6 +402,73 @@ async fn a_fifth_held_observe_per_session_is_refused_with_429() {
 }
 
 #[tokio::test]
+async fn one_address_cannot_fill_a_comet_with_many_sessions() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app
+        .start(crate::support::api_only(crate::support::fast_api()))
+        .await;
+    let (mut comet, comet_base) = crate::support::topology::spawn_role(
+        &app,
+        "comet",
+        [
+            "--trusted-proxies",
+            "127.0.0.1",
+            "--observes-per-address",
+            "6",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+    )
+    .await;
+    let c = app.client.clone();
+    let observe_from = |member: &Member, address: &'static str| {
+        let (c, base, member) = (c.clone(), comet_base.clone(), member.clone());
+        async move {
+            let counter = member.counter.to_string();
+            c.request(
+                c.http()
+                    .get(format!("{base}/api/room/observe"))
+                    .header("x-forwarded-for", address)
+                    .query(&[
+                        ("session", member.session.as_str()),
+                        ("ticket", member.ticket.as_str()),
+                        ("counter", counter.as_str()),
+                        ("timeout", "60"),
+                    ]),
+            )
+            .await
+        }
+    };
+    let victim = c.join(&api.base(), "crowd", "victim").await;
+    let mut sessions = Vec::new();
+    for _ in 0..4 {
+        let session = c.session(&api.base(), None).await;
+        sessions.push(c.enter_with(&api.base(), &session, "crowd", None).await);
+    }
+    let mut held = Vec::new();
+    for member in sessions.iter().take(3) {
+        for _ in 0..2 {
+            held.push(tokio::spawn(observe_from(member, "203.0.113.7")));
+        }
+    }
+    c.wait_held(&comet_base, 6).await;
+    // A fourth session from the same address: each session is under its own limit of 4.
+    observe_from(&sessions[3], "203.0.113.7")
+        .await
+        .assert_error(429, "too_many_observes");
+    let victims = tokio::spawn(observe_from(&victim, "198.51.100.20"));
+    c.wait_held(&comet_base, 7).await;
+    let said = c.say_ok(&api.base(), &victim, "still served").await;
+    assert!(counters(&events(&victims.await.expect("task").ok())).contains(&said));
+    for observe in held {
+        assert!(counters(&events(&observe.await.expect("task").ok())).contains(&said));
+    }
+    let _ = comet.kill().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn a_comet_over_its_held_limit_answers_503_and_recovers() {
     let app = TestApp::new(Db::Default).await;
     let comet = CometConfig {

@@ -101,6 +101,19 @@ impl Hub {
         true
     }
 
+    /// Wakes the waiters of a room this replica knows (someone left it: their held observes
+    /// must end); a room nobody waits on is left alone.
+    pub fn wake(&self, room_id: &RoomId) {
+        let room = self
+            .inner
+            .read()
+            .ok()
+            .and_then(|rooms| rooms.by_id.get(room_id).cloned());
+        if let Some(room) = room {
+            room.notify.notify_waiters();
+        }
+    }
+
     /// Marks counters up to `counter` as applied without an event (a gap in the stream, or
     /// a message that is not a valid event).
     pub fn skip_to(&self, counter: u64) {

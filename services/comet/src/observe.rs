@@ -66,10 +66,14 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     }
     // The rare paths are boxed so a held observe does not carry their state while it waits.
     Box::pin(check_present(state, &ticket)).await?;
-    let _slot = state.slots.acquire(&ticket.session_tag)?;
+    let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let _observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let room = state.hub.room(&ticket.room);
+    let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
+    // The mirror may not have seen a brand-new occupant (it was checked in the bucket): only
+    // a key the mirror held and then lost means the occupant left.
+    let mut mirrored = state.occupants_mirror.contains(&occupant);
     let mut scan_from = after;
     loop {
         let notified = room.notify().notified();
@@ -80,7 +84,15 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                 state.metrics.answered.inc();
                 return Ok(answer(after, &events));
             }
-            Collected::Events(_) => {}
+            Collected::Events(_) => {
+                let present = state.occupants_mirror.contains(&occupant);
+                if mirrored && !present {
+                    // Left (exit, timeout, session destroyed) with no event after `after`:
+                    // an anonymous observer, or a departure seen before its exit event.
+                    return Err(dead_ticket());
+                }
+                mirrored |= present;
+            }
             Collected::OlderThanBuffer(covered_after) => {
                 state.metrics.backfills.inc();
                 let mut events = Box::pin(backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS))

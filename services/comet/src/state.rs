@@ -10,11 +10,12 @@ use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Gauge, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::role::{Context, Started};
+use lingr_platform::server::ClientAddr;
 use lingr_platform::{nats, ApiError};
 use lingr_proto::records::OccupantRecord;
 use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
-use lingr_proto::ErrorCode;
+use lingr_proto::{ErrorCode, RoomId};
 use tokio_util::sync::CancellationToken;
 
 use crate::hub::Hub;
@@ -29,6 +30,10 @@ pub struct CometConfig {
     /// Observes one session may hold at once on this replica.
     #[arg(long, env = "LINGR_OBSERVES_PER_SESSION", default_value = "4")]
     pub observes_per_session: u32,
+    /// Observes one client address (an IPv6 /64) may hold at once on this replica, whatever
+    /// its sessions; 0 turns the cap off. Behind a load balancer, set `--trusted-proxies`.
+    #[arg(long, env = "LINGR_OBSERVES_PER_ADDRESS", default_value = "256")]
+    pub observes_per_address: u32,
     /// Events buffered per room.
     #[arg(long, env = "LINGR_ROOM_BUFFER", default_value = "256")]
     pub room_buffer: usize,
@@ -45,6 +50,7 @@ impl Default for CometConfig {
         Self {
             max_held_observes: 20_000,
             observes_per_session: 4,
+            observes_per_address: 256,
             room_buffer: 256,
             presence_flush: Duration::from_secs(10),
             room_idle: Duration::from_secs(300),
@@ -122,19 +128,31 @@ impl CometMetrics {
     }
 }
 
-/// Counts of held observes, in total and per session.
+/// Counts of held observes, in total, per session and per client address.
 pub struct Slots {
     held: AtomicUsize,
     max_held: usize,
-    per_session: Mutex<HashMap<String, u32>>,
+    counts: Mutex<Counts>,
     max_per_session: u32,
+    max_per_address: u32,
     gauge: Gauge,
+}
+
+#[derive(Default)]
+struct Counts {
+    per_session: HashMap<String, u32>,
+    per_address: HashMap<String, u32>,
 }
 
 /// A held observe's place; released on drop.
 pub struct Slot {
     slots: Arc<Slots>,
     session_tag: String,
+    address: Option<String>,
+}
+
+fn too_many_observes(detail: &'static str) -> ApiError {
+    ApiError::new(ErrorCode::TooManyObserves, detail)
 }
 
 impl Slots {
@@ -142,17 +160,23 @@ impl Slots {
         Self {
             held: AtomicUsize::new(0),
             max_held,
-            per_session: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
             max_per_session: config.observes_per_session,
+            max_per_address: config.observes_per_address,
             gauge,
         }
     }
 
-    /// Takes a place for an observe of `session_tag`.
+    /// Takes a place for an observe of `session_tag` from `client`.
     ///
     /// # Errors
-    /// `overloaded` when the replica is full; `too_many_observes` when the session is.
-    pub fn acquire(self: &Arc<Self>, session_tag: &str) -> Result<Slot, ApiError> {
+    /// `overloaded` when the replica is full; `too_many_observes` when the session or the
+    /// client address is.
+    pub fn acquire(
+        self: &Arc<Self>,
+        session_tag: &str,
+        client: Option<ClientAddr>,
+    ) -> Result<Slot, ApiError> {
         if self.held.fetch_add(1, Ordering::SeqCst) >= self.max_held {
             self.held.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::new(
@@ -160,36 +184,65 @@ impl Slots {
                 "this server holds all the observes it can; retry shortly",
             ));
         }
-        let mut sessions = self
-            .per_session
-            .lock()
-            .map_err(|err| ApiError::internal("locking observe counts", err))?;
-        let count = sessions.entry(session_tag.to_owned()).or_insert(0);
-        if *count >= self.max_per_session {
-            drop(sessions);
+        let address = client
+            .filter(|_| self.max_per_address > 0)
+            .map(|c| c.limit_key());
+        let refused = {
+            let mut counts = self
+                .counts
+                .lock()
+                .map_err(|err| ApiError::internal("locking observe counts", err))?;
+            let session_count = counts.per_session.get(session_tag).copied().unwrap_or(0);
+            let address_count = address
+                .as_ref()
+                .and_then(|a| counts.per_address.get(a).copied())
+                .unwrap_or(0);
+            if session_count >= self.max_per_session {
+                Some(too_many_observes("at most 4 observes at once per session"))
+            } else if address.is_some() && address_count >= self.max_per_address {
+                Some(too_many_observes(
+                    "too many observes from this address on this server",
+                ))
+            } else {
+                *counts
+                    .per_session
+                    .entry(session_tag.to_owned())
+                    .or_insert(0) += 1;
+                if let Some(address) = &address {
+                    *counts.per_address.entry(address.clone()).or_insert(0) += 1;
+                }
+                None
+            }
+        };
+        if let Some(error) = refused {
             self.held.fetch_sub(1, Ordering::SeqCst);
-            return Err(ApiError::new(
-                ErrorCode::TooManyObserves,
-                "at most 4 observes at once per session",
-            ));
+            return Err(error);
         }
-        *count += 1;
         self.gauge.inc();
         Ok(Slot {
             slots: Arc::clone(self),
             session_tag: session_tag.to_owned(),
+            address,
         })
+    }
+}
+
+/// Takes one from `key`'s count, forgetting it at zero.
+fn release(counts: &mut HashMap<String, u32>, key: &str) {
+    if let Some(count) = counts.get_mut(key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(key);
+        }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Ok(mut sessions) = self.slots.per_session.lock() {
-            if let Some(count) = sessions.get_mut(&self.session_tag) {
-                *count -= 1;
-                if *count == 0 {
-                    sessions.remove(&self.session_tag);
-                }
+        if let Ok(mut counts) = self.slots.counts.lock() {
+            release(&mut counts.per_session, &self.session_tag);
+            if let Some(address) = &self.address {
+                release(&mut counts.per_address, address);
             }
         }
         self.slots.held.fetch_sub(1, Ordering::SeqCst);
@@ -217,7 +270,20 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let newest = stream.info().await?.state.last_sequence;
     let metrics = CometMetrics::register(metrics);
     let hub = Arc::new(Hub::new(config.room_buffer, newest));
-    let (occupants_mirror, mirror_task) = KvMirror::spawn(occupants.clone(), shutdown.clone());
+    let departures = {
+        let hub = Arc::clone(&hub);
+        move |key: &str| {
+            // Occupant keys are `<room>.<occupant>`: wake that room's observes to recheck.
+            if let Some(room) = key.split('.').next().and_then(|r| RoomId::parse(r).ok()) {
+                hub.wake(&room);
+            }
+        }
+    };
+    let (occupants_mirror, mirror_task) = KvMirror::spawn_with(
+        occupants.clone(),
+        shutdown.clone(),
+        Some(Box::new(departures)),
+    );
     let feed_ready = Arc::new(AtomicBool::new(false));
     let presence = Arc::new(Presence::default());
     let state = CometState {

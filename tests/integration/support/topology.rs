@@ -248,6 +248,7 @@ fn comet_flags(c: &CometConfig) -> Vec<String> {
     [
         ("--max-held-observes", c.max_held_observes.to_string()),
         ("--observes-per-session", c.observes_per_session.to_string()),
+        ("--observes-per-address", c.observes_per_address.to_string()),
         ("--room-buffer", c.room_buffer.to_string()),
         ("--presence-flush", seconds(c.presence_flush)),
         ("--room-idle", seconds(c.room_idle)),
