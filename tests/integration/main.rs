@@ -10,5 +10,6 @@ mod limits;
 mod nats_setup;
 mod presence;
 mod processes;
+mod races;
 mod slow_clients;
 mod support;
