@@ -17,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 /// How long the server remembers `Nats-Msg-Id`s for idempotent retries.
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
+/// How long a room's record lives unless an enter refreshes it: a room that nobody has
+/// entered for this long and that has no history is forgotten (its id becomes 404 again), so
+/// room ids made up by the million do not stay in NATS for good.
+pub const ROOM_MAX_AGE: Duration = Duration::from_secs(30 * 86_400);
+
 /// How long a presence value lives unless rewritten: far above any presence timeout, so only
 /// occupants gone for good age out.
 pub const PRESENCE_MAX_AGE: Duration = Duration::from_secs(3600);

@@ -207,18 +207,33 @@ fn random_occupant_id() -> Result<OccupantId, ApiError> {
     Ok(OccupantId::from_bytes(&bytes))
 }
 
+/// Creates the room on its first enter, and refreshes its record once a day so that a room in
+/// use never ages out of its bucket.
 async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiError> {
     let known = state
         .rooms
-        .get(room.as_str())
+        .entry(room.as_str())
         .await
-        .map_err(|err| ApiError::unavailable("reading a room", err))?;
-    if known.is_none() {
+        .map_err(|err| ApiError::unavailable("reading a room", err))?
+        .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
+    let refresh_after = time::Duration::days(1);
+    let stale = known
+        .as_ref()
+        .is_some_and(|e| time::OffsetDateTime::now_utc() - e.created > refresh_after);
+    match known {
         // Two first enters may race: whichever creates it, the room exists.
-        let _ = state
-            .rooms
-            .create(room.as_str(), now_ms().to_string().into())
-            .await;
+        None => {
+            let _ = state
+                .rooms
+                .create(room.as_str(), now_ms().to_string().into())
+                .await;
+        }
+        Some(_) if stale => {
+            if let Err(err) = state.rooms.put(room.as_str(), now_ms().to_string().into()).await {
+                tracing::warn!(error = %err, "a room's record was not refreshed; the next enter retries");
+            }
+        }
+        Some(_) => {}
     }
     Ok(())
 }

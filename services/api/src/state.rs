@@ -212,7 +212,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
                 nats::ensure_bucket(&js, subjects::SESSIONS_BUCKET, Duration::ZERO).await?,
                 nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO).await?,
                 nats::ensure_bucket(&js, subjects::PRESENCE_BUCKET, nats::PRESENCE_MAX_AGE).await?,
-                nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
+                nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE).await?,
                 // A bucket idle for longer than it takes to refill is as good as new.
                 nats::ensure_bucket(&js, subjects::RATES_BUCKET, Duration::from_secs(600)).await?,
                 nats::ensure_bucket(&js, subjects::IDEMPOTENCY_BUCKET, idempotency_window).await?,

@@ -2,21 +2,29 @@
 //! before a counter, for `room/enter`.
 //!
 //! The answer waits (briefly) until the shared consumer has persisted everything before that
-//! counter, so a message said just before an enter is not missing from it.
+//! counter, so a message said just before an enter is not missing from it. One task per
+//! replica watches the consumer's progress, and only while someone waits; at most
+//! [`CONCURRENT`] requests are answered at once, and beyond that a request is answered at
+//! once, empty and marked incomplete, rather than queued without bound.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
 use lingr_proto::api::{RecentReply, RecentRequest};
 use lingr_proto::{subjects, Event};
-use tokio::time::Instant;
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::store::Store;
 
 /// How long an answer waits for the consumer to catch up.
 const CATCH_UP: Duration = Duration::from_secs(2);
+/// How often the consumer's progress is read while someone waits for it.
+const POLL: Duration = Duration::from_millis(20);
+/// Requests answered at once by one replica.
+pub const CONCURRENT: usize = 64;
 
 /// Serves requests until `shutdown` fires.
 pub async fn serve_forever(
@@ -35,35 +43,58 @@ pub async fn serve_forever(
             return;
         }
     };
+    let persisted = Arc::new(Persisted::default());
+    let watcher = tokio::spawn(Arc::clone(&persisted).watch(stream, shutdown.clone()));
+    let places = Arc::new(Semaphore::new(CONCURRENT));
     loop {
         let request = tokio::select! {
-            () = shutdown.cancelled() => return,
-            request = requests.next() => match request { Some(r) => r, None => return },
+            () = shutdown.cancelled() => break,
+            request = requests.next() => match request { Some(r) => r, None => break },
         };
-        let (client, stream, store) = (client.clone(), stream.clone(), store.clone());
+        let Some(reply_to) = request.reply else {
+            continue;
+        };
+        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
+            tracing::warn!("too many recent-message requests at once; answering one empty");
+            send(&client, reply_to, &incomplete()).await;
+            continue;
+        };
+        let (client, store, persisted) = (client.clone(), store.clone(), Arc::clone(&persisted));
         tokio::spawn(async move {
-            let Some(reply_to) = request.reply else {
-                return;
-            };
-            let Ok(asked) = serde_json::from_slice::<RecentRequest>(&request.payload) else {
-                tracing::warn!("malformed recent-messages request");
-                return;
-            };
-            let reply = answer(&stream, &store, &asked).await;
-            match serde_json::to_vec(&reply) {
-                Ok(payload) => {
-                    if let Err(err) = client.publish(reply_to, payload.into()).await {
-                        tracing::warn!(error = %err, "cannot answer a recent-messages request");
-                    }
+            let _place = place;
+            let reply = match serde_json::from_slice::<RecentRequest>(&request.payload) {
+                Ok(asked) => answer(&persisted, &store, &asked).await,
+                Err(_) => {
+                    tracing::warn!("malformed recent-messages request");
+                    incomplete()
                 }
-                Err(err) => tracing::error!(error = %err, "cannot serialize recent messages"),
-            }
+            };
+            send(&client, reply_to, &reply).await;
         });
+    }
+    let _ = watcher.await;
+}
+
+fn incomplete() -> RecentReply {
+    RecentReply {
+        messages: Vec::new(),
+        complete: false,
     }
 }
 
-async fn answer(stream: &Stream, store: &Store, asked: &RecentRequest) -> RecentReply {
-    let complete = caught_up(stream, asked.before.saturating_sub(1)).await;
+async fn send(client: &async_nats::Client, reply_to: async_nats::Subject, reply: &RecentReply) {
+    match serde_json::to_vec(reply) {
+        Ok(payload) => {
+            if let Err(err) = client.publish(reply_to, payload.into()).await {
+                tracing::warn!(error = %err, "cannot answer a recent-messages request");
+            }
+        }
+        Err(err) => tracing::error!(error = %err, "cannot serialize recent messages"),
+    }
+}
+
+async fn answer(persisted: &Persisted, store: &Store, asked: &RecentRequest) -> RecentReply {
+    let complete = persisted.caught_up(asked.before.saturating_sub(1)).await;
     let limit = asked.limit.min(lingr_proto::api::GET_MESSAGES_MAX);
     let messages = match store
         .recent_messages(&asked.room, asked.before, limit)
@@ -75,30 +106,55 @@ async fn answer(stream: &Stream, store: &Store, asked: &RecentRequest) -> Recent
             .collect(),
         Err(err) => {
             tracing::warn!(error = %format!("{err:#}"), "reading recent messages failed");
-            return RecentReply {
-                messages: Vec::new(),
-                complete: false,
-            };
+            return incomplete();
         }
     };
     RecentReply { messages, complete }
 }
 
-/// Waits until every event up to `counter` is persisted; false if that takes too long.
-async fn caught_up(stream: &Stream, counter: u64) -> bool {
-    let deadline = Instant::now() + CATCH_UP;
-    loop {
-        if let Ok(info) = stream.consumer_info(subjects::HISTORY_CONSUMER).await {
-            let drained = info.num_pending == 0 && info.num_ack_pending == 0;
-            if info.ack_floor.stream_sequence >= counter
-                || (drained && info.delivered.stream_sequence >= counter)
-            {
-                return true;
+/// How far the shared consumer has persisted, read by one task for every waiting request.
+#[derive(Default)]
+struct Persisted {
+    upto: watch::Sender<u64>,
+    wanted: Notify,
+}
+
+impl Persisted {
+    /// Waits until every event up to `counter` is persisted; false if that takes too long.
+    async fn caught_up(&self, counter: u64) -> bool {
+        let mut upto = self.upto.subscribe();
+        if *upto.borrow() >= counter {
+            return true;
+        }
+        self.wanted.notify_one();
+        tokio::time::timeout(CATCH_UP, upto.wait_for(|persisted| *persisted >= counter))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Reads the consumer's progress every [`POLL`] while anyone waits, and not otherwise.
+    async fn watch(self: Arc<Self>, stream: Stream, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.wanted.notified() => {}
+            }
+            while self.upto.receiver_count() > 0 {
+                if let Ok(info) = stream.consumer_info(subjects::HISTORY_CONSUMER).await {
+                    // Everything acknowledged is persisted; with nothing in flight, so is
+                    // everything delivered.
+                    let drained = info.num_pending == 0 && info.num_ack_pending == 0;
+                    let mut upto = info.ack_floor.stream_sequence;
+                    if drained {
+                        upto = upto.max(info.delivered.stream_sequence);
+                    }
+                    self.upto.send_modify(|known| *known = (*known).max(upto));
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(POLL) => {}
+                }
             }
         }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

@@ -2,7 +2,6 @@
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use lingr_platform::nats;
@@ -32,7 +31,7 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
         Ok((
             nats::ensure_events_stream(&js, retention).await?,
-            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, Duration::ZERO).await?,
+            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE).await?,
         ))
     })
     .await?;
