@@ -314,6 +314,60 @@ async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
 }
 
 #[tokio::test]
+async fn a_herd_of_old_observes_on_a_fresh_comet_shares_one_read_of_the_stream() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(fast_api())).await;
+    let base = api.base();
+    let c = &app.client;
+    let alice = c.join(&base, "herd", "alice").await;
+    let mut said = Vec::new();
+    for i in 0..40 {
+        said.push(
+            c.say_ok(&base, &alice, &format!("before the herd {i}"))
+                .await,
+        );
+    }
+    let mut herd = Vec::new();
+    for _ in 0..8 {
+        let session = c.session(&base, None).await;
+        let member = c.enter_with(&base, &session, "herd", None).await;
+        herd.push(crate::support::client::Member {
+            counter: alice.counter,
+            ..member
+        });
+    }
+    let comet = app.start(comet_only(CometConfig::default())).await;
+    let mut observes = Vec::new();
+    for member in &herd {
+        for _ in 0..4 {
+            let (c, base, member) = (c.clone(), comet.base(), member.clone());
+            observes.push(tokio::spawn(async move {
+                c.observe(&base, &member, member.counter, 10).await
+            }));
+        }
+    }
+    for observe in observes {
+        let answer = observe.await.expect("task").ok();
+        assert_eq!(
+            counters(&events(&answer)),
+            said,
+            "every observe of the herd is answered in full"
+        );
+    }
+    let metrics = c
+        .request(c.http().get(format!("{}/metrics", comet.base())))
+        .await
+        .body;
+    assert!(
+        metrics.contains("lingr_comet_backfills_total 1\n"),
+        "32 observes with the same old counter read the stream once: {metrics}"
+    );
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
     let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;

@@ -229,7 +229,11 @@ async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiEr
                 .await;
         }
         Some(_) if stale => {
-            if let Err(err) = state.rooms.put(room.as_str(), now_ms().to_string().into()).await {
+            if let Err(err) = state
+                .rooms
+                .put(room.as_str(), now_ms().to_string().into())
+                .await
+            {
                 tracing::warn!(error = %err, "a room's record was not refreshed; the next enter retries");
             }
         }

@@ -3,7 +3,9 @@
 //! per event.
 //!
 //! A room's buffer holds every event of the room after its `covered_after` counter; older
-//! ones must come from [`crate::backfill`]. Buffers are bounded, and rooms nobody waits on are
+//! ones come from [`crate::backfill`], and what a backfill read is kept beside the buffer as a
+//! run of older events, so the next observes with old counters find it here. Buffers and runs
+//! are bounded, runs are dropped a minute after they were read, and rooms nobody waits on are
 //! dropped after a while, so memory follows the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
@@ -26,25 +28,47 @@ struct Rooms {
     applied: u64,
 }
 
+/// Most events a run of backfilled events keeps (its oldest are dropped first: clients move
+/// forward).
+pub const RUN_MAX: usize = 2_000;
+/// How long a run is kept after it was read.
+pub const RUN_TTL: Duration = Duration::from_secs(60);
+
 /// One room's buffer and waiters.
 pub struct Room {
     buffer: RwLock<Buffer>,
     notify: Notify,
+    backfill_turn: tokio::sync::Mutex<()>,
 }
 
 struct Buffer {
     covered_after: u64,
     events: VecDeque<(u64, Bytes)>,
     last_used: Instant,
+    run: Option<Run>,
 }
 
-/// What a room's buffer can say about the events after a counter.
+/// Every event of the room with a counter in `(from, to]`, read from the stream.
+struct Run {
+    from: u64,
+    to: u64,
+    events: Vec<(u64, Bytes)>,
+    read_at: Instant,
+}
+
+/// What a room can say about the events after a counter.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Collected {
-    /// These events (possibly none yet) are all there is after the counter.
+    /// These events (possibly none yet) come next after the counter.
     Events(Vec<(u64, Bytes)>),
-    /// Events after the counter up to and including this one are no longer buffered.
-    OlderThanBuffer(u64),
+    /// The events in `(from, upto]` are neither buffered nor in a run: read them from the
+    /// stream.
+    Missing {
+        /// Read after this counter...
+        from: u64,
+        /// ...up to and including this one.
+        upto: u64,
+    },
 }
 
 impl Hub {
@@ -128,6 +152,17 @@ impl Hub {
             return 0;
         };
         let now = Instant::now();
+        for room in rooms.by_id.values() {
+            if let Ok(mut buffer) = room.buffer.write() {
+                if buffer
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| now.duration_since(r.read_at) >= RUN_TTL)
+                {
+                    buffer.run = None;
+                }
+            }
+        }
         rooms.by_id.retain(|_, room| {
             Arc::strong_count(room) > 1
                 || room
@@ -146,8 +181,10 @@ impl Room {
                 covered_after,
                 events: VecDeque::new(),
                 last_used: Instant::now(),
+                run: None,
             }),
             notify: Notify::new(),
+            backfill_turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -163,21 +200,100 @@ impl Room {
         }
     }
 
-    /// Up to `max` events after `after`, or word that some are older than the buffer.
+    /// Up to `max` events after `after`, from the run and the buffer, or which ones must be
+    /// read from the stream first.
     pub fn collect(&self, after: u64, max: usize) -> Collected {
         let Ok(buffer) = self.buffer.read() else {
             return Collected::Events(Vec::new());
         };
-        if after < buffer.covered_after {
-            return Collected::OlderThanBuffer(buffer.covered_after);
+        let from_buffer = |after: u64, max: usize| {
+            let start = buffer.events.partition_point(|(c, _)| *c <= after);
+            buffer.events.range(start..).take(max).cloned()
+        };
+        if after >= buffer.covered_after {
+            return Collected::Events(from_buffer(after, max).collect());
         }
-        let start = buffer.events.partition_point(|(c, _)| *c <= after);
-        Collected::Events(buffer.events.range(start..).take(max).cloned().collect())
+        let Some(run) = buffer
+            .run
+            .as_ref()
+            .filter(|r| r.from <= after && after < r.to)
+        else {
+            return Collected::Missing {
+                from: after,
+                upto: buffer.covered_after,
+            };
+        };
+        let start = run.events.partition_point(|(c, _)| *c <= after);
+        let mut events: Vec<(u64, Bytes)> = run.events[start..].iter().take(max).cloned().collect();
+        if events.len() < max && run.to >= buffer.covered_after {
+            events.extend(from_buffer(run.to, max - events.len()));
+        } else if events.is_empty() {
+            // Nothing in the run after `after`, and the buffer has moved on since it was read.
+            return Collected::Missing {
+                from: run.to,
+                upto: buffer.covered_after,
+            };
+        }
+        Collected::Events(events)
+    }
+
+    /// Keeps what a backfill read (every event in `(from, to]`), joined to the run already
+    /// kept when the two touch, and trimmed to [`RUN_MAX`] events.
+    pub fn add_run(&self, from: u64, to: u64, events: Vec<(u64, Bytes)>) {
+        let Ok(mut buffer) = self.buffer.write() else {
+            return;
+        };
+        let fresh = Run {
+            from,
+            to,
+            events,
+            read_at: Instant::now(),
+        };
+        // Trimmed at the end away from what was just read, which the observe waiting on it
+        // needs (a read never exceeds RUN_MAX on its own).
+        let (mut run, keep_oldest) = match buffer.run.take() {
+            Some(old) if fresh.from <= old.from && old.from <= fresh.to => (join(fresh, old), true),
+            Some(old) if old.from <= fresh.from && fresh.from <= old.to => {
+                (join(old, fresh), false)
+            }
+            _ => (fresh, false),
+        };
+        if run.events.len() > RUN_MAX {
+            if keep_oldest {
+                run.events.truncate(RUN_MAX);
+                run.to = run.events.last().map_or(run.from, |(c, _)| *c);
+            } else {
+                let excess = run.events.len() - RUN_MAX;
+                run.from = run.events[excess - 1].0;
+                run.events.drain(..excess);
+            }
+        }
+        buffer.run = Some(run);
+    }
+
+    /// One backfill of this room at a time: the observes that need one take turns, and each
+    /// looks again before reading, since the one before may have read what it needs.
+    pub async fn backfill_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.backfill_turn.lock().await
     }
 
     /// The room's wake-up signal.
     pub fn notify(&self) -> &Notify {
         &self.notify
+    }
+}
+
+/// Two overlapping runs as one: `earlier` starts first, `later` reaches at least as far or
+/// further.
+fn join(earlier: Run, later: Run) -> Run {
+    let mut events = earlier.events;
+    let to = earlier.to.max(later.to);
+    events.extend(later.events.into_iter().filter(|(c, _)| *c > earlier.to));
+    Run {
+        from: earlier.from,
+        to,
+        events,
+        read_at: earlier.read_at.max(later.read_at),
     }
 }
 
@@ -211,7 +327,7 @@ mod tests {
             Collected::Events(vec![(14, json(14)), (15, json(15))])
         );
         assert_eq!(a.collect(12, 1), Collected::Events(vec![(13, json(13))]));
-        assert_eq!(a.collect(11, 10), Collected::OlderThanBuffer(12));
+        assert_eq!(a.collect(11, 10), Collected::Missing { from: 11, upto: 12 });
         assert!(
             !hub.apply(&room("a"), 15, json(15)),
             "redelivery is ignored"
@@ -223,8 +339,88 @@ mod tests {
         let hub = Hub::new(8, 100);
         hub.apply(&room("a"), 101, json(101));
         let b = hub.room(&room("b"));
-        assert_eq!(b.collect(50, 10), Collected::OlderThanBuffer(101));
+        assert_eq!(
+            b.collect(50, 10),
+            Collected::Missing {
+                from: 50,
+                upto: 101
+            }
+        );
         assert_eq!(b.collect(101, 10), Collected::Events(Vec::new()));
+    }
+
+    #[test]
+    fn a_run_serves_old_counters_and_continues_into_the_buffer() {
+        let hub = Hub::new(2, 20);
+        for counter in [21, 24] {
+            hub.apply(&room("a"), counter, json(counter));
+        }
+        let a = hub.room(&room("a"));
+        assert_eq!(a.collect(5, 10), Collected::Missing { from: 5, upto: 20 });
+        a.add_run(5, 20, vec![(7, json(7)), (12, json(12))]);
+        assert_eq!(
+            a.collect(5, 10),
+            Collected::Events(vec![
+                (7, json(7)),
+                (12, json(12)),
+                (21, json(21)),
+                (24, json(24))
+            ])
+        );
+        assert_eq!(
+            a.collect(7, 2),
+            Collected::Events(vec![(12, json(12)), (21, json(21))])
+        );
+        assert_eq!(
+            a.collect(12, 10),
+            Collected::Events(vec![(21, json(21)), (24, json(24))])
+        );
+        assert_eq!(a.collect(2, 10), Collected::Missing { from: 2, upto: 20 });
+        // An earlier run that touches the kept one joins it.
+        a.add_run(2, 7, vec![(3, json(3)), (7, json(7))]);
+        assert_eq!(
+            a.collect(2, 3),
+            Collected::Events(vec![(3, json(3)), (7, json(7)), (12, json(12))])
+        );
+    }
+
+    #[test]
+    fn a_run_that_ended_before_the_buffer_moved_on_asks_for_the_rest() {
+        let hub = Hub::new(1, 10);
+        let a = hub.room(&room("a"));
+        a.add_run(0, 10, vec![(4, json(4))]);
+        for counter in [11, 12, 13] {
+            hub.apply(&room("a"), counter, json(counter));
+        }
+        // The buffer now covers after 12 only; 11 was evicted and is in no run.
+        assert_eq!(a.collect(4, 10), Collected::Missing { from: 10, upto: 12 });
+        assert_eq!(a.collect(0, 10), Collected::Events(vec![(4, json(4))]));
+    }
+
+    #[test]
+    fn an_earlier_read_joined_to_a_long_run_is_kept() {
+        let hub = Hub::new(1, 100_000);
+        let a = hub.room(&room("a"));
+        let later: Vec<(u64, Bytes)> = (101..=RUN_MAX as u64 + 100).map(|c| (c, json(c))).collect();
+        a.add_run(100, 100_000, later);
+        a.add_run(0, 100, (1..=100).map(|c| (c, json(c))).collect());
+        assert_eq!(a.collect(0, 1), Collected::Events(vec![(1, json(1))]));
+    }
+
+    #[test]
+    fn runs_are_trimmed_from_their_oldest_event() {
+        let hub = Hub::new(1, 100_000);
+        let a = hub.room(&room("a"));
+        let events: Vec<(u64, Bytes)> = (1..=RUN_MAX as u64 + 10).map(|c| (c, json(c))).collect();
+        a.add_run(0, 100_000, events);
+        assert_eq!(
+            a.collect(0, 1),
+            Collected::Missing {
+                from: 0,
+                upto: 100_000
+            }
+        );
+        assert_eq!(a.collect(10, 1), Collected::Events(vec![(11, json(11))]));
     }
 
     #[test]

@@ -13,11 +13,11 @@ use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::OBSERVE_MAX_EVENTS;
 use lingr_proto::records::{occupant_key, OccupantRecord};
 use lingr_proto::ticket::Ticket;
-use lingr_proto::{ErrorCode, SessionToken};
+use lingr_proto::{ErrorCode, RoomId, SessionToken};
 use tokio::time::Instant;
 
-use crate::backfill::{self, BackfillError};
-use crate::hub::Collected;
+use crate::backfill::BackfillError;
+use crate::hub::{Collected, Room};
 use crate::state::CometState;
 
 /// The default hold, in seconds.
@@ -74,12 +74,11 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     // The mirror may not have seen a brand-new occupant (it was checked in the bucket): only
     // a key the mirror held and then lost means the occupant left.
     let mut mirrored = state.occupants_mirror.contains(&occupant);
-    let mut scan_from = after;
     loop {
         let notified = room.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        match room.collect(scan_from, OBSERVE_MAX_EVENTS) {
+        match room.collect(after, OBSERVE_MAX_EVENTS) {
             Collected::Events(events) if !events.is_empty() => {
                 state.metrics.answered.inc();
                 return Ok(answer(after, &events));
@@ -93,28 +92,9 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                 }
                 mirrored |= present;
             }
-            Collected::OlderThanBuffer(covered_after) => {
-                state.metrics.backfills.inc();
-                let mut events = Box::pin(backfill::events_between(&state.stream, &ticket.room, scan_from, covered_after, OBSERVE_MAX_EVENTS))
-                    .await
-                    .map_err(|err| match err {
-                        BackfillError::Expired => ApiError::new(
-                            ErrorCode::CounterExpired,
-                            "counter is older than the stream keeps; enter the room again or page with get_messages",
-                        ),
-                        BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
-                    })?;
-                // Continue into the buffer so one answer carries every event it can (up to 500).
-                if let Collected::Events(buffered) =
-                    room.collect(covered_after, OBSERVE_MAX_EVENTS - events.len())
-                {
-                    events.extend(buffered);
-                }
-                if !events.is_empty() {
-                    state.metrics.answered.inc();
-                    return Ok(answer(after, &events));
-                }
-                scan_from = covered_after;
+            Collected::Missing { from, upto } => {
+                // Rare, so boxed: a held observe does not carry this state while it waits.
+                Box::pin(backfill(state, &room, &ticket.room, from, upto)).await?;
                 continue;
             }
         }
@@ -126,6 +106,35 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     }
     state.metrics.answered_empty.inc();
     Ok(answer(after, &[]))
+}
+
+/// Reads the room's events in `(from, upto]` from the stream into the room, unless the
+/// observe that had the turn before did so already.
+async fn backfill(
+    state: &CometState,
+    room: &Room,
+    room_id: &RoomId,
+    from: u64,
+    upto: u64,
+) -> Result<(), ApiError> {
+    let _turn = room.backfill_turn().await;
+    if !matches!(room.collect(from, 1), Collected::Missing { .. }) {
+        return Ok(());
+    }
+    state.metrics.backfills.inc();
+    let fetched = state
+        .backfiller
+        .fetch(room_id, from, upto, OBSERVE_MAX_EVENTS)
+        .await
+        .map_err(|err| match err {
+            BackfillError::Expired => ApiError::new(
+                ErrorCode::CounterExpired,
+                "counter is older than the stream keeps; enter the room again or page with get_messages",
+            ),
+            BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
+        })?;
+    room.add_run(from, fetched.to, fetched.events);
+    Ok(())
 }
 
 /// `{"counter":N,"events":[...]}` from serialized events.

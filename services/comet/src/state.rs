@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream::Stream};
+use async_nats::jetstream::kv;
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Gauge, Metrics};
 use lingr_platform::mirror::KvMirror;
@@ -18,6 +18,7 @@ use lingr_proto::ticket::TicketKey;
 use lingr_proto::{ErrorCode, RoomId};
 use tokio_util::sync::CancellationToken;
 
+use crate::backfill::Backfiller;
 use crate::hub::Hub;
 use crate::presence::Presence;
 
@@ -65,8 +66,8 @@ pub struct CometState {
     pub config: Arc<CometConfig>,
     /// Rooms and their buffers.
     pub hub: Arc<Hub>,
-    /// The event stream, for backfill.
-    pub stream: Stream,
+    /// Reads older events from the stream.
+    pub backfiller: Arc<Backfiller>,
     /// Occupants, for tickets the mirror has not seen yet.
     pub occupants: kv::Store,
     /// A live copy of the occupants bucket.
@@ -96,7 +97,8 @@ pub struct CometMetrics {
     pub answered_empty: Counter,
     /// Observes refused by a limit.
     pub refused: Counter,
-    /// Observes that needed a backfill.
+    /// Reads of a room's older events from the stream (each shared by every observe of
+    /// the room that needed it).
     pub backfills: Counter,
 }
 
@@ -122,7 +124,7 @@ impl CometMetrics {
             ),
             backfills: metrics.counter(
                 "lingr_comet_backfills_total",
-                "Observes filled from the stream.",
+                "Reads of a room's older events from the stream, shared by the observes that needed them.",
             ),
         }
     }
@@ -294,7 +296,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         )),
         config: Arc::new(config),
         hub: Arc::clone(&hub),
-        stream: stream.clone(),
+        backfiller: Arc::new(Backfiller::new(stream.clone())),
         occupants,
         occupants_mirror: Arc::clone(&occupants_mirror),
         tickets: context.tickets.clone(),
