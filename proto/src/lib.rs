@@ -17,6 +17,8 @@
 pub mod api;
 pub mod error;
 pub mod event;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod jsonp;
 pub mod params;
 pub mod records;
