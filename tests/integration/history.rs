@@ -161,3 +161,86 @@ async fn get_messages_returns_50_by_default_and_enter_the_last_30_messages() {
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_flood_of_recent_message_requests_is_answered_without_queueing_without_bound() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let client = async_nats::connect(app.nats_url()).await.expect("connect");
+    // Asking for messages before a counter nobody will reach holds each answer for the whole
+    // catch-up wait, so the requests pile up as a flood would.
+    let request = serde_json::to_vec(&lingr_proto::api::RecentRequest {
+        room: "flooded".to_owned(),
+        before: 1_000_000_000,
+        limit: 30,
+    })
+    .expect("json");
+    let flood = 64 + 100;
+    let mut asked = Vec::new();
+    for _ in 0..flood {
+        let client = client.clone();
+        let payload = request.clone();
+        asked.push(tokio::spawn(async move {
+            client
+                .request(lingr_proto::subjects::HISTORY_RECENT, payload.into())
+                .await
+        }));
+    }
+    let alice = c.join(&base, "flooded-neighbour", "alice").await;
+    let said = c.say_ok(&base, &alice, "history still serves").await;
+    let mut answered = 0;
+    for reply in asked {
+        let reply = reply.await.expect("task").expect("answered");
+        let reply: lingr_proto::api::RecentReply =
+            serde_json::from_slice(&reply.payload).expect("reply");
+        assert!(!reply.complete, "nothing reaches that counter");
+        answered += 1;
+    }
+    assert_eq!(answered, flood);
+    let metrics = c
+        .request(c.http().get(format!("{base}/metrics")))
+        .await
+        .body;
+    let refused: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("lingr_history_recent_refused_total "))
+        .and_then(|v| v.parse().ok())
+        .expect("the refused-requests metric");
+    assert!(
+        refused >= 100,
+        "at most 64 requests waited at once; {refused} were refused"
+    );
+    crate::support::eventually(
+        "the say in history",
+        std::time::Duration::from_secs(10),
+        || async {
+            let page = c.messages(&base, "flooded-neighbour", &[]).await.ok();
+            page["messages"]
+                .as_array()?
+                .iter()
+                .any(|m| m["counter"] == said)
+                .then_some(())
+        },
+    )
+    .await;
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn rooms_nobody_enters_age_out_of_their_bucket() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    app.client.join(&server.base(), "ageing", "alice").await;
+    let js = app.jetstream().await;
+    let mut rooms = js
+        .get_stream(format!("KV_{}", lingr_proto::subjects::ROOMS_BUCKET))
+        .await
+        .expect("rooms bucket");
+    let max_age = rooms.info().await.expect("info").config.max_age;
+    assert_eq!(max_age, lingr_platform::nats::ROOM_MAX_AGE);
+    server.stop().await;
+    app.cleanup().await;
+}

@@ -445,3 +445,49 @@ async fn an_anonymous_observers_held_observe_ends_when_it_leaves() {
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn tickets_survive_a_secret_rotation_until_the_previous_secret_is_dropped() {
+    let app = TestApp::new(Db::Default).await;
+    let new_secret = "the-rotated-in-secret-0123456789";
+    let rotating = |role: &str| {
+        let flags = [
+            "--secret",
+            new_secret,
+            "--previous-secret",
+            crate::support::SECRET,
+        ];
+        (role.to_owned(), flags.map(str::to_owned).to_vec())
+    };
+    let spawn = |(role, flags): (String, Vec<String>)| {
+        let app = &app;
+        async move { crate::support::topology::spawn_role(app, &role, flags).await }
+    };
+    let (mut old_api, old_base) = spawn(("api".to_owned(), Vec::new())).await;
+    let c = &app.client;
+    let alice = c.join(&old_base, "rotation", "alice").await;
+
+    let (mut api, api_base) = spawn(rotating("api")).await;
+    let (mut comet, comet_base) = spawn(rotating("comet")).await;
+    let said = c
+        .say_ok(&api_base, &alice, "an old ticket still speaks")
+        .await;
+    let seen = c.observe(&comet_base, &alice, alice.counter, 5).await.ok();
+    assert_eq!(events(&seen)[0]["counter"], said);
+    let session = c.session(&api_base, Some("bob")).await;
+    let bob = c.enter_with(&api_base, &session, "rotation", None).await;
+    c.say(&old_base, &bob, "new tickets use the new secret")
+        .await
+        .assert_error(401, "invalid_ticket");
+
+    let done = ["--secret", new_secret].map(str::to_owned).to_vec();
+    let (mut final_comet, final_base) = spawn(("comet".to_owned(), done)).await;
+    c.observe(&final_base, &alice, said, 0)
+        .await
+        .assert_error(401, "invalid_ticket");
+    c.observe(&final_base, &bob, bob.counter, 0).await.ok();
+    for child in [&mut old_api, &mut api, &mut comet, &mut final_comet] {
+        let _ = child.kill().await;
+    }
+    app.cleanup().await;
+}

@@ -218,6 +218,7 @@ async fn say_is_limited_to_a_burst_of_20_then_10_a_second_per_session() {
         .say_ok(&base, &bob, "other sessions are not limited")
         .await;
     assert_eq!(bob_said, last + 1, "the refused say stored nothing");
+    crate::support::assert_served(c, &base, "rate-bystander").await;
     eventually(
         "alice's bucket to refill",
         Duration::from_secs(5),
@@ -276,6 +277,7 @@ async fn set_nickname_enter_and_exit_draw_from_the_says_bucket() {
         .assert_error(429, "rate_limited");
     let bob_said = c.say_ok(&base, &bob, "not limited").await;
     assert_eq!(bob_said, last + 1, "the refused calls stored nothing");
+    crate::support::assert_served(c, &base, "names-bystander").await;
     eventually(
         "alice's bucket to refill",
         Duration::from_secs(5),

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
+use lingr_platform::metrics::Counter;
 use lingr_proto::api::{RecentReply, RecentRequest};
 use lingr_proto::{subjects, Event};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -31,6 +32,7 @@ pub async fn serve_forever(
     client: async_nats::Client,
     stream: Stream,
     store: Store,
+    refused: Counter,
     shutdown: CancellationToken,
 ) {
     let mut requests = match client
@@ -55,7 +57,8 @@ pub async fn serve_forever(
             continue;
         };
         let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-            tracing::warn!("too many recent-message requests at once; answering one empty");
+            refused.inc();
+            tracing::debug!("too many recent-message requests at once; answering one empty");
             send(&client, reply_to, &incomplete()).await;
             continue;
         };

@@ -47,10 +47,15 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
         stored,
         shutdown.clone(),
     ));
+    let refused = metrics.counter(
+        "lingr_history_recent_refused_total",
+        "Recent-message requests answered empty because too many were in progress.",
+    );
     let recent = tokio::spawn(crate::recent::serve_forever(
         client,
         stream,
         store.clone(),
+        refused,
         shutdown,
     ));
     Ok(Started {

@@ -143,6 +143,19 @@ impl TestApp {
     }
 }
 
+/// A normal client's visit while some abuse runs: a new person enters `room`, says something
+/// and observes it. Fails if any step is refused.
+pub async fn assert_served(c: &Client, base: &str, room: &str) {
+    let visitor = c.join(base, room, "visitor").await;
+    let said = c.say_ok(base, &visitor, "served as usual").await;
+    let seen = c.observe(base, &visitor, visitor.counter, 10).await.ok();
+    assert_eq!(
+        client::counters(&client::events(&seen)),
+        [said],
+        "a normal client's say reaches its observe during the abuse"
+    );
+}
+
 /// Every role, with the given settings.
 pub fn all_roles(api: ApiConfig, comet: CometConfig) -> Roles {
     Roles {

@@ -186,7 +186,8 @@ pub async fn start_processes(app: &TestApp, roles: Roles) -> Running {
 }
 
 /// Starts `lingr <role> <flags>` on a free port against the test's NATS and database, and
-/// waits until it is ready; returns the child and its base URL.
+/// waits until it is ready; returns the child and its base URL. The test secret comes through
+/// the environment, so a `--secret` among `flags` overrides it.
 pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -201,13 +202,12 @@ pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child
             &listen,
             "--nats",
             &app.nats_url(),
-            "--secret",
-            SECRET,
             "--database",
             &app.database_url,
         ])
         .args(["--retention", &app.retention.as_secs_f64().to_string()])
         .args(flags)
+        .env("LINGR_SECRET", SECRET)
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
