@@ -4,7 +4,9 @@
 use lingr_proto::params::{decode_json, decode_urlencoded, merge, Source};
 use lingr_proto::ticket::{Ticket, TicketKey};
 use lingr_proto::values::parse_decimal;
-use lingr_proto::{jsonp, text, Callback, MessageText, Nickname, OccupantId, RoomId};
+use lingr_proto::{
+    jsonp, text, Callback, IdempotentId, MessageText, Nickname, OccupantId, RoomId, SessionToken,
+};
 use proptest::prelude::*;
 use regex::Regex;
 
@@ -104,6 +106,27 @@ proptest! {
         let digits_only = !raw.is_empty() && raw.len() <= 20 && raw.bytes().all(|b| b.is_ascii_digit());
         let expected = if digits_only { raw.parse::<u64>().ok() } else { None };
         prop_assert_eq!(parse_decimal(&raw), expected);
+    }
+
+    #[test]
+    fn idempotency_ids_are_1_to_64_visible_ascii_characters(raw in "[ -~]{0,70}|\\PC{0,8}") {
+        let valid = (1..=64).contains(&raw.len()) && raw.bytes().all(|b| b.is_ascii_graphic());
+        prop_assert_eq!(IdempotentId::parse(&raw).is_ok(), valid);
+    }
+
+    #[test]
+    fn session_tokens_and_occupant_ids_have_one_shape(bytes in any::<[u8; 24]>(), raw in "[s_o0-9a-fA-F]{0,52}") {
+        let token = SessionToken::from_random(bytes);
+        prop_assert_eq!(SessionToken::parse(token.as_str()).map(|t| t.tag()), Ok(token.tag()));
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&bytes[..16]);
+        let occupant = OccupantId::from_bytes(&id);
+        prop_assert_eq!(OccupantId::parse(occupant.as_str()), Ok(occupant.clone()));
+        let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let token_shape = raw.strip_prefix("s_").is_some_and(|h| hex(h, 48));
+        let occupant_shape = raw.strip_prefix("o_").is_some_and(|h| hex(h, 32));
+        prop_assert_eq!(SessionToken::parse(&raw).is_ok(), token_shape);
+        prop_assert_eq!(OccupantId::parse(&raw).is_ok(), occupant_shape);
     }
 
     #[test]
