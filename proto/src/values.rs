@@ -61,9 +61,19 @@ impl RoomId {
 
 /// A nickname: 1–32 Unicode scalar values, at least one visible, nothing hidden (see
 /// [`Nickname::parse`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+///
+/// Read back from a stored record it is taken as stored, without the checks: it was parsed
+/// when it came in, and a nickname an older version accepted must stay readable after the
+/// rules grew stricter (its session and occupant would otherwise become unreadable).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "String")]
 pub struct Nickname(String);
+
+impl<'de> Deserialize<'de> for Nickname {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
+    }
+}
 
 impl Nickname {
     /// Longest nickname, in Unicode scalar values.
@@ -377,6 +387,16 @@ mod tests {
         assert!(Nickname::parse(&"é".repeat(33)).is_err());
         assert!(Nickname::parse("   ").is_err());
         assert!(Nickname::parse("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn a_stored_nickname_stays_readable_under_stricter_rules() {
+        let stored: Nickname = serde_json::from_str(r#""zero\u200bwidth""#).expect("readable");
+        assert_eq!(stored.as_str(), "zero\u{200B}width");
+        assert!(
+            Nickname::parse(stored.as_str()).is_err(),
+            "but no longer accepted as input"
+        );
     }
 
     #[test]

@@ -126,7 +126,17 @@ async fn an_id_reused_for_another_say_is_refused_and_loses_nothing() {
 #[tokio::test]
 async fn a_true_retry_is_answered_even_when_the_bucket_is_empty() {
     let app = TestApp::new(Db::Default).await;
-    let server = app.start_all().await;
+    // A slow refill, so the bucket is still empty when the retries come.
+    let api = lingr_api::ApiConfig {
+        call_rate: 0.01,
+        ..lingr_api::ApiConfig::default()
+    };
+    let server = app
+        .start(crate::support::all_roles(
+            api,
+            lingr_comet::CometConfig::default(),
+        ))
+        .await;
     let base = server.base();
     let c = &app.client;
     let session = c.session(&base, Some("alice")).await;
@@ -151,6 +161,9 @@ async fn a_true_retry_is_answered_even_when_the_bucket_is_empty() {
         }
     }
     assert!(refused, "the bucket never emptied");
+    c.say(&base, &alice, "still empty")
+        .await
+        .assert_error(429, "rate_limited");
     let retried = say_with_id(c, &base, &alice, "important", "s").await.ok();
     assert_eq!(retried, said);
     let reentered = enter_with_id(c, &base, &session, "retries", None, "e")
@@ -190,6 +203,76 @@ async fn an_enter_id_reused_for_another_room_or_nickname_is_refused() {
     say_with_id(c, &base, &member, "a say", "x")
         .await
         .assert_error(409, "idempotency_conflict");
+    server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_unanswered_enter_whose_occupant_left_is_not_resumed() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let session = c.session(&base, None).await;
+    let entered = enter_with_id(c, &base, &session, "lost-answer", Some("alice"), "g")
+        .await
+        .ok();
+    // As if the attempt had stored its enter event and been announced, but had died before
+    // recording that it was answered: its record still says "entering".
+    let tag = lingr_proto::SessionToken::parse(&session)
+        .expect("token")
+        .tag();
+    let id = lingr_proto::IdempotentId::parse("g").expect("id");
+    let call = lingr_api::idempotency::Call::new(&tag, &id, &["enter", "lost-answer", "alice"]);
+    let occupant_id =
+        lingr_proto::OccupantId::parse(entered["occupant_id"].as_str().expect("id")).expect("id");
+    let record = lingr_api::idempotency::Record {
+        fingerprint: call.fingerprint().to_owned(),
+        outcome: lingr_api::idempotency::Outcome::Entering { occupant_id },
+    };
+    let js = app.jetstream().await;
+    let bucket = js
+        .get_key_value(lingr_proto::subjects::IDEMPOTENCY_BUCKET)
+        .await
+        .expect("bucket");
+    bucket
+        .put(
+            call.key(),
+            serde_json::to_vec(&record).expect("json").into(),
+        )
+        .await
+        .expect("plant the record");
+    // ...and as if the reaper had made its occupant leave meanwhile.
+    let ticket = entered["ticket"].as_str().expect("ticket");
+    c.get(
+        &base,
+        "room/exit",
+        &[("session", session.as_str()), ("ticket", ticket)],
+    )
+    .await
+    .ok();
+    let before = stream_counters(&app, "lost-answer").await;
+
+    enter_with_id(c, &base, &session, "lost-answer", Some("alice"), "g")
+        .await
+        .assert_error(409, "idempotency_conflict");
+    assert_eq!(
+        stream_counters(&app, "lost-answer").await,
+        before,
+        "nothing stored"
+    );
+    let occupants = js
+        .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
+        .await
+        .expect("bucket");
+    let key = format!(
+        "lost-answer.{}",
+        entered["occupant_id"].as_str().expect("id")
+    );
+    assert!(
+        occupants.get(key).await.expect("read").is_none(),
+        "the occupant did not come back"
+    );
     server.stop().await;
     app.cleanup().await;
 }

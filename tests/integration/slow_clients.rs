@@ -141,14 +141,16 @@ async fn silent_connections_close_after_the_header_read_timeout_while_others_are
     }
     let opened = Instant::now();
     world.normal_client_is_served("silent").await;
-    for stream in &mut silent {
-        wait_closed(stream, Duration::from_secs(20)).await;
-    }
+    // The first one opened is the first to go: it must have lived out the timeout.
+    wait_closed(&mut silent[0], Duration::from_secs(20)).await;
     assert!(
         opened.elapsed() >= Duration::from_millis(1800),
         "closed before the timeout: {:?}",
         opened.elapsed()
     );
+    for stream in &mut silent[1..] {
+        wait_closed(stream, Duration::from_secs(20)).await;
+    }
     assert!(
         metric(
             &world.app.client,
@@ -201,7 +203,7 @@ async fn an_idle_keep_alive_connection_outlives_the_header_timeout_then_closes()
     assert_eq!(read_response(&mut stream).await, 200);
     let (idle_for, _) = wait_closed(&mut stream, Duration::from_secs(20)).await;
     assert!(
-        idle_for >= Duration::from_millis(3500),
+        idle_for >= Duration::from_millis(3000),
         "closed after {idle_for:?} idle, before the idle timeout"
     );
     world.stop().await;

@@ -61,27 +61,29 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
             EnterClaim::Fresh(random_occupant_id()?)
         }
     };
+    let replayed = matches!(claim, EnterClaim::Replay { .. });
     let (occupant_id, counter) = match claim {
         EnterClaim::Replay {
             occupant_id,
             counter,
         } => (occupant_id, counter),
-        EnterClaim::Fresh(occupant_id) | EnterClaim::Resume(occupant_id) => {
-            let counter = admit(
-                state,
-                params,
-                &caller,
-                &room,
-                &occupant_id,
-                nickname.as_ref(),
-            )
-            .await?;
-            if let Some(call) = &call {
-                idempotency::mark_entered(state, call, &occupant_id, counter).await?;
-            }
+        EnterClaim::Fresh(occupant_id) => {
+            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref());
+            let counter = admit(state, params, &entering, Revival::Impossible).await?;
             (occupant_id, counter)
         }
+        EnterClaim::Resume(occupant_id) => {
+            // Finishing an attempt that was never answered is new work: it pays a token.
+            state.limit_call(&caller.tag).await?;
+            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref());
+            (occupant_id, resume(state, params, &entering).await?)
+        }
     };
+    if let Some(call) = call.as_ref().filter(|_| !replayed) {
+        // Before the ticket is revealed: from now on a retry replays or, once the occupant
+        // has left, is refused.
+        idempotency::mark_entered(state, call, &occupant_id, counter).await?;
+    }
     let messages_before = if nickname.is_some() {
         counter
     } else {
@@ -105,24 +107,74 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
     })
 }
 
+/// One enter being carried out.
+struct Entering<'a> {
+    caller: &'a Caller,
+    occupant: OccupantRecord,
+}
+
+impl<'a> Entering<'a> {
+    fn new(
+        caller: &'a Caller,
+        room: &RoomId,
+        occupant_id: &OccupantId,
+        nickname: Option<&Nickname>,
+    ) -> Self {
+        Self {
+            caller,
+            occupant: OccupantRecord {
+                room: room.clone(),
+                occupant_id: occupant_id.clone(),
+                session_tag: caller.tag.clone(),
+                nickname: nickname.cloned(),
+                entered_ms: now_ms(),
+                enter_counter: None,
+            },
+        }
+    }
+}
+
+/// Whether an enter could be bringing back an occupant that already entered and left.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Revival {
+    /// A fresh occupant: it never entered before.
+    Impossible,
+    /// A resumed attempt whose occupant is absent: it may never have been stored, or it may
+    /// have been announced and then left (reaped) before the client got an answer.
+    Possible,
+}
+
+/// Finishes an enter that an earlier attempt with the same id began but never answered.
+async fn resume(
+    state: &ApiState,
+    params: &Params,
+    entering: &Entering<'_>,
+) -> Result<u64, ApiError> {
+    let stored = kv::read::<OccupantRecord>(&state.occupants, &entering.occupant.key())
+        .await?
+        .value;
+    match stored {
+        Some(stored) if stored.session_tag != entering.caller.tag => Err(idempotency::conflict()),
+        // Announced already: only the answer was lost.
+        Some(OccupantRecord {
+            enter_counter: Some(counter),
+            nickname: Some(_),
+            ..
+        }) => Ok(counter),
+        Some(_) => admit(state, params, entering, Revival::Impossible).await,
+        None => admit(state, params, entering, Revival::Possible).await,
+    }
+}
+
 /// Stores the occupant, adds it to its session and announces it; returns the counter of its
 /// enter event (for an anonymous observer, the newest counter).
 async fn admit(
     state: &ApiState,
     params: &Params,
-    caller: &Caller,
-    room: &RoomId,
-    occupant_id: &OccupantId,
-    nickname: Option<&Nickname>,
+    entering: &Entering<'_>,
+    revival: Revival,
 ) -> Result<u64, ApiError> {
-    let occupant = OccupantRecord {
-        room: room.clone(),
-        occupant_id: occupant_id.clone(),
-        session_tag: caller.tag.clone(),
-        nickname: nickname.cloned(),
-        entered_ms: now_ms(),
-        enter_counter: None,
-    };
+    let (caller, occupant) = (entering.caller, &entering.occupant);
     let key = occupant.key();
     if !caller.record.occupants.contains(&key)
         && caller.record.occupants.len() >= state.config.max_rooms_per_session
@@ -132,13 +184,13 @@ async fn admit(
             "this session is in too many rooms; exit one first",
         ));
     }
-    ensure_room_exists(state, room).await?;
+    ensure_room_exists(state, &occupant.room).await?;
     state
         .occupants
-        .put(key.as_str(), encode(&occupant)?)
+        .put(key.as_str(), encode(occupant)?)
         .await
         .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
-    presence::touch(state, occupant_id).await;
+    presence::touch(state, &occupant.occupant_id).await;
     let still_there = sessions::update(state, &caller.tag, |record| {
         if !record.occupants.contains(&key) {
             record.occupants.push(key.clone());
@@ -147,22 +199,28 @@ async fn admit(
     .await?;
     if !still_there {
         // Destroyed while we entered: its destroy could not see this occupant, so take it back.
-        undo_enter(state, &occupant).await;
+        undo_enter(state, occupant).await;
         return Err(sessions::expired());
     }
-    let Some(nickname) = nickname else {
+    let Some(nickname) = &occupant.nickname else {
         return newest_counter(state).await;
     };
-    let event = new_event(EventType::Enter, &occupant, nickname.as_str());
-    let msg_id = format!("enter:{occupant_id}");
+    let event = new_event(EventType::Enter, occupant, nickname.as_str());
+    let msg_id = format!("enter:{}", occupant.occupant_id);
     let counter = match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
+        Ok(published) if published.duplicate && revival == Revival::Possible => {
+            // Its enter event was stored before, yet the occupant was gone: it was announced
+            // and has left since. Bringing it back would make a ghost nobody saw enter.
+            undo_enter(state, occupant).await;
+            return Err(idempotency::ended());
+        }
         Ok(published) => published.event.counter,
         Err(error) => {
-            undo_enter(state, &occupant).await;
+            undo_enter(state, occupant).await;
             return Err(error);
         }
     };
-    announce(state, &occupant, counter).await?;
+    announce(state, occupant, counter).await?;
     Ok(counter)
 }
 

@@ -68,6 +68,16 @@ impl Call {
         }
     }
 
+    /// Where its record lives in the idempotency bucket.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The fingerprint of what it asks.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
+    }
+
     /// The `Nats-Msg-Id` of the event this call publishes.
     pub fn message_id(&self, verb: &str) -> String {
         format!("{verb}:{}", self.key)
@@ -86,7 +96,8 @@ pub fn conflict() -> ApiError {
     )
 }
 
-fn ended() -> ApiError {
+/// 409: the id belongs to an enter whose occupant has left.
+pub fn ended() -> ApiError {
     ApiError::new(
         ErrorCode::IdempotencyConflict,
         "this idempotent_id belongs to an enter that has ended; enter with a new one",
