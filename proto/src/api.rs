@@ -77,6 +77,11 @@ pub struct Observed {
 /// Most events in one observe answer.
 pub const OBSERVE_MAX_EVENTS: usize = 500;
 
+/// Most bytes of events in one observe answer (at least one event is always sent): 500 long
+/// messages would be 4 MB, held in memory until a slow client reads them. The rest come on
+/// the next observe, as past the event cap.
+pub const OBSERVE_MAX_BYTES: usize = 512 * 1024;
+
 /// `room/get_messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Messages {

@@ -21,11 +21,16 @@ struct World {
 }
 
 impl World {
+    /// Both roles with the same connection flags.
     async fn start(flags: &[&str]) -> Self {
+        Self::start_with(flags, flags).await
+    }
+
+    async fn start_with(api_flags: &[&str], comet_flags: &[&str]) -> Self {
         let app = TestApp::new(Db::Default).await;
-        let flags: Vec<String> = flags.iter().map(|f| (*f).to_owned()).collect();
-        let api = spawn_role(&app, "api", flags.clone()).await;
-        let comet = spawn_role(&app, "comet", flags).await;
+        let owned = |flags: &[&str]| flags.iter().map(|f| (*f).to_owned()).collect();
+        let api = spawn_role(&app, "api", owned(api_flags)).await;
+        let comet = spawn_role(&app, "comet", owned(comet_flags)).await;
         Self { app, api, comet }
     }
 
@@ -298,5 +303,84 @@ async fn a_body_that_trickles_in_gets_408_in_time() {
     assert_eq!(status, 408);
     assert!(started.elapsed() >= Duration::from_millis(1800));
     world.normal_client_is_served("trickled-body").await;
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn idle_connections_past_the_connection_cap_make_room_for_new_clients() {
+    let world = World::start(&["--max-connections", "24", "--idle-timeout", "600"]).await;
+    let mut idle = Vec::new();
+    for _ in 0..24 {
+        let mut stream = TcpStream::connect(address(world.api()))
+            .await
+            .expect("connect");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        assert_eq!(read_response(&mut stream).await, 200);
+        idle.push(stream);
+    }
+    // Every descriptor the api allows is held by an idle keep-alive connection; a new client
+    // still gets in, each time pushing out the connection idle the longest.
+    world.normal_client_is_served("full-house").await;
+    wait_closed(&mut idle[0], Duration::from_secs(10)).await;
+    let c = &world.app.client;
+    assert!(metric(c, world.api(), "lingr_http_connections_evicted_total").await >= 1);
+    assert!(
+        !is_closed(&mut idle[23]).await,
+        "the most recently idle one stays"
+    );
+    world.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_dropped() {
+    let world = World::start_with(
+        &["--call-rate", "100000", "--call-burst", "100000"],
+        &["--write-timeout", "2"],
+    )
+    .await;
+    let c = &world.app.client;
+    let alice = c.join(world.api(), "unread", "alice").await;
+    let long = "x".repeat(2000);
+    for _ in 0..300 {
+        c.say_ok(world.api(), &alice, &long).await;
+    }
+    // A receive window of a few KiB, never read, and twenty answers of half a MiB asked for at
+    // once (pipelined): more than the kernel's buffers take, so writing them must wait.
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small window");
+    let target: std::net::SocketAddr = address(world.comet()).parse().expect("address");
+    let mut stream = socket.connect(target).await.expect("connect");
+    let request = format!(
+        "GET /api/room/observe?session={}&ticket={}&counter={}&timeout=0 HTTP/1.1\r\nHost: x\r\n\r\n",
+        alice.session, alice.ticket, alice.counter
+    );
+    stream
+        .write_all(request.repeat(20).as_bytes())
+        .await
+        .expect("requests");
+    let c2 = c.clone();
+    let comet = world.comet().to_owned();
+    eventually(
+        "the stalled writer to be dropped",
+        Duration::from_secs(20),
+        || {
+            let (c, comet) = (c2.clone(), comet.clone());
+            async move {
+                (metric(&c, &comet, "lingr_http_connections_timed_out_total").await >= 1)
+                    .then_some(())
+            }
+        },
+    )
+    .await;
+    let (_, received) = wait_closed(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        received.len() < 20 * 300 * 2000,
+        "the whole answer went out ({} bytes): nothing was stalled",
+        received.len()
+    );
+    world.normal_client_is_served("unread-bystander").await;
     world.stop().await;
 }

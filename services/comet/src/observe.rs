@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::extract::State;
 use bytes::Bytes;
 use lingr_platform::{ApiError, Params, Reply};
-use lingr_proto::api::OBSERVE_MAX_EVENTS;
+use lingr_proto::api::{OBSERVE_MAX_BYTES, OBSERVE_MAX_EVENTS};
 use lingr_proto::records::{occupant_key, OccupantRecord};
 use lingr_proto::ticket::Ticket;
 use lingr_proto::{ErrorCode, RoomId, SessionToken};
@@ -138,9 +138,19 @@ async fn backfill(
 }
 
 /// `{"counter":N,"events":[...]}` from serialized events.
+/// Events past [`OBSERVE_MAX_BYTES`] are left for the next observe.
 fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
+    let mut size = 0;
+    let fits = events
+        .iter()
+        .take_while(|(_, json)| {
+            let first = size == 0;
+            size += json.len() + 1;
+            first || size <= OBSERVE_MAX_BYTES
+        })
+        .count();
+    let events = &events[..fits];
     let counter = events.last().map_or(after, |(c, _)| *c);
-    let size: usize = events.iter().map(|(_, json)| json.len() + 1).sum();
     let mut out = Vec::with_capacity(size + 40);
     out.extend_from_slice(format!("{{\"counter\":{counter},\"events\":[").as_bytes());
     for (i, (_, json)) in events.iter().enumerate() {
@@ -210,6 +220,19 @@ mod tests {
             br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec()
         );
         assert_eq!(answer(3, &[]), br#"{"counter":3,"events":[]}"#.to_vec());
+    }
+
+    #[test]
+    fn an_answer_stops_at_its_byte_cap_but_always_carries_one_event() {
+        let big = Bytes::from(vec![b'1'; OBSERVE_MAX_BYTES / 2]);
+        let events = vec![(1, big.clone()), (2, big.clone()), (3, big.clone())];
+        let json = answer(0, &events);
+        assert!(
+            json.starts_with(b"{\"counter\":1,"),
+            "only the first fits with its separator"
+        );
+        let huge = Bytes::from(vec![b'1'; OBSERVE_MAX_BYTES * 2]);
+        assert!(answer(0, &[(7, huge)]).starts_with(b"{\"counter\":7,"));
     }
 }
 

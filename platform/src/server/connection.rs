@@ -1,0 +1,358 @@
+//! One connection's life and the registry that bounds them all.
+//!
+//! A connection is *pending* until it sends its first request, *busy* while a request is being
+//! answered, and *idle* between requests. Pending and idle connections hold a descriptor while
+//! doing nothing for anyone, so they are evictable: past `max_pending` pending connections, or
+//! when every one of `max_open` descriptors is taken, the one that has waited longest is
+//! closed to make room. Busy connections are never evicted; their number is bounded by what
+//! the handlers allow (held observes are capped below the descriptor limit).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Where a connection is in its life, which fixes its deadline.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Phase {
+    /// Opened; no request yet.
+    Opened(Instant),
+    /// Between requests.
+    Idle(Instant),
+    /// The first bytes of a later request arrived at this instant.
+    Reading(Instant),
+    /// A request is being answered.
+    Busy,
+    /// Closed to make room for another.
+    Evicted,
+}
+
+/// Which evictable set a connection is in, and its place there.
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Pending(u64),
+    Idle(u64),
+}
+
+struct State {
+    phase: Phase,
+    /// Since when a write has been waiting for the client to read.
+    write_blocked: Option<Instant>,
+    slot: Option<Slot>,
+}
+
+/// One connection's state, shared by its socket wrapper, its requests and its watchdog.
+pub(super) struct Connection {
+    state: Mutex<State>,
+    changed: Notify,
+}
+
+/// The deadlines a connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadlines {
+    pub header_read: Duration,
+    pub idle: Duration,
+    pub write: Duration,
+}
+
+impl Connection {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(State {
+                phase: Phase::Opened(Instant::now()),
+                write_blocked: None,
+                slot: None,
+            }),
+            changed: Notify::new(),
+        })
+    }
+
+    pub(super) fn phase(&self) -> Phase {
+        self.state.lock().map_or(Phase::Evicted, |s| s.phase)
+    }
+
+    /// Wakes the watchdog when the deadline may have moved.
+    pub(super) fn changed(&self) -> &Notify {
+        &self.changed
+    }
+
+    fn update(&self, change: impl FnOnce(&mut State) -> bool) {
+        let moved = self.state.lock().is_ok_and(|mut state| change(&mut state));
+        if moved {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Bytes arrived: an idle connection starts reading a request's head.
+    pub(super) fn on_read(&self) {
+        self.update(|state| match state.phase {
+            Phase::Idle(_) => {
+                state.phase = Phase::Reading(Instant::now());
+                true
+            }
+            _ => false,
+        });
+    }
+
+    /// A write could not go out (`blocked`) or went out: a client that stops reading is
+    /// dropped after the write deadline instead of pinning the answer in memory.
+    pub(super) fn on_write(&self, blocked: bool) {
+        self.update(|state| match (blocked, state.write_blocked) {
+            (true, None) => {
+                state.write_blocked = Some(Instant::now());
+                true
+            }
+            (false, Some(_)) => {
+                state.write_blocked = None;
+                false
+            }
+            _ => false,
+        });
+    }
+
+    /// When the watchdog should close it, if nothing changes first.
+    pub(super) fn deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
+        let Ok(state) = self.state.lock() else {
+            return Some(Instant::now());
+        };
+        let phase = match state.phase {
+            Phase::Opened(at) | Phase::Reading(at) => Some(at + deadlines.header_read),
+            Phase::Idle(at) => Some(at + deadlines.idle),
+            Phase::Busy => None,
+            Phase::Evicted => Some(Instant::now()),
+        };
+        let write = state.write_blocked.map(|at| at + deadlines.write);
+        match (phase, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// What admitting a connection did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Admission {
+    /// Evictable connections closed to make room.
+    pub evicted: usize,
+}
+
+/// Every open connection of one listener, with the evictable ones in order of waiting.
+pub(super) struct Registry {
+    maps: Mutex<Maps>,
+    max_pending: usize,
+    max_open: usize,
+}
+
+#[derive(Default)]
+struct Maps {
+    next_ticket: u64,
+    open: usize,
+    pending: BTreeMap<u64, Arc<Connection>>,
+    idle: BTreeMap<u64, Arc<Connection>>,
+}
+
+impl Maps {
+    fn ticket(&mut self) -> u64 {
+        self.next_ticket += 1;
+        self.next_ticket
+    }
+
+    fn take_slot(&mut self, connection: &Connection) {
+        let slot = connection.state.lock().ok().and_then(|mut s| s.slot.take());
+        match slot {
+            Some(Slot::Pending(ticket)) => {
+                self.pending.remove(&ticket);
+            }
+            Some(Slot::Idle(ticket)) => {
+                self.idle.remove(&ticket);
+            }
+            None => {}
+        }
+    }
+
+    /// Closes the longest-waiting connection of `pending` (or, with `either`, of pending and
+    /// idle together); false when there is none.
+    fn evict_oldest(&mut self, either: bool) -> bool {
+        let oldest_pending = self.pending.first_key_value().map(|(t, _)| *t);
+        let oldest_idle = self
+            .idle
+            .first_key_value()
+            .map(|(t, _)| *t)
+            .filter(|_| either);
+        let victim = match (oldest_pending, oldest_idle) {
+            (Some(p), Some(i)) if i < p => self.idle.remove(&i),
+            (Some(p), _) => self.pending.remove(&p),
+            (None, Some(i)) => self.idle.remove(&i),
+            (None, None) => None,
+        };
+        match victim {
+            Some(connection) => {
+                connection.update(|state| {
+                    state.slot = None;
+                    state.phase = Phase::Evicted;
+                    true
+                });
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Registry {
+    /// A registry allowing `max_pending` connections without a request and `max_open` in all.
+    pub(super) fn new(max_pending: usize, max_open: usize) -> Self {
+        Self {
+            maps: Mutex::new(Maps::default()),
+            max_pending: max_pending.max(1),
+            max_open: max_open.max(1),
+        }
+    }
+
+    /// Registers a new connection, closing the longest-waiting evictable ones to make room;
+    /// `None` when every open connection is busy and there is no room at all.
+    pub(super) fn open(&self) -> Option<(Arc<Connection>, Admission)> {
+        let mut maps = self.maps.lock().ok()?;
+        let mut admission = Admission::default();
+        if maps.open >= self.max_open {
+            if !maps.evict_oldest(true) {
+                return None;
+            }
+            admission.evicted += 1;
+            // The evicted one still counts until its task closes it.
+        }
+        let connection = Connection::new();
+        let ticket = maps.ticket();
+        maps.pending.insert(ticket, Arc::clone(&connection));
+        connection.update(|state| {
+            state.slot = Some(Slot::Pending(ticket));
+            false
+        });
+        maps.open += 1;
+        while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
+            admission.evicted += 1;
+        }
+        Some((connection, admission))
+    }
+
+    /// A request starts: the connection is busy and cannot be evicted.
+    pub(super) fn busy(&self, connection: &Connection) {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.take_slot(connection);
+        }
+        connection.update(|state| {
+            // Evicted an instant before its request came: it closes all the same.
+            if !matches!(state.phase, Phase::Evicted) {
+                state.phase = Phase::Busy;
+            }
+            true
+        });
+    }
+
+    /// A request was answered (or dropped): the connection idles and can be evicted.
+    pub(super) fn idle(&self, connection: &Arc<Connection>) {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.take_slot(connection);
+            if matches!(connection.phase(), Phase::Evicted) {
+                return;
+            }
+            let ticket = maps.ticket();
+            maps.idle.insert(ticket, Arc::clone(connection));
+            connection.update(|state| {
+                state.slot = Some(Slot::Idle(ticket));
+                state.phase = Phase::Idle(Instant::now());
+                true
+            });
+        }
+    }
+
+    /// The connection closed.
+    pub(super) fn close(&self, connection: &Connection) {
+        if let Ok(mut maps) = self.maps.lock() {
+            maps.take_slot(connection);
+            maps.open = maps.open.saturating_sub(1);
+        }
+    }
+
+    /// How many connections are pending, idle and open.
+    pub(super) fn counts(&self) -> (usize, usize, usize) {
+        self.maps
+            .lock()
+            .map_or((0, 0, 0), |m| (m.pending.len(), m.idle.len(), m.open))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn evicted(connection: &Connection) -> bool {
+        matches!(connection.phase(), Phase::Evicted)
+    }
+
+    #[test]
+    fn the_longest_waiting_pending_connection_is_evicted_past_the_pending_cap() {
+        let registry = Registry::new(2, 100);
+        let (first, _) = registry.open().expect("room");
+        let (second, _) = registry.open().expect("room");
+        let (third, admission) = registry.open().expect("room");
+        assert_eq!(admission.evicted, 1);
+        assert!(evicted(&first));
+        assert!(!evicted(&second) && !evicted(&third));
+        registry.busy(&second);
+        let (_fourth, admission) = registry.open().expect("room");
+        assert_eq!(
+            admission.evicted, 0,
+            "a busy connection no longer counts as pending"
+        );
+    }
+
+    #[test]
+    fn when_every_descriptor_is_taken_the_longest_idle_or_pending_one_goes() {
+        let registry = Registry::new(10, 3);
+        let (idle, _) = registry.open().expect("room");
+        registry.busy(&idle);
+        let (busy, _) = registry.open().expect("room");
+        registry.busy(&busy);
+        let (pending, _) = registry.open().expect("room");
+        registry.idle(&idle);
+        // Full: the pending one waited longer than the idle one (which idles since now).
+        let (_new, admission) = registry.open().expect("room");
+        assert_eq!(admission.evicted, 1);
+        assert!(evicted(&pending) && !evicted(&idle) && !evicted(&busy));
+        registry.close(&pending);
+        let (_newer, admission) = registry.open().expect("room");
+        assert_eq!(admission.evicted, 1);
+        assert!(evicted(&idle));
+    }
+
+    #[test]
+    fn with_every_connection_busy_a_new_one_is_refused() {
+        let registry = Registry::new(10, 1);
+        let (only, _) = registry.open().expect("room");
+        registry.busy(&only);
+        assert!(registry.open().is_none());
+        registry.idle(&only);
+        assert!(registry.open().is_some());
+        assert!(evicted(&only));
+    }
+
+    #[test]
+    fn a_blocked_write_sets_a_deadline_even_while_busy() {
+        let registry = Registry::new(10, 10);
+        let (connection, _) = registry.open().expect("room");
+        registry.busy(&connection);
+        let deadlines = Deadlines {
+            header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(75),
+            write: Duration::from_secs(30),
+        };
+        assert_eq!(connection.deadline(&deadlines), None);
+        connection.on_write(true);
+        assert!(connection.deadline(&deadlines).is_some());
+        connection.on_write(false);
+        assert_eq!(connection.deadline(&deadlines), None);
+    }
+}

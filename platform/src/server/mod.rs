@@ -1,0 +1,420 @@
+//! Serving HTTP/1.1 to clients that may be hostile: every connection must earn its place.
+//!
+//! A connection has [`HttpLimits::header_read_timeout`] to send a request's headers (from
+//! when it opened, or from the first byte of a later request), may sit idle between requests
+//! for [`HttpLimits::idle_timeout`], and must take what it is sent: a write the client leaves
+//! unread for [`HttpLimits::write_timeout`] closes it. Connections that have sent nothing yet
+//! are capped ([`HttpLimits::max_pending_connections`]), and so are connections in all
+//! ([`HttpLimits::max_connections`], below the open-files limit): past either, the silent or
+//! idle connection that has waited longest is closed to admit the new one (see
+//! [`connection`]), so a flood of sockets cannot lock out a client that speaks at once. A
+//! request being answered (a held observe) has no deadline here: its handler bounds it.
+//!
+//! hyper's own header-read timeout also runs between keep-alive requests, which would close a
+//! load balancer's pooled connections after 10 s; hence this module's watchdog, one per
+//! connection, driven by what the connection does.
+//!
+//! Each request carries the client's address ([`ClientAddr`], see [`client_addr`]) and the
+//! body timeout.
+
+mod client_addr;
+mod connection;
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt as _;
+
+pub use client_addr::{ClientAddr, TrustedProxies};
+use connection::{Connection, Deadlines, Phase, Registry};
+
+use crate::config::parse_seconds;
+use crate::metrics::{Counter, Gauge, Metrics};
+use crate::respond::BodyTimeout;
+
+/// The largest request head (request line and headers) read, and the read buffer's cap: a
+/// say of 2,000 emoji percent-encoded in a query is about 24 KiB.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Descriptors kept free beside connections when their cap follows the open-files limit:
+/// NATS, the database, the listener, logs.
+const FD_HEADROOM: u64 = 64;
+
+/// How connections are bounded; flags shared by every role.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimits {
+    /// Seconds a client has to send a request's headers, from connecting or from the first
+    /// byte of a later request; also bounds reading a request body.
+    #[arg(long, env = "LINGR_HEADER_READ_TIMEOUT", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: Duration,
+    /// Seconds a keep-alive connection may sit idle between requests (above a load balancer's
+    /// own idle timeout, so it never reuses a connection we are closing).
+    #[arg(long, env = "LINGR_IDLE_TIMEOUT", default_value = "75", value_parser = parse_seconds)]
+    pub idle_timeout: Duration,
+    /// Seconds an answer may wait for the client to read it before the connection is closed.
+    #[arg(long, env = "LINGR_WRITE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
+    pub write_timeout: Duration,
+    /// Connections that may wait for their first request at once; beyond it the oldest such
+    /// connection is closed.
+    #[arg(long, env = "LINGR_MAX_PENDING_CONNECTIONS", default_value = "1024")]
+    pub max_pending_connections: usize,
+    /// Connections open at once; beyond it the silent or idle connection that has waited
+    /// longest is closed, and with none, the new one. Default: the open-files limit less 64.
+    #[arg(long, env = "LINGR_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Proxies whose `X-Forwarded-For` is believed: comma-separated addresses or CIDR blocks
+    /// (the load balancer's). Without it, the peer address is the client's.
+    #[arg(long, env = "LINGR_TRUSTED_PROXIES", default_value = "", value_parser = TrustedProxies::parse)]
+    pub trusted_proxies: TrustedProxies,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            write_timeout: Duration::from_secs(30),
+            max_pending_connections: 1024,
+            max_connections: None,
+            trusted_proxies: TrustedProxies::default(),
+        }
+    }
+}
+
+impl HttpLimits {
+    /// The cap on open connections: as configured, else the open-files limit less headroom.
+    fn connection_cap(&self) -> usize {
+        self.max_connections.unwrap_or_else(|| {
+            crate::config::open_files_limit().map_or(usize::MAX, |files| {
+                usize::try_from(files.saturating_sub(FD_HEADROOM)).unwrap_or(usize::MAX)
+            })
+        })
+    }
+
+    fn deadlines(&self) -> Deadlines {
+        Deadlines {
+            header_read: self.header_read_timeout,
+            idle: self.idle_timeout,
+            write: self.write_timeout,
+        }
+    }
+}
+
+/// Connection counts for `/metrics`.
+#[derive(Clone)]
+struct ConnectionMetrics {
+    open: Gauge,
+    pending: Gauge,
+    idle: Gauge,
+    timed_out: Counter,
+    evicted: Counter,
+    refused: Counter,
+}
+
+impl ConnectionMetrics {
+    fn register(metrics: &Metrics) -> Self {
+        Self {
+            open: metrics.gauge("lingr_http_connections", "HTTP connections open."),
+            pending: metrics.gauge(
+                "lingr_http_connections_pending",
+                "Connections that have not sent their first request yet.",
+            ),
+            idle: metrics.gauge(
+                "lingr_http_connections_idle",
+                "Keep-alive connections between requests.",
+            ),
+            timed_out: metrics.counter(
+                "lingr_http_connections_timed_out_total",
+                "Connections closed for sending headers too slowly, idling too long or not reading their answer.",
+            ),
+            evicted: metrics.counter(
+                "lingr_http_connections_evicted_total",
+                "Silent or idle connections closed to admit new ones past a connection cap.",
+            ),
+            refused: metrics.counter(
+                "lingr_http_connections_refused_total",
+                "Connections closed at once because every open one was busy.",
+            ),
+        }
+    }
+
+    fn show(&self, registry: &Registry) {
+        let (pending, idle, open) = registry.counts();
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.pending.set(gauge(pending));
+        self.idle.set(gauge(idle));
+        self.open.set(gauge(open));
+    }
+}
+
+/// What every connection of one listener shares.
+struct Shared {
+    app: Router,
+    registry: Registry,
+    metrics: ConnectionMetrics,
+    limits: HttpLimits,
+    deadlines: Deadlines,
+    force_close: CancellationToken,
+}
+
+/// Serves `app` on `listener` until `shutdown` fires, then lets open requests finish for at
+/// most `grace` before closing every connection.
+///
+/// # Errors
+/// When the listener fails for good.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    metrics: Metrics,
+    shutdown: CancellationToken,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let shared = Arc::new(Shared {
+        // Resolved once: every connection shares this route table.
+        app: app.with_state(()),
+        registry: Registry::new(limits.max_pending_connections, limits.connection_cap()),
+        metrics: ConnectionMetrics::register(&metrics),
+        deadlines: limits.deadlines(),
+        limits,
+        force_close: CancellationToken::new(),
+    });
+    let connections = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                // Registered here, in accept order, so the longest-waiting is evicted first.
+                let Some((connection, admission)) = shared.registry.open() else {
+                    shared.metrics.refused.inc();
+                    drop(stream);
+                    continue;
+                };
+                shared.metrics.evicted.add(admission.evicted as u64);
+                shared.metrics.show(&shared.registry);
+                connections.spawn(serve_connection(
+                    Arc::clone(&shared),
+                    connection,
+                    stream,
+                    peer,
+                    shutdown.clone(),
+                ));
+            }
+            Err(err) => {
+                // Out of descriptors, most likely: wait for some to close rather than spin.
+                tracing::warn!(error = %err, "accepting a connection failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    if tokio::time::timeout(grace, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+            "requests still open after the grace period; closing"
+        );
+        shared.force_close.cancel();
+        connections.wait().await;
+    }
+    Ok(())
+}
+
+/// Drives one connection until it ends, its deadline passes, or it is evicted.
+async fn serve_connection(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = {
+        let (shared, connection) = (Arc::clone(&shared), Arc::clone(&connection));
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            handle(Arc::clone(&shared), Arc::clone(&connection), peer, request)
+        })
+    };
+    let io = TokioIo::new(Watched {
+        stream,
+        connection: Arc::clone(&connection),
+    });
+    let http = hyper::server::conn::http1::Builder::new()
+        .max_buf_size(MAX_HEAD_BYTES)
+        // Deadlines are the watchdog's; hyper's would also close pooled idle connections.
+        .header_read_timeout(None)
+        .serve_connection(io, service);
+    tokio::pin!(http);
+    let mut graceful = false;
+    loop {
+        let changed = connection.changed().notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let deadline = connection.deadline(&shared.deadlines);
+        tokio::select! {
+            // Biased towards the connection: a request that has fully arrived is served even
+            // if the process was too busy to look until after its deadline.
+            biased;
+            result = http.as_mut() => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                break;
+            }
+            () = shared.force_close.cancelled() => break,
+            () = shutdown.cancelled(), if !graceful => {
+                graceful = true;
+                http.as_mut().graceful_shutdown();
+            }
+            () = &mut changed => {}
+            () = until(deadline) => {
+                if connection.deadline(&shared.deadlines).is_some_and(|d| d <= Instant::now()) {
+                    if matches!(connection.phase(), Phase::Evicted) {
+                        tracing::debug!(%peer, "closing a waiting connection to admit a newer one");
+                    } else {
+                        shared.metrics.timed_out.inc();
+                        tracing::debug!(%peer, "closing a connection that missed its deadline");
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    shared.registry.close(&connection);
+    shared.metrics.show(&shared.registry);
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers one request with the app, marking the connection busy until the answer is ready.
+async fn handle(
+    shared: Arc<Shared>,
+    connection: Arc<Connection>,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<axum::response::Response, std::convert::Infallible> {
+    shared.registry.busy(&connection);
+    // Idle again when the answer is handed to hyper, or when the client goes away and the
+    // request is dropped half-way. An answer the client does not read is bounded by the
+    // write deadline.
+    let _idle_after = IdleOnDrop(&shared, &connection);
+    let proxies = &shared.limits.trusted_proxies;
+    client_addr::warn_if_untrusted_proxy(proxies, peer.ip(), request.headers());
+    let client = proxies.client_of(peer.ip(), request.headers());
+    let extensions = request.extensions_mut();
+    extensions.insert(client);
+    extensions.insert(ConnectInfo(peer));
+    extensions.insert(BodyTimeout(shared.limits.header_read_timeout));
+    shared
+        .app
+        .clone()
+        .oneshot(request.map(axum::body::Body::new))
+        .await
+}
+
+struct IdleOnDrop<'a>(&'a Shared, &'a Arc<Connection>);
+
+impl Drop for IdleOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.registry.idle(self.1);
+        self.0.metrics.show(&self.0.registry);
+    }
+}
+
+/// A socket that tells its connection when bytes arrive and when a write has to wait.
+struct Watched {
+    stream: TcpStream,
+    connection: Arc<Connection>,
+}
+
+impl Watched {
+    fn written<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        self.connection.on_write(polled.is_pending());
+        polled
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.connection.on_read();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.written(polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.written(polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.written(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Binds `address`, saying which address failed.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding {address}"))
+}
