@@ -368,6 +368,55 @@ async fn a_herd_of_old_observes_on_a_fresh_comet_shares_one_read_of_the_stream()
 }
 
 #[tokio::test]
+async fn observes_needing_the_stream_answer_503_promptly_while_nats_is_away() {
+    let mut app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(fast_api())).await;
+    let base = api.base();
+    let c = &app.client.clone();
+    let alice = c.join(&base, "stranded", "alice").await;
+    for i in 0..5 {
+        c.say_ok(&base, &alice, &format!("before {i}")).await;
+    }
+    let mut herd = Vec::new();
+    for _ in 0..6 {
+        let session = c.session(&base, None).await;
+        let member = c.enter_with(&base, &session, "stranded", None).await;
+        herd.push(Member {
+            counter: alice.counter,
+            ..member
+        });
+    }
+    // A fresh comet holds none of the room's events: every observe must read the stream.
+    let comet = app.start(comet_only(CometConfig::default())).await;
+    app.kill_nats().await;
+    let started = std::time::Instant::now();
+    let mut observes = Vec::new();
+    for member in herd {
+        let (c, base) = (c.clone(), comet.base());
+        observes.push(tokio::spawn(async move {
+            c.observe(&base, &member, member.counter, 30).await
+        }));
+    }
+    for observe in observes {
+        let answer = tokio::time::timeout(Duration::from_secs(20), observe)
+            .await
+            .expect("answered while NATS is away")
+            .expect("task");
+        answer.assert_error(503, "unavailable");
+    }
+    // Each waits at most its own 5 s, not its turn behind the others' failures.
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "six observes took {:?}",
+        started.elapsed()
+    );
+    app.restart_nats().await;
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn the_same_idempotent_id_stores_one_event_and_repeats_the_answer() {
     let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;

@@ -71,6 +71,17 @@ impl Backfiller {
         upto: u64,
         max: usize,
     ) -> Result<Fetched, BackfillError> {
+        // The first sequence only grows, so any reading is a lower bound: a counter below it
+        // has expired for sure, and costs no walk.
+        let known_first = self
+            .first_sequence
+            .lock()
+            .ok()
+            .and_then(|c| *c)
+            .map(|(first, _)| first);
+        if known_first.is_some_and(|first| after.saturating_add(1) < first) {
+            return Err(BackfillError::Expired);
+        }
         let _walk = self
             .walks
             .acquire()

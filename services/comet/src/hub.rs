@@ -9,6 +9,7 @@
 //! dropped after a while, so memory follows the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -16,10 +17,15 @@ use bytes::Bytes;
 use lingr_proto::{Event, RoomId};
 use tokio::sync::Notify;
 
+/// Bytes of backfilled runs one replica keeps across all rooms; past it, the runs read
+/// longest ago are dropped (an observe that needs one again reads the stream again).
+pub const RUNS_BUDGET: usize = 128 * 1024 * 1024;
+
 /// Every room this replica follows.
 pub struct Hub {
     inner: RwLock<Rooms>,
     room_capacity: usize,
+    run_bytes: AtomicUsize,
 }
 
 struct Rooms {
@@ -46,6 +52,7 @@ struct Buffer {
     events: VecDeque<(u64, Bytes)>,
     last_used: Instant,
     run: Option<Run>,
+    backfill_failed_at: Option<Instant>,
 }
 
 /// Every event of the room with a counter in `(from, to]`, read from the stream.
@@ -55,6 +62,15 @@ struct Run {
     events: Vec<(u64, Bytes)>,
     read_at: Instant,
 }
+
+impl Run {
+    fn bytes(&self) -> usize {
+        self.events.iter().map(|(_, json)| json.len()).sum()
+    }
+}
+
+/// How long a failed read of the stream makes the room's other observes give up at once.
+const BACKFILL_FAILURE_MEMORY: Duration = Duration::from_secs(1);
 
 /// What a room can say about the events after a counter.
 #[derive(Debug, PartialEq, Eq)]
@@ -80,6 +96,7 @@ impl Hub {
                 applied,
             }),
             room_capacity: room_capacity.max(1),
+            run_bytes: AtomicUsize::new(0),
         }
     }
 
@@ -125,19 +142,6 @@ impl Hub {
         true
     }
 
-    /// Wakes the waiters of a room this replica knows (someone left it: their held observes
-    /// must end); a room nobody waits on is left alone.
-    pub fn wake(&self, room_id: &RoomId) {
-        let room = self
-            .inner
-            .read()
-            .ok()
-            .and_then(|rooms| rooms.by_id.get(room_id).cloned());
-        if let Some(room) = room {
-            room.notify.notify_waiters();
-        }
-    }
-
     /// Marks counters up to `counter` as applied without an event (a gap in the stream, or
     /// a message that is not a valid event).
     pub fn skip_to(&self, counter: u64) {
@@ -152,25 +156,63 @@ impl Hub {
             return 0;
         };
         let now = Instant::now();
+        let mut freed = 0;
         for room in rooms.by_id.values() {
-            if let Ok(mut buffer) = room.buffer.write() {
-                if buffer
-                    .run
-                    .as_ref()
-                    .is_some_and(|r| now.duration_since(r.read_at) >= RUN_TTL)
-                {
-                    buffer.run = None;
-                }
+            if room
+                .run_read_at()
+                .is_some_and(|at| now.duration_since(at) >= RUN_TTL)
+            {
+                freed += room.take_run();
             }
         }
         rooms.by_id.retain(|_, room| {
-            Arc::strong_count(room) > 1
+            let keep = Arc::strong_count(room) > 1
                 || room
                     .buffer
                     .read()
-                    .is_ok_and(|b| now.duration_since(b.last_used) < idle)
+                    .is_ok_and(|b| now.duration_since(b.last_used) < idle);
+            if !keep {
+                freed += room.take_run();
+            }
+            keep
         });
+        self.run_bytes.fetch_sub(freed, Ordering::Relaxed);
         rooms.by_id.len()
+    }
+}
+
+impl Hub {
+    /// Keeps what a backfill of `room` read (see [`Room::add_run`]) within [`RUNS_BUDGET`]:
+    /// past it, the runs of other rooms read longest ago are dropped.
+    pub fn keep_run(&self, room: &Room, from: u64, to: u64, events: Vec<(u64, Bytes)>) {
+        let (before, after) = room.add_run(from, to, events);
+        self.run_bytes.fetch_add(after, Ordering::Relaxed);
+        self.run_bytes.fetch_sub(before, Ordering::Relaxed);
+        if self.run_bytes.load(Ordering::Relaxed) <= RUNS_BUDGET {
+            return;
+        }
+        let Ok(rooms) = self.inner.read() else {
+            return;
+        };
+        let mut oldest: Vec<(Instant, &Arc<Room>)> = rooms
+            .by_id
+            .values()
+            .filter(|other| !std::ptr::eq(Arc::as_ptr(other), room))
+            .filter_map(|other| other.run_read_at().map(|at| (at, other)))
+            .collect();
+        oldest.sort_by_key(|(at, _)| *at);
+        for (_, other) in oldest {
+            if self.run_bytes.load(Ordering::Relaxed) <= RUNS_BUDGET {
+                break;
+            }
+            self.run_bytes
+                .fetch_sub(other.take_run(), Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes held in backfilled runs now.
+    pub fn run_bytes(&self) -> usize {
+        self.run_bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -182,6 +224,7 @@ impl Room {
                 events: VecDeque::new(),
                 last_used: Instant::now(),
                 run: None,
+                backfill_failed_at: None,
             }),
             notify: Notify::new(),
             backfill_turn: tokio::sync::Mutex::new(()),
@@ -238,11 +281,13 @@ impl Room {
     }
 
     /// Keeps what a backfill read (every event in `(from, to]`), joined to the run already
-    /// kept when the two touch, and trimmed to [`RUN_MAX`] events.
-    pub fn add_run(&self, from: u64, to: u64, events: Vec<(u64, Bytes)>) {
+    /// kept when the two touch, and trimmed to [`RUN_MAX`] events; returns the bytes of the
+    /// run before and after.
+    fn add_run(&self, from: u64, to: u64, events: Vec<(u64, Bytes)>) -> (usize, usize) {
         let Ok(mut buffer) = self.buffer.write() else {
-            return;
+            return (0, 0);
         };
+        let before = buffer.run.as_ref().map_or(0, Run::bytes);
         let fresh = Run {
             from,
             to,
@@ -268,7 +313,41 @@ impl Room {
                 run.events.drain(..excess);
             }
         }
+        let after = run.bytes();
         buffer.run = Some(run);
+        (before, after)
+    }
+
+    /// Drops the room's run; returns its bytes.
+    fn take_run(&self) -> usize {
+        self.buffer
+            .write()
+            .ok()
+            .and_then(|mut buffer| buffer.run.take())
+            .map_or(0, |run| run.bytes())
+    }
+
+    fn run_read_at(&self) -> Option<Instant> {
+        self.buffer
+            .read()
+            .ok()
+            .and_then(|buffer| buffer.run.as_ref().map(|run| run.read_at))
+    }
+
+    /// Remembers that reading the stream for this room just failed.
+    pub fn note_backfill_failure(&self) {
+        if let Ok(mut buffer) = self.buffer.write() {
+            buffer.backfill_failed_at = Some(Instant::now());
+        }
+    }
+
+    /// Whether reading the stream for this room failed a moment ago.
+    pub fn backfill_failed_recently(&self) -> bool {
+        self.buffer.read().is_ok_and(|buffer| {
+            buffer
+                .backfill_failed_at
+                .is_some_and(|at| at.elapsed() < BACKFILL_FAILURE_MEMORY)
+        })
     }
 
     /// One backfill of this room at a time: the observes that need one take turns, and each
@@ -357,7 +436,7 @@ mod tests {
         }
         let a = hub.room(&room("a"));
         assert_eq!(a.collect(5, 10), Collected::Missing { from: 5, upto: 20 });
-        a.add_run(5, 20, vec![(7, json(7)), (12, json(12))]);
+        hub.keep_run(&a, 5, 20, vec![(7, json(7)), (12, json(12))]);
         assert_eq!(
             a.collect(5, 10),
             Collected::Events(vec![
@@ -377,7 +456,7 @@ mod tests {
         );
         assert_eq!(a.collect(2, 10), Collected::Missing { from: 2, upto: 20 });
         // An earlier run that touches the kept one joins it.
-        a.add_run(2, 7, vec![(3, json(3)), (7, json(7))]);
+        hub.keep_run(&a, 2, 7, vec![(3, json(3)), (7, json(7))]);
         assert_eq!(
             a.collect(2, 3),
             Collected::Events(vec![(3, json(3)), (7, json(7)), (12, json(12))])
@@ -388,7 +467,7 @@ mod tests {
     fn a_run_that_ended_before_the_buffer_moved_on_asks_for_the_rest() {
         let hub = Hub::new(1, 10);
         let a = hub.room(&room("a"));
-        a.add_run(0, 10, vec![(4, json(4))]);
+        hub.keep_run(&a, 0, 10, vec![(4, json(4))]);
         for counter in [11, 12, 13] {
             hub.apply(&room("a"), counter, json(counter));
         }
@@ -402,8 +481,8 @@ mod tests {
         let hub = Hub::new(1, 100_000);
         let a = hub.room(&room("a"));
         let later: Vec<(u64, Bytes)> = (101..=RUN_MAX as u64 + 100).map(|c| (c, json(c))).collect();
-        a.add_run(100, 100_000, later);
-        a.add_run(0, 100, (1..=100).map(|c| (c, json(c))).collect());
+        hub.keep_run(&a, 100, 100_000, later);
+        hub.keep_run(&a, 0, 100, (1..=100).map(|c| (c, json(c))).collect());
         assert_eq!(a.collect(0, 1), Collected::Events(vec![(1, json(1))]));
     }
 
@@ -412,7 +491,7 @@ mod tests {
         let hub = Hub::new(1, 100_000);
         let a = hub.room(&room("a"));
         let events: Vec<(u64, Bytes)> = (1..=RUN_MAX as u64 + 10).map(|c| (c, json(c))).collect();
-        a.add_run(0, 100_000, events);
+        hub.keep_run(&a, 0, 100_000, events);
         assert_eq!(
             a.collect(0, 1),
             Collected::Missing {
@@ -421,6 +500,37 @@ mod tests {
             }
         );
         assert_eq!(a.collect(10, 1), Collected::Events(vec![(11, json(11))]));
+    }
+
+    #[test]
+    fn runs_past_the_budget_drop_the_ones_read_longest_ago() {
+        let hub = Hub::new(1, 1_000);
+        let big = |c: u64| (c, Bytes::from(vec![b'x'; RUNS_BUDGET / 3 + 1]));
+        let (a, b, c) = (
+            hub.room(&room("a")),
+            hub.room(&room("b")),
+            hub.room(&room("c")),
+        );
+        hub.keep_run(&a, 0, 1_000, vec![big(1)]);
+        hub.keep_run(&b, 0, 1_000, vec![big(2)]);
+        hub.keep_run(&c, 0, 1_000, vec![big(3)]);
+        assert!(hub.run_bytes() <= RUNS_BUDGET);
+        assert_eq!(
+            a.collect(0, 1),
+            Collected::Missing {
+                from: 0,
+                upto: 1_000
+            },
+            "the oldest went"
+        );
+        assert_eq!(
+            c.collect(0, 1),
+            Collected::Events(vec![big(3)]),
+            "the newest stays"
+        );
+        drop((a, b, c));
+        hub.sweep(Duration::ZERO);
+        assert_eq!(hub.run_bytes(), 0, "dropped rooms give their runs back");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use lingr_proto::api::{OBSERVE_MAX_BYTES, OBSERVE_MAX_EVENTS};
 use lingr_proto::records::{occupant_key, OccupantRecord};
 use lingr_proto::ticket::Ticket;
 use lingr_proto::{ErrorCode, RoomId, SessionToken};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backfill::BackfillError;
@@ -67,39 +68,35 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     // The rare paths are boxed so a held observe does not carry their state while it waits.
     Box::pin(check_present(state, &ticket)).await?;
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
-    let _observing = Observing::start(state, ticket.occupant_id.as_str());
+    let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let room = state.hub.room(&ticket.room);
-    let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
-    // The mirror may not have seen a brand-new occupant (it was checked in the bucket): only
-    // a key the mirror held and then lost means the occupant left.
-    let mut mirrored = state.occupants_mirror.contains(&occupant);
+    let mut departed = false;
     loop {
         let notified = room.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        let leaving = observing.departed.notified();
+        tokio::pin!(leaving);
+        leaving.as_mut().enable();
         match room.collect(after, OBSERVE_MAX_EVENTS) {
             Collected::Events(events) if !events.is_empty() => {
                 state.metrics.answered.inc();
                 return Ok(answer(after, &events));
             }
-            Collected::Events(_) => {
-                let present = state.occupants_mirror.contains(&occupant);
-                if mirrored && !present {
-                    // Left (exit, timeout, session destroyed) with no event after `after`:
-                    // an anonymous observer, or a departure seen before its exit event.
-                    return Err(dead_ticket());
-                }
-                mirrored |= present;
-            }
+            // Left (exit, timeout, session destroyed) with nothing more to deliver: an
+            // anonymous observer, or a departure seen before its exit event.
+            Collected::Events(_) if departed => return Err(dead_ticket()),
+            Collected::Events(_) => {}
             Collected::Missing { from, upto } => {
                 // Rare, so boxed: a held observe does not carry this state while it waits.
-                Box::pin(backfill(state, &room, &ticket.room, from, upto)).await?;
+                Box::pin(backfill_in_time(state, &room, &ticket.room, from, upto)).await?;
                 continue;
             }
         }
         tokio::select! {
             () = &mut notified => {}
+            () = &mut leaving => departed = true,
             () = tokio::time::sleep_until(deadline) => break,
             () = state.shutdown.cancelled() => break,
         }
@@ -108,8 +105,31 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     Ok(answer(after, &[]))
 }
 
+/// How long an observe waits for its room's older events (its turn, a walk permit and the
+/// walk), like any call needing NATS: then it answers 503 rather than hang (guarantee 8).
+const BACKFILL_LIMIT: Duration = Duration::from_secs(5);
+
+/// [`backfill`], given up after [`BACKFILL_LIMIT`].
+async fn backfill_in_time(
+    state: &CometState,
+    room: &Room,
+    room_id: &RoomId,
+    from: u64,
+    upto: u64,
+) -> Result<(), ApiError> {
+    tokio::time::timeout(BACKFILL_LIMIT, backfill(state, room, room_id, from, upto))
+        .await
+        .unwrap_or_else(|_| {
+            Err(ApiError::unavailable(
+                "backfilling an observe",
+                "the event stream did not answer in time",
+            ))
+        })
+}
+
 /// Reads the room's events in `(from, upto]` from the stream into the room, unless the
-/// observe that had the turn before did so already.
+/// observe that had the turn before did so already, or failed a moment ago (then the stream
+/// is down, and every waiting observe answers 503 at once instead of trying in turn).
 async fn backfill(
     state: &CometState,
     room: &Room,
@@ -121,19 +141,31 @@ async fn backfill(
     if !matches!(room.collect(from, 1), Collected::Missing { .. }) {
         return Ok(());
     }
+    if room.backfill_failed_recently() {
+        return Err(ApiError::unavailable(
+            "backfilling an observe",
+            "the room's last read of the stream failed a moment ago",
+        ));
+    }
     state.metrics.backfills.inc();
-    let fetched = state
+    let fetched = match state
         .backfiller
         .fetch(room_id, from, upto, OBSERVE_MAX_EVENTS)
         .await
-        .map_err(|err| match err {
-            BackfillError::Expired => ApiError::new(
+    {
+        Ok(fetched) => fetched,
+        Err(BackfillError::Expired) => {
+            return Err(ApiError::new(
                 ErrorCode::CounterExpired,
                 "counter is older than the stream keeps; enter the room again or page with get_messages",
-            ),
-            BackfillError::Stream(cause) => ApiError::unavailable("backfilling an observe", cause),
-        })?;
-    room.add_run(from, fetched.to, fetched.events);
+            ))
+        }
+        Err(BackfillError::Stream(cause)) => {
+            room.note_backfill_failure();
+            return Err(ApiError::unavailable("backfilling an observe", cause));
+        }
+    };
+    state.hub.keep_run(room, from, fetched.to, fetched.events);
     Ok(())
 }
 
@@ -186,16 +218,21 @@ async fn check_present(state: &CometState, ticket: &Ticket) -> Result<(), ApiErr
     }
 }
 
-/// Marks an occupant as observing for as long as it lives.
+/// Marks an occupant as observing for as long as it lives, and hears when it leaves.
 struct Observing<'a> {
     state: &'a CometState,
     occupant: &'a str,
+    departed: Arc<Notify>,
 }
 
 impl<'a> Observing<'a> {
     fn start(state: &'a CometState, occupant: &'a str) -> Self {
-        state.presence.start(occupant);
-        Self { state, occupant }
+        let departed = state.presence.start(occupant);
+        Self {
+            state,
+            occupant,
+            departed,
+        }
     }
 }
 

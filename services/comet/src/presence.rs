@@ -1,14 +1,17 @@
-//! Telling the api who is observing. An occupant is present while it observes, so the comet
-//! records each observing occupant and, every flush interval, writes their last-seen time to
-//! the presence bucket: at most one write per occupant per interval, however often it observes.
+//! Telling the api who is observing, and the observes who has left. An occupant is present
+//! while it observes, so the comet records each observing occupant and, every flush interval,
+//! writes their last-seen time to the presence bucket: at most one write per occupant per
+//! interval, however often it observes. When an occupant leaves, only its own held observes are
+//! woken to end, whatever else waits in the room.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use futures::StreamExt as _;
 use lingr_platform::clock::now_ms;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Occupants seen since the last flush, and those holding an observe now.
@@ -20,27 +23,51 @@ pub struct Presence {
 #[derive(Default)]
 struct Seen {
     touched: HashSet<String>,
-    holding: HashMap<String, u32>,
+    holding: HashMap<String, Holding>,
+}
+
+/// An occupant's held observes: how many, and the signal that ends them when it leaves.
+struct Holding {
+    observes: u32,
+    departed: Arc<Notify>,
 }
 
 impl Presence {
-    /// An observe by `occupant` starts.
-    pub fn start(&self, occupant: &str) {
-        if let Ok(mut seen) = self.inner.lock() {
-            seen.touched.insert(occupant.to_owned());
-            *seen.holding.entry(occupant.to_owned()).or_insert(0) += 1;
-        }
+    /// An observe by `occupant` starts; the returned signal fires if the occupant leaves.
+    pub fn start(&self, occupant: &str) -> Arc<Notify> {
+        let Ok(mut seen) = self.inner.lock() else {
+            return Arc::new(Notify::new());
+        };
+        seen.touched.insert(occupant.to_owned());
+        let holding = seen
+            .holding
+            .entry(occupant.to_owned())
+            .or_insert_with(|| Holding {
+                observes: 0,
+                departed: Arc::new(Notify::new()),
+            });
+        holding.observes += 1;
+        Arc::clone(&holding.departed)
     }
 
     /// An observe by `occupant` ends.
     pub fn end(&self, occupant: &str) {
         if let Ok(mut seen) = self.inner.lock() {
             seen.touched.insert(occupant.to_owned());
-            if let Some(count) = seen.holding.get_mut(occupant) {
-                *count -= 1;
-                if *count == 0 {
+            if let Some(holding) = seen.holding.get_mut(occupant) {
+                holding.observes = holding.observes.saturating_sub(1);
+                if holding.observes == 0 {
                     seen.holding.remove(occupant);
                 }
+            }
+        }
+    }
+
+    /// `occupant` left its room: its held observes wake to end.
+    pub fn depart(&self, occupant: &str) {
+        if let Ok(seen) = self.inner.lock() {
+            if let Some(holding) = seen.holding.get(occupant) {
+                holding.departed.notify_waiters();
             }
         }
     }

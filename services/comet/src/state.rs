@@ -15,7 +15,7 @@ use lingr_platform::{nats, ApiError};
 use lingr_proto::records::OccupantRecord;
 use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
-use lingr_proto::{ErrorCode, RoomId};
+use lingr_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::backfill::Backfiller;
@@ -272,12 +272,13 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let newest = stream.info().await?.state.last_sequence;
     let metrics = CometMetrics::register(metrics);
     let hub = Arc::new(Hub::new(config.room_buffer, newest));
+    let presence = Arc::new(Presence::default());
     let departures = {
-        let hub = Arc::clone(&hub);
+        let presence = Arc::clone(&presence);
         move |key: &str| {
-            // Occupant keys are `<room>.<occupant>`: wake that room's observes to recheck.
-            if let Some(room) = key.split('.').next().and_then(|r| RoomId::parse(r).ok()) {
-                hub.wake(&room);
+            // Occupant keys are `<room>.<occupant>`: end that occupant's held observes.
+            if let Some((_, occupant)) = key.split_once('.') {
+                presence.depart(occupant);
             }
         }
     };
@@ -287,7 +288,6 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         Some(Box::new(departures)),
     );
     let feed_ready = Arc::new(AtomicBool::new(false));
-    let presence = Arc::new(Presence::default());
     let state = CometState {
         slots: Arc::new(Slots::new(
             held_limit(config.max_held_observes),
