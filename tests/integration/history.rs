@@ -199,14 +199,9 @@ async fn a_flood_of_recent_message_requests_is_answered_without_queueing_without
         answered += 1;
     }
     assert_eq!(answered, flood);
-    let metrics = c
-        .request(c.http().get(format!("{base}/metrics")))
+    let refused = c
+        .metric(&base, "lingr_history_recent_refused_total")
         .await
-        .body;
-    let refused: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("lingr_history_recent_refused_total "))
-        .and_then(|v| v.parse().ok())
         .expect("the refused-requests metric");
     assert!(
         refused >= 100,

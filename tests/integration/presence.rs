@@ -33,12 +33,8 @@ fn quick_flush() -> CometConfig {
 
 /// A metric's value from a server's `/metrics`.
 async fn metric(c: &Client, base: &str, name: &str) -> u64 {
-    let text = c
-        .request(c.http().get(format!("{base}/metrics")))
+    c.metric(base, name)
         .await
-        .body;
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("metric {name} missing"))
 }
 

@@ -125,14 +125,7 @@ async fn read_response(stream: &mut TcpStream) -> u16 {
 }
 
 async fn metric(c: &Client, base: &str, name: &str) -> u64 {
-    let text = c
-        .request(c.http().get(format!("{base}/metrics")))
-        .await
-        .body;
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    c.metric(base, name).await.unwrap_or(0)
 }
 
 #[tokio::test]

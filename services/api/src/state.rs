@@ -105,22 +105,9 @@ impl ApiState {
     /// # Errors
     /// 429 `rate_limited` when the session has none left; `unavailable`.
     pub async fn limit_call(&self, session_tag: &str) -> Result<(), ApiError> {
-        let Some(limiter) = &self.call_limiter else {
-            return Ok(());
-        };
-        let taken = limiter
-            .take(
-                session_tag,
-                "too many calls from this session (10 a second, bursts of 20); slow down",
-            )
-            .await;
-        if taken
-            .as_ref()
-            .is_err_and(|e| e.code == ErrorCode::RateLimited)
-        {
-            self.metrics.rate_limited.inc();
-        }
-        taken
+        let detail = "too many calls from this session (10 a second, bursts of 20); slow down";
+        self.take_token(self.call_limiter.as_deref(), session_tag, detail)
+            .await
     }
 
     /// Takes one of the client address's session tokens.
@@ -128,15 +115,25 @@ impl ApiState {
     /// # Errors
     /// 429 `rate_limited` when the address has created too many sessions; `unavailable`.
     pub async fn limit_session_creation(&self, client: Option<ClientAddr>) -> Result<(), ApiError> {
-        let (Some(limiter), Some(client)) = (&self.session_limiter, client) else {
+        let Some(client) = client else {
             return Ok(());
         };
-        let taken = limiter
-            .take(
-                &client.limit_key(),
-                "too many sessions created from this address; wait a moment",
-            )
-            .await;
+        let detail = "too many sessions created from this address; wait a moment";
+        self.take_token(self.session_limiter.as_deref(), &client.limit_key(), detail)
+            .await
+    }
+
+    /// Takes a token of `key` from `limiter` (none: the limit is off), counting refusals.
+    async fn take_token(
+        &self,
+        limiter: Option<&SharedLimiter>,
+        key: &str,
+        detail: &'static str,
+    ) -> Result<(), ApiError> {
+        let Some(limiter) = limiter else {
+            return Ok(());
+        };
+        let taken = limiter.take(key, detail).await;
         if taken
             .as_ref()
             .is_err_and(|e| e.code == ErrorCode::RateLimited)

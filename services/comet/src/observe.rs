@@ -90,7 +90,16 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             Collected::Events(_) => {}
             Collected::Missing { from, upto } => {
                 // Rare, so boxed: a held observe does not carry this state while it waits.
-                Box::pin(backfill_in_time(state, &room, &ticket.room, from, upto)).await?;
+                let filled = tokio::time::timeout(
+                    BACKFILL_LIMIT,
+                    backfill(state, &room, &ticket.room, from, upto),
+                );
+                Box::pin(filled).await.unwrap_or_else(|_| {
+                    Err(ApiError::unavailable(
+                        "backfilling an observe",
+                        "the event stream did not answer in time",
+                    ))
+                })?;
                 continue;
             }
         }
@@ -108,24 +117,6 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
 /// How long an observe waits for its room's older events (its turn, a walk permit and the
 /// walk), like any call needing NATS: then it answers 503 rather than hang (guarantee 8).
 const BACKFILL_LIMIT: Duration = Duration::from_secs(5);
-
-/// [`backfill`], given up after [`BACKFILL_LIMIT`].
-async fn backfill_in_time(
-    state: &CometState,
-    room: &Room,
-    room_id: &RoomId,
-    from: u64,
-    upto: u64,
-) -> Result<(), ApiError> {
-    tokio::time::timeout(BACKFILL_LIMIT, backfill(state, room, room_id, from, upto))
-        .await
-        .unwrap_or_else(|_| {
-            Err(ApiError::unavailable(
-                "backfilling an observe",
-                "the event stream did not answer in time",
-            ))
-        })
-}
 
 /// Reads the room's events in `(from, upto]` from the stream into the room, unless the
 /// observe that had the turn before did so already, or failed a moment ago (then the stream

@@ -303,6 +303,16 @@ impl Client {
         seen
     }
 
+    /// A series' value from a server's `/metrics`, if it has one.
+    pub async fn metric(&self, base: &str, name: &str) -> Option<u64> {
+        let text = self
+            .request(self.http().get(format!("{base}/metrics")))
+            .await
+            .body;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
     /// Waits until the server's `/metrics` shows `count` held observes.
     pub async fn wait_held(&self, base: &str, count: usize) {
         let wanted = format!("lingr_comet_held_observes {count}\n");
