@@ -37,6 +37,10 @@ pub struct OccupantRecord {
     /// nobody saw it enter.
     #[serde(default)]
     pub enter_counter: Option<u64>,
+    /// Where the enter's idempotency record lives, when it was entered with an
+    /// `idempotent_id`: leaving marks it, so a retry of that enter cannot bring it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl OccupantRecord {

@@ -276,3 +276,98 @@ async fn an_unanswered_enter_whose_occupant_left_is_not_resumed() {
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_enter_whose_answer_was_lost_after_its_event_was_stored_is_finished_by_the_retry() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app.start_all().await;
+    let base = server.base();
+    let c = &app.client;
+    let session = c.session(&base, None).await;
+    // As if a first attempt had chosen its occupant, stored the enter event, and then lost
+    // the PubAck and taken the occupant back: the record says "entering", the stream holds
+    // the event, the occupant is absent.
+    let tag = lingr_proto::SessionToken::parse(&session)
+        .expect("token")
+        .tag();
+    let id = lingr_proto::IdempotentId::parse("lost-ack").expect("id");
+    let call = lingr_api::idempotency::Call::new(&tag, &id, &["enter", "lost-ack", "alice"]);
+    let occupant_id = lingr_proto::OccupantId::from_bytes(&[9; 16]);
+    let js = app.jetstream().await;
+    let bucket = js
+        .get_key_value(lingr_proto::subjects::IDEMPOTENCY_BUCKET)
+        .await
+        .expect("bucket");
+    let record = lingr_api::idempotency::Record {
+        fingerprint: call.fingerprint().to_owned(),
+        outcome: lingr_api::idempotency::Outcome::Entering {
+            occupant_id: occupant_id.clone(),
+        },
+    };
+    bucket
+        .put(
+            call.key(),
+            serde_json::to_vec(&record).expect("json").into(),
+        )
+        .await
+        .expect("plant the record");
+    let event = serde_json::json!({
+        "type": "enter", "room": "lost-ack", "occupant_id": occupant_id.as_str(),
+        "nickname": "alice", "timestamp": "2026-11-26T10:00:00.000Z"
+    });
+    let stored = js
+        .send_publish(
+            "rooms.lost-ack.events",
+            async_nats::jetstream::message::PublishMessage::build()
+                .payload(serde_json::to_vec(&event).expect("json").into())
+                .message_id(format!("enter:{occupant_id}")),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("stored");
+
+    let retried = enter_with_id(c, &base, &session, "lost-ack", Some("alice"), "lost-ack")
+        .await
+        .ok();
+    assert_eq!(retried["occupant_id"], occupant_id.as_str());
+    assert_eq!(
+        retried["counter"], stored.sequence,
+        "the stored enter event is its enter"
+    );
+    assert_eq!(
+        stream_counters(&app, "lost-ack").await,
+        [stored.sequence],
+        "no second enter event"
+    );
+    let member = Member {
+        session: session.clone(),
+        ticket: retried["ticket"].as_str().expect("ticket").to_owned(),
+        occupant_id: occupant_id.to_string(),
+        counter: stored.sequence,
+        entered: retried.clone(),
+    };
+    let said = c.say_ok(&base, &member, "I am really here").await;
+    let exited = c
+        .get(
+            &base,
+            "room/exit",
+            &[
+                ("session", session.as_str()),
+                ("ticket", member.ticket.as_str()),
+            ],
+        )
+        .await
+        .ok();
+    assert_eq!(
+        stream_counters(&app, "lost-ack").await,
+        [
+            stored.sequence,
+            said,
+            exited["counter"].as_u64().expect("counter")
+        ],
+        "enter, say, exit: the occupant is whole"
+    );
+    server.stop().await;
+    app.cleanup().await;
+}

@@ -90,6 +90,7 @@ async fn plant_occupant(
         nickname: Some(lingr_proto::Nickname::parse(nickname).expect("nickname")),
         entered_ms: lingr_platform::clock::now_ms() - 60_000,
         enter_counter,
+        idempotency_key: None,
     };
     let occupants = app
         .jetstream()

@@ -27,6 +27,8 @@ pub(super) enum Phase {
     Busy,
     /// Closed to make room for another.
     Evicted,
+    /// Closed for good; nothing moves it again.
+    Closed,
 }
 
 /// Which evictable set a connection is in, and its place there.
@@ -121,7 +123,7 @@ impl Connection {
             Phase::Opened(at) | Phase::Reading(at) => Some(at + deadlines.header_read),
             Phase::Idle(at) => Some(at + deadlines.idle),
             Phase::Busy => None,
-            Phase::Evicted => Some(Instant::now()),
+            Phase::Evicted | Phase::Closed => Some(Instant::now()),
         };
         let write = state.write_blocked.map(|at| at + deadlines.write);
         match (phase, write) {
@@ -244,7 +246,7 @@ impl Registry {
         }
         connection.update(|state| {
             // Evicted an instant before its request came: it closes all the same.
-            if !matches!(state.phase, Phase::Evicted) {
+            if !matches!(state.phase, Phase::Evicted | Phase::Closed) {
                 state.phase = Phase::Busy;
             }
             true
@@ -255,7 +257,7 @@ impl Registry {
     pub(super) fn idle(&self, connection: &Arc<Connection>) {
         if let Ok(mut maps) = self.maps.lock() {
             maps.take_slot(connection);
-            if matches!(connection.phase(), Phase::Evicted) {
+            if matches!(connection.phase(), Phase::Evicted | Phase::Closed) {
                 return;
             }
             let ticket = maps.ticket();
@@ -268,10 +270,14 @@ impl Registry {
         }
     }
 
-    /// The connection closed.
+    /// The connection closed; it is never counted again.
     pub(super) fn close(&self, connection: &Connection) {
         if let Ok(mut maps) = self.maps.lock() {
             maps.take_slot(connection);
+            connection.update(|state| {
+                state.phase = Phase::Closed;
+                false
+            });
             maps.open = maps.open.saturating_sub(1);
         }
     }
@@ -337,6 +343,17 @@ mod tests {
         registry.idle(&only);
         assert!(registry.open().is_some());
         assert!(evicted(&only));
+    }
+
+    #[test]
+    fn a_closed_connection_never_idles_again() {
+        let registry = Registry::new(10, 10);
+        let (connection, _) = registry.open().expect("room");
+        registry.busy(&connection);
+        registry.close(&connection);
+        // A request dropped after its connection closed must not bring it back.
+        registry.idle(&connection);
+        assert_eq!(registry.counts(), (0, 0, 0));
     }
 
     #[test]

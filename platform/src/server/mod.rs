@@ -217,6 +217,11 @@ pub async fn serve(
                     peer,
                     shutdown.clone(),
                 ));
+                if admission.evicted > 0 {
+                    // Let the evicted connections close before accepting more, so a burst
+                    // of accepts cannot run past the cap while their descriptors are held.
+                    tokio::task::yield_now().await;
+                }
             }
             Err(err) => {
                 // Out of descriptors, most likely: wait for some to close rather than spin.
@@ -265,7 +270,7 @@ async fn serve_connection(
         // Deadlines are the watchdog's; hyper's would also close pooled idle connections.
         .header_read_timeout(None)
         .serve_connection(io, service);
-    tokio::pin!(http);
+    let mut http = Box::pin(http);
     let mut graceful = false;
     loop {
         let changed = connection.changed().notified();
@@ -301,6 +306,9 @@ async fn serve_connection(
             }
         }
     }
+    // Dropping the connection drops any request still in it, whose guard marks the connection
+    // idle: that must happen before it is closed, or a closed connection would idle on.
+    drop(http);
     shared.registry.close(&connection);
     shared.metrics.show(&shared.registry);
 }

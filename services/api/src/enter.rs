@@ -68,14 +68,14 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
             counter,
         } => (occupant_id, counter),
         EnterClaim::Fresh(occupant_id) => {
-            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref());
-            let counter = admit(state, params, &entering, Revival::Impossible).await?;
+            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref(), &call);
+            let counter = admit(state, params, &entering).await?;
             (occupant_id, counter)
         }
         EnterClaim::Resume(occupant_id) => {
             // Finishing an attempt that was never answered is new work: it pays a token.
             state.limit_call(&caller.tag).await?;
-            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref());
+            let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref(), &call);
             (occupant_id, resume(state, params, &entering).await?)
         }
     };
@@ -119,6 +119,7 @@ impl<'a> Entering<'a> {
         room: &RoomId,
         occupant_id: &OccupantId,
         nickname: Option<&Nickname>,
+        call: &Option<Call>,
     ) -> Self {
         Self {
             caller,
@@ -129,19 +130,10 @@ impl<'a> Entering<'a> {
                 nickname: nickname.cloned(),
                 entered_ms: now_ms(),
                 enter_counter: None,
+                idempotency_key: call.as_ref().map(|call| call.key().to_owned()),
             },
         }
     }
-}
-
-/// Whether an enter could be bringing back an occupant that already entered and left.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Revival {
-    /// A fresh occupant: it never entered before.
-    Impossible,
-    /// A resumed attempt whose occupant is absent: it may never have been stored, or it may
-    /// have been announced and then left (reaped) before the client got an answer.
-    Possible,
 }
 
 /// Finishes an enter that an earlier attempt with the same id began but never answered.
@@ -161,8 +153,7 @@ async fn resume(
             nickname: Some(_),
             ..
         }) => Ok(counter),
-        Some(_) => admit(state, params, entering, Revival::Impossible).await,
-        None => admit(state, params, entering, Revival::Possible).await,
+        _ => admit(state, params, entering).await,
     }
 }
 
@@ -172,7 +163,6 @@ async fn admit(
     state: &ApiState,
     params: &Params,
     entering: &Entering<'_>,
-    revival: Revival,
 ) -> Result<u64, ApiError> {
     let (caller, occupant) = (entering.caller, &entering.occupant);
     let key = occupant.key();
@@ -208,12 +198,6 @@ async fn admit(
     let event = new_event(EventType::Enter, occupant, nickname.as_str());
     let msg_id = format!("enter:{}", occupant.occupant_id);
     let counter = match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
-        Ok(published) if published.duplicate && revival == Revival::Possible => {
-            // Its enter event was stored before, yet the occupant was gone: it was announced
-            // and has left since. Bringing it back would make a ghost nobody saw enter.
-            undo_enter(state, occupant).await;
-            return Err(idempotency::ended());
-        }
         Ok(published) => published.event.counter,
         Err(error) => {
             undo_enter(state, occupant).await;

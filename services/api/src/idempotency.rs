@@ -47,6 +47,11 @@ pub enum Outcome {
         /// The counter it was answered with.
         counter: u64,
     },
+    /// An enter whose occupant has left (exit, timeout, destroyed session).
+    Left {
+        /// The occupant.
+        occupant_id: OccupantId,
+    },
 }
 
 /// One idempotent call: where its record lives and what it asks.
@@ -68,7 +73,7 @@ impl Call {
         }
     }
 
-    /// Where its record lives in the idempotency bucket.
+    /// Where its record lives in the idempotency bucket (kept on the occupant it enters as).
     pub fn key(&self) -> &str {
         &self.key
     }
@@ -205,6 +210,10 @@ pub async fn claim_enter(
                 };
             }
             Some(Record {
+                outcome: Outcome::Left { .. },
+                ..
+            }) => return Err(ended()),
+            Some(Record {
                 outcome: Outcome::Said { .. },
                 ..
             }) => return Err(conflict()),
@@ -250,13 +259,35 @@ pub async fn mark_entered(
     };
     kv::update::<Record, _>(&state.idempotency, &call.key, |current| match current {
         Some(Record {
-            outcome: Outcome::Entered { .. },
+            outcome: Outcome::Entered { .. } | Outcome::Left { .. },
             ..
         }) => Decision::Keep,
         _ => Decision::Write(entered.clone()),
     })
     .await?;
     Ok(())
+}
+
+/// Marks the enter recorded under `key` as ended, its occupant having left, so that no retry
+/// of it brings the occupant back. Best effort: should it fail, a retry finds the occupant gone
+/// after an answered enter and is refused all the same, unless the enter was never answered.
+pub async fn mark_left(state: &ApiState, key: &str) {
+    let marked = kv::update::<Record, _>(&state.idempotency, key, |current| match current {
+        Some(Record {
+            fingerprint,
+            outcome: Outcome::Entering { occupant_id } | Outcome::Entered { occupant_id, .. },
+        }) => Decision::Write(Record {
+            fingerprint: fingerprint.clone(),
+            outcome: Outcome::Left {
+                occupant_id: occupant_id.clone(),
+            },
+        }),
+        _ => Decision::Keep,
+    })
+    .await;
+    if let Err(err) = marked {
+        tracing::warn!(error = %err, "an enter's idempotency record was not marked ended");
+    }
 }
 
 #[cfg(test)]

@@ -70,6 +70,9 @@ pub async fn leave(
     if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
         tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
     }
+    if let Some(key) = &occupant.idempotency_key {
+        crate::idempotency::mark_left(state, key).await;
+    }
     sessions::update(state, &occupant.session_tag, |record| {
         record.occupants.retain(|k| *k != key)
     })

@@ -9,7 +9,7 @@
 //! dropped after a while, so memory follows the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ pub const RUNS_BUDGET: usize = 128 * 1024 * 1024;
 pub struct Hub {
     inner: RwLock<Rooms>,
     room_capacity: usize,
-    run_bytes: AtomicUsize,
+    /// Bytes of every room's run, changed under each room's buffer lock together with the run.
+    run_bytes: AtomicI64,
 }
 
 struct Rooms {
@@ -44,7 +45,7 @@ pub const RUN_TTL: Duration = Duration::from_secs(60);
 pub struct Room {
     buffer: RwLock<Buffer>,
     notify: Notify,
-    backfill_turn: tokio::sync::Mutex<()>,
+    backfill_turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Buffer {
@@ -96,7 +97,7 @@ impl Hub {
                 applied,
             }),
             room_capacity: room_capacity.max(1),
-            run_bytes: AtomicUsize::new(0),
+            run_bytes: AtomicI64::new(0),
         }
     }
 
@@ -156,13 +157,12 @@ impl Hub {
             return 0;
         };
         let now = Instant::now();
-        let mut freed = 0;
         for room in rooms.by_id.values() {
             if room
                 .run_read_at()
                 .is_some_and(|at| now.duration_since(at) >= RUN_TTL)
             {
-                freed += room.take_run();
+                room.take_run(&self.run_bytes);
             }
         }
         rooms.by_id.retain(|_, room| {
@@ -172,11 +172,10 @@ impl Hub {
                     .read()
                     .is_ok_and(|b| now.duration_since(b.last_used) < idle);
             if !keep {
-                freed += room.take_run();
+                room.take_run(&self.run_bytes);
             }
             keep
         });
-        self.run_bytes.fetch_sub(freed, Ordering::Relaxed);
         rooms.by_id.len()
     }
 }
@@ -185,10 +184,8 @@ impl Hub {
     /// Keeps what a backfill of `room` read (see [`Room::add_run`]) within [`RUNS_BUDGET`]:
     /// past it, the runs of other rooms read longest ago are dropped.
     pub fn keep_run(&self, room: &Room, from: u64, to: u64, events: Vec<(u64, Bytes)>) {
-        let (before, after) = room.add_run(from, to, events);
-        self.run_bytes.fetch_add(after, Ordering::Relaxed);
-        self.run_bytes.fetch_sub(before, Ordering::Relaxed);
-        if self.run_bytes.load(Ordering::Relaxed) <= RUNS_BUDGET {
+        room.add_run(from, to, events, &self.run_bytes);
+        if self.run_bytes() <= RUNS_BUDGET {
             return;
         }
         let Ok(rooms) = self.inner.read() else {
@@ -202,17 +199,16 @@ impl Hub {
             .collect();
         oldest.sort_by_key(|(at, _)| *at);
         for (_, other) in oldest {
-            if self.run_bytes.load(Ordering::Relaxed) <= RUNS_BUDGET {
+            if self.run_bytes() <= RUNS_BUDGET {
                 break;
             }
-            self.run_bytes
-                .fetch_sub(other.take_run(), Ordering::Relaxed);
+            other.take_run(&self.run_bytes);
         }
     }
 
     /// Bytes held in backfilled runs now.
     pub fn run_bytes(&self) -> usize {
-        self.run_bytes.load(Ordering::Relaxed)
+        usize::try_from(self.run_bytes.load(Ordering::Relaxed)).unwrap_or(0)
     }
 }
 
@@ -227,7 +223,7 @@ impl Room {
                 backfill_failed_at: None,
             }),
             notify: Notify::new(),
-            backfill_turn: tokio::sync::Mutex::new(()),
+            backfill_turn: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -281,11 +277,11 @@ impl Room {
     }
 
     /// Keeps what a backfill read (every event in `(from, to]`), joined to the run already
-    /// kept when the two touch, and trimmed to [`RUN_MAX`] events; returns the bytes of the
-    /// run before and after.
-    fn add_run(&self, from: u64, to: u64, events: Vec<(u64, Bytes)>) -> (usize, usize) {
+    /// kept when the two touch, and trimmed to [`RUN_MAX`] events; `total` follows the
+    /// change in bytes.
+    fn add_run(&self, from: u64, to: u64, events: Vec<(u64, Bytes)>, total: &AtomicI64) {
         let Ok(mut buffer) = self.buffer.write() else {
-            return (0, 0);
+            return;
         };
         let before = buffer.run.as_ref().map_or(0, Run::bytes);
         let fresh = Run {
@@ -315,16 +311,16 @@ impl Room {
         }
         let after = run.bytes();
         buffer.run = Some(run);
-        (before, after)
+        total.fetch_add(signed(after) - signed(before), Ordering::Relaxed);
     }
 
-    /// Drops the room's run; returns its bytes.
-    fn take_run(&self) -> usize {
-        self.buffer
-            .write()
-            .ok()
-            .and_then(|mut buffer| buffer.run.take())
-            .map_or(0, |run| run.bytes())
+    /// Drops the room's run, taking its bytes off `total`.
+    fn take_run(&self, total: &AtomicI64) {
+        if let Ok(mut buffer) = self.buffer.write() {
+            if let Some(run) = buffer.run.take() {
+                total.fetch_sub(signed(run.bytes()), Ordering::Relaxed);
+            }
+        }
     }
 
     fn run_read_at(&self) -> Option<Instant> {
@@ -351,15 +347,20 @@ impl Room {
     }
 
     /// One backfill of this room at a time: the observes that need one take turns, and each
-    /// looks again before reading, since the one before may have read what it needs.
-    pub async fn backfill_turn(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.backfill_turn.lock().await
+    /// looks again before reading, since the one before may have read what it needs. The turn
+    /// is owned, so a read can keep it after the observe that started it stops waiting.
+    pub async fn backfill_turn(&self) -> tokio::sync::OwnedMutexGuard<()> {
+        Arc::clone(&self.backfill_turn).lock_owned().await
     }
 
     /// The room's wake-up signal.
     pub fn notify(&self) -> &Notify {
         &self.notify
     }
+}
+
+fn signed(bytes: usize) -> i64 {
+    i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
 /// Two overlapping runs as one: `earlier` starts first, `later` reaches at least as far or

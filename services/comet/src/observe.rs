@@ -14,11 +14,11 @@ use lingr_proto::api::{OBSERVE_MAX_BYTES, OBSERVE_MAX_EVENTS};
 use lingr_proto::records::{occupant_key, OccupantRecord};
 use lingr_proto::ticket::Ticket;
 use lingr_proto::{ErrorCode, RoomId, SessionToken};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::backfill::BackfillError;
 use crate::hub::{Collected, Room};
+use crate::presence::Departure;
 use crate::state::CometState;
 
 /// The default hold, in seconds.
@@ -66,17 +66,21 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
         ));
     }
     // The rare paths are boxed so a held observe does not carry their state while it waits.
-    Box::pin(check_present(state, &ticket)).await?;
+    let seen_in_mirror = Box::pin(check_present(state, &ticket)).await?;
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let room = state.hub.room(&ticket.room);
-    let mut departed = false;
+    let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
+    // Gone from the mirror after being in it means it left, also before its departure could
+    // be signalled to this observe. (A brand-new occupant may not be mirrored yet: then only
+    // the signal tells.)
+    let mut mirrored = seen_in_mirror;
     loop {
         let notified = room.notify().notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let leaving = observing.departed.notified();
+        let leaving = observing.departure.notified();
         tokio::pin!(leaving);
         leaving.as_mut().enable();
         match room.collect(after, OBSERVE_MAX_EVENTS) {
@@ -84,10 +88,15 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                 state.metrics.answered.inc();
                 return Ok(answer(after, &events));
             }
-            // Left (exit, timeout, session destroyed) with nothing more to deliver: an
-            // anonymous observer, or a departure seen before its exit event.
-            Collected::Events(_) if departed => return Err(dead_ticket()),
-            Collected::Events(_) => {}
+            Collected::Events(_) => {
+                let present = state.occupants_mirror.contains(&occupant);
+                if observing.departure.has_left() || (mirrored && !present) {
+                    // Left (exit, timeout, session destroyed) with nothing more to deliver:
+                    // an anonymous observer, or a departure seen before its exit event.
+                    return Err(dead_ticket());
+                }
+                mirrored |= present;
+            }
             Collected::Missing { from, upto } => {
                 // Rare, so boxed: a held observe does not carry this state while it waits.
                 let filled = tokio::time::timeout(
@@ -105,7 +114,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
         }
         tokio::select! {
             () = &mut notified => {}
-            () = &mut leaving => departed = true,
+            () = &mut leaving => {}
             () = tokio::time::sleep_until(deadline) => break,
             () = state.shutdown.cancelled() => break,
         }
@@ -121,14 +130,17 @@ const BACKFILL_LIMIT: Duration = Duration::from_secs(5);
 /// Reads the room's events in `(from, upto]` from the stream into the room, unless the
 /// observe that had the turn before did so already, or failed a moment ago (then the stream
 /// is down, and every waiting observe answers 503 at once instead of trying in turn).
+///
+/// The read runs as a task of its own that keeps the room's turn: an observe that stops
+/// waiting for it (its time is up) leaves it to finish and be kept for the observes after.
 async fn backfill(
     state: &CometState,
-    room: &Room,
+    room: &Arc<Room>,
     room_id: &RoomId,
     from: u64,
     upto: u64,
 ) -> Result<(), ApiError> {
-    let _turn = room.backfill_turn().await;
+    let turn = room.backfill_turn().await;
     if !matches!(room.collect(from, 1), Collected::Missing { .. }) {
         return Ok(());
     }
@@ -139,25 +151,37 @@ async fn backfill(
         ));
     }
     state.metrics.backfills.inc();
-    let fetched = match state
-        .backfiller
-        .fetch(room_id, from, upto, OBSERVE_MAX_EVENTS)
-        .await
-    {
-        Ok(fetched) => fetched,
-        Err(BackfillError::Expired) => {
-            return Err(ApiError::new(
-                ErrorCode::CounterExpired,
-                "counter is older than the stream keeps; enter the room again or page with get_messages",
-            ))
+    let (backfiller, hub) = (Arc::clone(&state.backfiller), Arc::clone(&state.hub));
+    let (room, room_id) = (Arc::clone(room), room_id.clone());
+    let read = tokio::spawn(async move {
+        let _turn = turn;
+        let fetched = backfiller
+            .fetch(&room_id, from, upto, OBSERVE_MAX_EVENTS)
+            .await;
+        match fetched {
+            Ok(fetched) => {
+                hub.keep_run(&room, from, fetched.to, fetched.events);
+                Ok(())
+            }
+            Err(err) => {
+                if matches!(err, BackfillError::Stream(_)) {
+                    room.note_backfill_failure();
+                }
+                Err(err)
+            }
         }
-        Err(BackfillError::Stream(cause)) => {
-            room.note_backfill_failure();
-            return Err(ApiError::unavailable("backfilling an observe", cause));
+    });
+    match read.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(BackfillError::Expired)) => Err(ApiError::new(
+            ErrorCode::CounterExpired,
+            "counter is older than the stream keeps; enter the room again or page with get_messages",
+        )),
+        Ok(Err(BackfillError::Stream(cause))) => {
+            Err(ApiError::unavailable("backfilling an observe", cause))
         }
-    };
-    state.hub.keep_run(room, from, fetched.to, fetched.events);
-    Ok(())
+        Err(err) => Err(ApiError::internal("backfilling an observe", err)),
+    }
 }
 
 /// `{"counter":N,"events":[...]}` from serialized events.
@@ -191,20 +215,23 @@ fn dead_ticket() -> ApiError {
 }
 
 /// The ticket's occupant is still in the room: from the mirror, or for an occupant the mirror
-/// has not seen yet, from the bucket.
-async fn check_present(state: &CometState, ticket: &Ticket) -> Result<(), ApiError> {
+/// has not seen yet, from the bucket. Says whether the mirror had it.
+async fn check_present(state: &CometState, ticket: &Ticket) -> Result<bool, ApiError> {
     let key = occupant_key(&ticket.room, &ticket.occupant_id);
-    let record = match state.occupants_mirror.get(&key) {
-        Some(record) => Some(record),
-        None => state
-            .occupants
-            .get(key.as_str())
-            .await
-            .map_err(|err| ApiError::unavailable("reading an occupant", err))?
-            .and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
+    let (record, mirrored) = match state.occupants_mirror.get(&key) {
+        Some(record) => (Some(record), true),
+        None => (
+            state
+                .occupants
+                .get(key.as_str())
+                .await
+                .map_err(|err| ApiError::unavailable("reading an occupant", err))?
+                .and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
+            false,
+        ),
     };
     match record {
-        Some(record) if record.session_tag == ticket.session_tag => Ok(()),
+        Some(record) if record.session_tag == ticket.session_tag => Ok(mirrored),
         _ => Err(dead_ticket()),
     }
 }
@@ -213,16 +240,16 @@ async fn check_present(state: &CometState, ticket: &Ticket) -> Result<(), ApiErr
 struct Observing<'a> {
     state: &'a CometState,
     occupant: &'a str,
-    departed: Arc<Notify>,
+    departure: Arc<Departure>,
 }
 
 impl<'a> Observing<'a> {
     fn start(state: &'a CometState, occupant: &'a str) -> Self {
-        let departed = state.presence.start(occupant);
+        let departure = state.presence.start(occupant);
         Self {
             state,
             occupant,
-            departed,
+            departure,
         }
     }
 }

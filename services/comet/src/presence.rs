@@ -5,6 +5,7 @@
 //! woken to end, whatever else waits in the room.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -29,14 +30,35 @@ struct Seen {
 /// An occupant's held observes: how many, and the signal that ends them when it leaves.
 struct Holding {
     observes: u32,
-    departed: Arc<Notify>,
+    departure: Arc<Departure>,
+}
+
+/// That an occupant has left: a flag that stays set, so an observe that was not waiting at
+/// the moment (reading the stream, between two waits) still sees it, and a wake-up for the
+/// ones that were.
+#[derive(Default)]
+pub struct Departure {
+    left: AtomicBool,
+    notify: Notify,
+}
+
+impl Departure {
+    /// Whether the occupant has left.
+    pub fn has_left(&self) -> bool {
+        self.left.load(Ordering::SeqCst)
+    }
+
+    /// Fires when the occupant leaves (enable it, then check [`Departure::has_left`]).
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
 }
 
 impl Presence {
-    /// An observe by `occupant` starts; the returned signal fires if the occupant leaves.
-    pub fn start(&self, occupant: &str) -> Arc<Notify> {
+    /// An observe by `occupant` starts; the returned signal tells if the occupant leaves.
+    pub fn start(&self, occupant: &str) -> Arc<Departure> {
         let Ok(mut seen) = self.inner.lock() else {
-            return Arc::new(Notify::new());
+            return Arc::new(Departure::default());
         };
         seen.touched.insert(occupant.to_owned());
         let holding = seen
@@ -44,10 +66,10 @@ impl Presence {
             .entry(occupant.to_owned())
             .or_insert_with(|| Holding {
                 observes: 0,
-                departed: Arc::new(Notify::new()),
+                departure: Arc::new(Departure::default()),
             });
         holding.observes += 1;
-        Arc::clone(&holding.departed)
+        Arc::clone(&holding.departure)
     }
 
     /// An observe by `occupant` ends.
@@ -67,7 +89,8 @@ impl Presence {
     pub fn depart(&self, occupant: &str) {
         if let Ok(seen) = self.inner.lock() {
             if let Some(holding) = seen.holding.get(occupant) {
-                holding.departed.notify_waiters();
+                holding.departure.left.store(true, Ordering::SeqCst);
+                holding.departure.notify.notify_waiters();
             }
         }
     }
