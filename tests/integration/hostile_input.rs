@@ -133,12 +133,18 @@ async fn jsonp_bodies_escape_line_separators_and_markup() {
             ],
         )
         .await;
-    let paged = c
-        .messages(
-            &base,
-            "scripts",
-            &[("after", counter.as_str()), ("callback", "cb")],
-        )
+    // History is written a moment behind the stream.
+    let paged =
+        crate::support::eventually("the say in history", Duration::from_secs(10), || async {
+            let paged = c
+                .messages(
+                    &base,
+                    "scripts",
+                    &[("after", counter.as_str()), ("callback", "cb")],
+                )
+                .await;
+            paged.body.contains("\"text\"").then_some(paged)
+        })
         .await;
     for answer in [&observed, &paged] {
         assert!(
