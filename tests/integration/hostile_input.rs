@@ -400,7 +400,18 @@ async fn dev_keeps_its_secrets_private_and_its_nats_server_closed_to_strangers()
     .await
     .expect("the server answers");
     assert!(stranger.is_err(), "a client without the token got in");
-    let _ = child.kill().await;
+    // Stopped as a user would, so it stops its own nats-server too (a SIGKILL would orphan it).
+    let pid = child.id().expect("running").to_string();
+    Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("lingr dev exits")
+        .expect("status");
+    assert!(status.success(), "{status}");
 }
 
 /// Holds an observe of `member` in the background.
