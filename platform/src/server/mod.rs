@@ -6,16 +6,16 @@
 //! unread for [`HttpLimits::write_timeout`] closes it. Connections that have sent nothing yet
 //! are capped ([`HttpLimits::max_pending_connections`]), and so are connections in all
 //! ([`HttpLimits::max_connections`], below the open-files limit): past either, the silent or
-//! idle connection that has waited longest is closed to admit the new one (see
-//! [`connection`]), so a flood of sockets cannot lock out a client that speaks at once. A
-//! request being answered (a held observe) has no deadline here: its handler bounds it.
+//! idle connection that has waited longest is closed to admit the new one (see the `connection`
+//! module), so a flood of sockets cannot lock out a client that speaks at once. A request being
+//! answered (a held observe) has no deadline here: its handler bounds it.
 //!
 //! hyper's own header-read timeout also runs between keep-alive requests, which would close a
 //! load balancer's pooled connections after 10 s; hence this module's watchdog, one per
 //! connection, driven by what the connection does.
 //!
-//! Each request carries the client's address ([`ClientAddr`], see [`client_addr`]) and the
-//! body timeout.
+//! Each request carries the client's address ([`ClientAddr`], see the `client_addr` module) and
+//! the body timeout.
 
 mod client_addr;
 mod connection;

@@ -19,7 +19,7 @@ use crate::state::ApiState;
 /// What an earlier call with an id asked (its fingerprint) and what came of it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Record {
-    /// [`fingerprint`] of the call's parameters.
+    /// A hash of the call's verb and parameters ([`Call::fingerprint`]).
     pub fingerprint: String,
     /// How far it got.
     #[serde(flatten)]

@@ -3,7 +3,7 @@
 //!
 //! It walks the room's subject with direct gets ("next message on this subject from sequence
 //! N"), which nats-server 2.9 serves from any replica without creating a consumer. What it
-//! reads is kept in the room as a run of events ([`crate::hub::Room::add_run`]) and one
+//! reads is kept in the room as a run of events ([`crate::hub::Hub::keep_run`]) and one
 //! backfill per room runs at a time, so a herd of observes with the same old counter costs one
 //! walk. At most [`CONCURRENT`] walks run at once per replica. Whether the counter has expired
 //! is decided from the stream's first sequence as read after the walk ended (it only grows, so

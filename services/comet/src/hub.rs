@@ -181,7 +181,8 @@ impl Hub {
 }
 
 impl Hub {
-    /// Keeps what a backfill of `room` read (see [`Room::add_run`]) within [`RUNS_BUDGET`]:
+    /// Keeps what a backfill of `room` read (every event in `(from, to]`, joined to the run
+    /// kept when the two touch) within [`RUNS_BUDGET`]:
     /// past it, the runs of other rooms read longest ago are dropped.
     pub fn keep_run(&self, room: &Room, from: u64, to: u64, events: Vec<(u64, Bytes)>) {
         room.add_run(from, to, events, &self.run_bytes);
