@@ -59,6 +59,8 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         previous_secret: previous_secret(common.previous_secret.as_deref())?,
         retention: common.retention,
         http: common.http,
+        // A laptop has no load balancer to wait for.
+        lifecycle: common.lifecycle.resolve(Duration::ZERO),
     };
     let roles = Roles {
         api: Some(args.api),

@@ -1,17 +1,25 @@
-//! One process, any set of roles: connect NATS, start each role, merge their routes on one
-//! listener with the health and metrics routes, and serve until shutdown. On shutdown the
-//! process turns not-ready at once, held observes are answered, and background tasks end.
+//! One process, any set of roles, and its life: HTTP is served from the first moment (`/healthz`
+//! answers while NATS or the database is still being reached; API calls answer 503 until the
+//! roles have started), then the roles start and their routes are served beside the health and
+//! metrics routes.
+//!
+//! On SIGTERM the process turns not-ready at once and keeps serving for the drain delay, so the
+//! load balancer stops sending to it; then it stops taking requests, held observes are answered,
+//! open requests get a grace to finish, and every background task ends, all at once; whatever
+//! is still open when the drain timeout passes is abandoned and the process exits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
-use lingr_platform::config::{previous_secret, secret_or_generate, CommonArgs};
-use lingr_platform::http::{self, Health};
+use lingr_platform::config::{previous_secret, secret_or_generate, CommonArgs, Lifecycle};
+use lingr_platform::http::{self, LateRoutes};
 use lingr_platform::metrics::Metrics;
 use lingr_platform::nats::{self, NatsOptions};
+use lingr_platform::readiness::{Health, Signal};
 use lingr_platform::role::Context;
 use lingr_platform::server::{self, HttpLimits};
 use lingr_proto::ticket::TicketKey;
@@ -19,8 +27,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-/// How long open requests may take to finish after shutdown starts.
+/// How long open requests may take to finish once the replica stops taking requests.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long background tasks may take to end once the replica stops.
+const TASKS_GRACE: Duration = Duration::from_secs(5);
+/// The drain delay of the api, comet and history roles unless `--drain-delay` says otherwise.
+pub const DRAIN_DELAY: Duration = Duration::from_secs(5);
 
 /// Which roles a process runs.
 #[derive(Debug, Clone, Default)]
@@ -50,6 +62,8 @@ pub struct Backing {
     pub retention: Duration,
     /// Connection limits.
     pub http: HttpLimits,
+    /// Drain delay and timeout, readiness grace.
+    pub lifecycle: Lifecycle,
 }
 
 /// Where a process serves: the API (with health routes), and `/metrics` on its own listener
@@ -114,6 +128,7 @@ pub async fn run_role(
         previous_secret: previous_secret(common.previous_secret.as_deref())?,
         retention: common.retention,
         http: common.http,
+        lifecycle: common.lifecycle.resolve(DRAIN_DELAY),
     };
     serve(&backing, roles, listeners, shutdown).await
 }
@@ -131,92 +146,177 @@ pub async fn serve_owned(
     serve(&backing, roles, listeners, shutdown).await
 }
 
-/// Starts `roles` against `backing` and serves them until `shutdown` fires.
+/// Starts `roles` against `backing` and serves them until `terminate` fires (SIGTERM), then
+/// drains as the module says, exiting within the drain timeout.
 ///
 /// # Errors
-/// When setup fails (shutdown before NATS answers, database unreachable) or serving fails.
+/// When setup fails for good (a malformed URL or credentials file) or serving fails.
 pub async fn serve(
     backing: &Backing,
     roles: Roles,
     listeners: Listeners,
-    shutdown: CancellationToken,
+    terminate: CancellationToken,
 ) -> anyhow::Result<()> {
-    let metrics = Metrics::default();
-    let client = nats::connect(&backing.nats_url, "lingr", &backing.nats_auth).await?;
-    let mut health = Health::default().require_nats(client.clone());
-    let mut tickets = TicketKey::new(&backing.secret);
-    if let Some(previous) = &backing.previous_secret {
-        tickets = tickets.with_previous(previous);
-    }
-    let context = Context {
-        client: client.clone(),
-        tickets,
-        retention: backing.retention,
-        metrics: metrics.clone(),
-        shutdown: shutdown.clone(),
+    let drain_timeout = backing.lifecycle.drain_timeout;
+    let give_up = async {
+        terminate.cancelled().await;
+        tokio::time::sleep(drain_timeout).await;
     };
-    let mut started = Vec::new();
-    if let Some(config) = roles.api {
-        started.push(lingr_api::state::start(config, &context).await?);
+    tokio::select! {
+        result = run(backing, roles, listeners, &terminate) => result,
+        () = give_up => {
+            tracing::warn!(
+                drain_timeout_ms = u64::try_from(drain_timeout.as_millis()).unwrap_or(u64::MAX),
+                "still shutting down when the drain timeout passed; exiting"
+            );
+            Ok(())
+        }
     }
-    if let Some(config) = roles.comet {
-        started.push(lingr_comet::state::start(config, &context).await?);
-    }
-    if roles.history {
-        let database = backing
-            .database
-            .as_deref()
-            .context("history needs a database URL")?;
-        started.push(lingr_history::state::start(database, &context).await?);
-    }
-    let mut router = Router::new();
-    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
-    for role in started {
-        health = role.ready.into_iter().fold(health, Health::require);
-        router = router.merge(role.router);
-        tasks.extend(role.tasks);
-    }
-    let draining = health.clone();
-    let drain_watch = shutdown.clone();
-    tokio::spawn(async move {
-        drain_watch.cancelled().await;
-        draining.set_draining();
-    });
+}
+
+async fn run(
+    backing: &Backing,
+    roles: Roles,
+    listeners: Listeners,
+    terminate: &CancellationToken,
+) -> anyhow::Result<()> {
+    let lifecycle = backing.lifecycle;
+    let metrics = Metrics::default();
+    let health = Health::new(lifecycle.readiness_grace);
+    // Fires when the drain delay is over: roles stop, held observes are answered, the
+    // listeners close. Until then a terminating process serves as usual, only not ready.
+    let stop = CancellationToken::new();
+    tokio::spawn(drain(
+        terminate.clone(),
+        health.clone(),
+        lifecycle.drain_delay,
+        stop.clone(),
+    ));
+    let routes = LateRoutes::default();
     let metrics_server = listeners.metrics.map(|listener| {
         tokio::spawn(server::serve(
             listener,
             http::metrics_app(metrics.clone()),
             backing.http.clone(),
             Metrics::default(),
-            shutdown.clone(),
+            stop.clone(),
             GRACE,
         ))
     });
     let app_metrics = metrics_server.is_none().then(|| metrics.clone());
-    let app = http::app(router, health, app_metrics);
-    let served = server::serve(
+    let app = http::app(
+        Router::new().fallback_service(routes.clone()),
+        health.clone(),
+        app_metrics,
+    );
+    let server = tokio::spawn(server::serve(
         listeners.api,
         app,
         backing.http.clone(),
         metrics.clone(),
-        shutdown.clone(),
+        stop.clone(),
         GRACE,
-    )
-    .await;
-    shutdown.cancel();
+    ));
+
+    let link = Signal::new();
+    health.require(Arc::clone(&link));
+    let client = nats::connect(&backing.nats_url, "lingr", &backing.nats_auth, link).await?;
+    let context = Context {
+        client: client.clone(),
+        tickets: ticket_key(backing),
+        retention: backing.retention,
+        metrics: metrics.clone(),
+        shutdown: stop.clone(),
+    };
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    match start_roles(backing, roles, &context).await {
+        Ok(started) => {
+            let mut router = Router::new();
+            for role in started {
+                role.ready
+                    .into_iter()
+                    .for_each(|signal| health.require(signal));
+                router = router.merge(role.router);
+                tasks.extend(role.tasks);
+            }
+            routes.set(router);
+            health.set_started();
+            tracing::info!("ready to serve");
+        }
+        // Shut down while still starting: nothing to serve.
+        Err(_) if stop.is_cancelled() => {}
+        Err(err) => {
+            stop.cancel();
+            return Err(err);
+        }
+    }
+    let served = server.await;
+    stop.cancel();
     if let Some(task) = metrics_server {
         let _ = task.await;
     }
-    for task in tasks {
-        if tokio::time::timeout(Duration::from_secs(5), task)
-            .await
-            .is_err()
-        {
-            tracing::warn!("a background task did not stop in time");
-        }
+    // Every task ends with `stop`; they finish together, not one after another.
+    let ended = tokio::time::timeout(TASKS_GRACE, futures::future::join_all(tasks)).await;
+    if ended.is_err() {
+        tracing::warn!("background tasks did not stop in time");
     }
-    if let Err(err) = client.flush().await {
-        tracing::debug!(error = %err, "flushing NATS on the way out failed");
+    if tokio::time::timeout(Duration::from_secs(1), client.flush())
+        .await
+        .is_err()
+    {
+        tracing::debug!("NATS did not take the last writes on the way out");
     }
-    served
+    served.context("the HTTP server task")?
+}
+
+/// On `terminate`: not ready at once, then after `delay` the stop.
+async fn drain(
+    terminate: CancellationToken,
+    health: Health,
+    delay: Duration,
+    stop: CancellationToken,
+) {
+    tokio::select! {
+        () = terminate.cancelled() => {}
+        () = stop.cancelled() => return,
+    }
+    health.set_draining();
+    tracing::info!(
+        drain_delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        "draining: not ready; serving on until the delay is over"
+    );
+    tokio::time::sleep(delay).await;
+    stop.cancel();
+}
+
+fn ticket_key(backing: &Backing) -> TicketKey {
+    let tickets = TicketKey::new(&backing.secret);
+    match &backing.previous_secret {
+        Some(previous) => tickets.with_previous(previous),
+        None => tickets,
+    }
+}
+
+/// Starts each role of `roles`, in turn: each waits for NATS (and history for its database)
+/// until it answers, or until the process stops.
+async fn start_roles(
+    backing: &Backing,
+    roles: Roles,
+    context: &Context,
+) -> anyhow::Result<Vec<lingr_platform::role::Started>> {
+    let mut started = Vec::new();
+    if let Some(config) = roles.api {
+        started.push(lingr_api::state::start(config, context).await?);
+    }
+    if let Some(config) = roles.comet {
+        started.push(lingr_comet::state::start(config, context).await?);
+    }
+    if roles.history {
+        let database = backing
+            .database
+            .as_deref()
+            .context("history needs a database URL")?;
+        started.push(lingr_history::state::start(database, context).await?);
+    }
+    Ok(started)
 }

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::Context as _;
 
@@ -39,6 +40,59 @@ pub struct CommonArgs {
     /// NATS authentication and TLS.
     #[command(flatten)]
     pub nats: crate::nats::NatsOptions,
+    /// Readiness and shutdown.
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+}
+
+/// How a replica turns ready and how it leaves: the flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LifecycleArgs {
+    /// Seconds a replica keeps serving after SIGTERM, already not ready, so the load balancer
+    /// stops sending to it before it stops taking requests (default 5; 0 for `dev`).
+    #[arg(long, env = "LINGR_DRAIN_DELAY", value_parser = parse_seconds)]
+    pub drain_delay: Option<Duration>,
+    /// Seconds from SIGTERM within which the process exits, whatever is still open (keep it
+    /// below the pod's terminationGracePeriodSeconds).
+    #[arg(long, env = "LINGR_DRAIN_TIMEOUT", default_value = "25", value_parser = parse_seconds)]
+    pub drain_timeout: Duration,
+    /// Seconds NATS or a consumer may be down before `/readyz` answers 503, so a momentary
+    /// reconnect does not take every replica out of the load balancer at once.
+    #[arg(long, env = "LINGR_READINESS_GRACE", default_value = "5", value_parser = parse_seconds)]
+    pub readiness_grace: Duration,
+}
+
+impl LifecycleArgs {
+    /// The settings, with the drain delay defaulting to `default_delay`.
+    pub fn resolve(&self, default_delay: Duration) -> Lifecycle {
+        Lifecycle {
+            drain_delay: self.drain_delay.unwrap_or(default_delay),
+            drain_timeout: self.drain_timeout,
+            readiness_grace: self.readiness_grace,
+        }
+    }
+}
+
+/// How a replica turns ready and how it leaves.
+#[derive(Debug, Clone, Copy)]
+pub struct Lifecycle {
+    /// How long it keeps serving, not ready, after SIGTERM.
+    pub drain_delay: Duration,
+    /// How long after SIGTERM it exits at the latest.
+    pub drain_timeout: Duration,
+    /// How long a dependency may be down before it is not ready.
+    pub readiness_grace: Duration,
+}
+
+impl Default for Lifecycle {
+    /// For a process in tests and on a laptop: no drain delay.
+    fn default() -> Self {
+        Self {
+            drain_delay: Duration::ZERO,
+            drain_timeout: Duration::from_secs(25),
+            readiness_grace: Duration::from_secs(5),
+        }
+    }
 }
 
 /// The secret given, or for `dev` one generated once and kept in `<data-dir>/secret`, which

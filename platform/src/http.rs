@@ -2,18 +2,24 @@
 //! cross-origin XHR, JSON answers for unknown paths and methods, and `/healthz`, `/readyz`,
 //! `/metrics`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
 
+use axum::extract::Request;
 use axum::handler::Handler;
 use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::Router;
 use lingr_proto::ErrorCode;
+use tower::{Service, ServiceExt as _};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::metrics::Metrics;
+use crate::readiness::Health;
 use crate::respond::{format_of, ApiError, Reply};
 
 /// A route that answers GET and POST with `handler`, and other methods with a JSON 405.
@@ -44,46 +50,47 @@ async fn not_found(uri: Uri) -> Reply {
     )
 }
 
-/// Whether a process should get traffic: every role's readiness flag is up, it is not
-/// draining, and its NATS connections are up.
+/// The API routes of a process, known once its roles have started: until then every API call
+/// answers 503 `unavailable`, while `/healthz` already answers (a pod waiting for NATS is alive).
 #[derive(Clone, Default)]
-pub struct Health {
-    ready: Vec<Arc<AtomicBool>>,
-    draining: Arc<AtomicBool>,
-    nats: Vec<async_nats::Client>,
-}
+pub struct LateRoutes(Arc<RwLock<Option<Router>>>);
 
-impl Health {
-    /// Adds a readiness flag that must be up (a role sets it once it has caught up).
-    pub fn require(mut self, flag: Arc<AtomicBool>) -> Self {
-        self.ready.push(flag);
-        self
-    }
-
-    /// Adds a NATS connection that must be connected.
-    pub fn require_nats(mut self, client: async_nats::Client) -> Self {
-        self.nats.push(client);
-        self
-    }
-
-    /// Marks the process as draining: `/readyz` answers 503 from now on.
-    pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
-    }
-
-    /// Whether `/readyz` answers 200.
-    pub fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::SeqCst)
-            && self.ready.iter().all(|flag| flag.load(Ordering::SeqCst))
-            && self
-                .nats
-                .iter()
-                .all(|c| c.connection_state() == async_nats::connection::State::Connected)
+impl LateRoutes {
+    /// Serves `routes` from now on (with JSON answers for unknown paths).
+    pub fn set(&self, routes: Router) {
+        if let Ok(mut slot) = self.0.write() {
+            *slot = Some(routes.fallback(not_found));
+        }
     }
 }
 
-/// Adds the health routes, the JSON fallbacks and CORS to a role's API routes, and `/metrics`
-/// unless it is served on a listener of its own ([`metrics_app`]).
+impl Service<Request> for LateRoutes {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let routes = self.0.read().ok().and_then(|slot| slot.clone());
+        Box::pin(async move {
+            match routes {
+                Some(routes) => routes.oneshot(request).await,
+                None => Ok(Reply::error(
+                    format_of(request.uri()),
+                    &ApiError::new(ErrorCode::Unavailable, "starting up; retry shortly"),
+                )
+                .into_response()),
+            }
+        })
+    }
+}
+
+/// Adds the health routes and CORS to a process's API routes (which answer unknown paths
+/// themselves, see [`LateRoutes`]), and `/metrics` unless it is served on a listener of its own
+/// ([`metrics_app`]).
 pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
     let readyz = move || {
         let health = health.clone();
@@ -104,9 +111,9 @@ pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
         Some(metrics) => api.merge(metrics_app(metrics)),
         None => api,
     };
+    // No fallback here: the API routes bring theirs (see `LateRoutes`).
     api.route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .fallback(not_found)
         .layer(cors)
 }
 
@@ -126,20 +133,4 @@ fn prometheus_text(body: String) -> Response {
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_draining_process_is_not_ready() {
-        let flag = Arc::new(AtomicBool::new(false));
-        let health = Health::default().require(Arc::clone(&flag));
-        assert!(!health.is_ready(), "not ready before its roles are");
-        flag.store(true, Ordering::SeqCst);
-        assert!(health.is_ready());
-        health.set_draining();
-        assert!(!health.is_ready(), "draining turns it not-ready");
-    }
 }

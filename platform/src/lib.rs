@@ -8,6 +8,8 @@
 //! - [`kv`]: JSON records in key-value buckets, changed with compare-and-set.
 //! - [`mirror`]: a live in-memory copy of a key-value bucket.
 //! - [`metrics`]: counters and gauges in Prometheus text format.
+//! - [`readiness`]: `/readyz` from signals of what a process depends on, with a grace for a
+//!   momentary outage.
 //! - [`role`]: what a started role hands to its process.
 //! - [`server`]: serving HTTP/1.1 with header, idle and pending-connection limits, and the
 //!   client address behind trusted proxies.
@@ -21,6 +23,7 @@ pub mod kv;
 pub mod metrics;
 pub mod mirror;
 pub mod nats;
+pub mod readiness;
 pub mod respond;
 pub mod role;
 pub mod server;

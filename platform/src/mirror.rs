@@ -6,7 +6,6 @@
 //! comet ending the observes of an occupant who left) passes a removal hook.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -15,13 +14,15 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::readiness::Signal;
+
 /// Called with each key that leaves the mirror.
 pub type OnRemove = Box<dyn Fn(&str) + Send + Sync>;
 
 /// A mirrored bucket of JSON values of type `T`.
 pub struct KvMirror<T> {
     entries: RwLock<BTreeMap<String, T>>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Signal>,
     applied: tokio::sync::watch::Sender<u64>,
     on_remove: Option<OnRemove>,
 }
@@ -41,7 +42,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     ) -> (Arc<Self>, JoinHandle<()>) {
         let mirror = Arc::new(Self {
             entries: RwLock::new(BTreeMap::new()),
-            ready: Arc::new(AtomicBool::new(false)),
+            ready: Signal::new(),
             applied: tokio::sync::watch::Sender::new(0),
             on_remove,
         });
@@ -49,14 +50,15 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         (mirror, task)
     }
 
-    /// The flag that is up once the initial state is loaded.
-    pub fn ready_flag(&self) -> Arc<AtomicBool> {
+    /// The signal that is up once the initial state is loaded (and stays up: while a watch
+    /// is re-established, the copy is a moment stale, not wrong).
+    pub fn ready_signal(&self) -> Arc<Signal> {
         Arc::clone(&self.ready)
     }
 
     /// Whether the initial state is loaded.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+        self.ready.is_up()
     }
 
     /// The value of `key`, if present.
@@ -170,7 +172,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
             if let Some(empty) = fresh.take() {
                 self.swap_in(empty);
             }
-            self.ready.store(true, Ordering::SeqCst);
+            self.ready.up();
         }
         while let Some(entry) = watch.next().await {
             let entry = entry?;
@@ -212,7 +214,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                 if let Some(loaded) = fresh.take() {
                     self.swap_in(loaded);
                 }
-                self.ready.store(true, Ordering::SeqCst);
+                self.ready.up();
             }
             self.applied.send_modify(|r| *r = (*r).max(entry.revision));
         }

@@ -6,12 +6,15 @@
 //! it with `get_key_value`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, kv, stream};
 use lingr_proto::subjects;
 use secrecy::{ExposeSecret as _, SecretString};
+
+use crate::readiness::Signal;
 use tokio_util::sync::CancellationToken;
 
 /// How long the server remembers `Nats-Msg-Id`s for idempotent retries.
@@ -112,7 +115,7 @@ impl NatsOptions {
 }
 
 /// Connects to NATS, retrying in the background until the server answers, for as long as the
-/// process lives.
+/// process lives. Returns at once; `link` goes up and down with the connection.
 ///
 /// # Errors
 /// When the URL is malformed or a credential file cannot be read.
@@ -120,13 +123,22 @@ pub async fn connect(
     url: &str,
     name: &str,
     auth: &NatsOptions,
+    link: Arc<Signal>,
 ) -> anyhow::Result<async_nats::Client> {
     let options = async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
         .max_reconnects(None)
         .connection_timeout(Duration::from_secs(2))
-        .reconnect_delay_callback(|attempt| Duration::from_millis((attempt as u64 * 50).min(1000)));
+        .reconnect_delay_callback(|attempt| Duration::from_millis((attempt as u64 * 50).min(1000)))
+        .event_callback(move |event| {
+            match event {
+                async_nats::Event::Connected => link.up(),
+                async_nats::Event::Disconnected => link.down(),
+                _ => {}
+            }
+            std::future::ready(())
+        });
     auth.apply(options)
         .await?
         .connect(url)

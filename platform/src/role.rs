@@ -2,7 +2,6 @@
 //! started role hands back ([`Started`]: its routes, the readiness flags `/readyz` waits on,
 //! and its background tasks, which end when the shutdown token fires).
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
+use crate::readiness::Signal;
 
 /// What every role of one process shares.
 #[derive(Clone)]
@@ -31,8 +31,8 @@ pub struct Context {
 pub struct Started {
     /// Its API routes (no health routes or layers; see [`crate::http::app`]).
     pub router: Router,
-    /// Up once it has caught up (mirrors loaded, consumers consuming).
-    pub ready: Vec<Arc<AtomicBool>>,
+    /// Up while it can serve (mirrors loaded, consumers consuming).
+    pub ready: Vec<Arc<Signal>>,
     /// Its consumers, mirrors, reapers and flushers.
     pub tasks: Vec<JoinHandle<()>>,
 }

@@ -221,9 +221,14 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
     let app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
     let alice = app.client.join(&api.base(), "closing", "alice").await;
-    let client = lingr_platform::nats::connect(&app.nats_url(), "test", &Default::default())
-        .await
-        .expect("connect");
+    let client = lingr_platform::nats::connect(
+        &app.nats_url(),
+        "test",
+        &Default::default(),
+        lingr_platform::readiness::Signal::new(),
+    )
+    .await
+    .expect("connect");
     let shutdown = tokio_util::sync::CancellationToken::new();
     let context = lingr_platform::role::Context {
         client,

@@ -220,9 +220,9 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
     let (presence_mirror, t2) = KvMirror::spawn(presence.clone(), shutdown.clone());
     let (sessions_mirror, t3) = KvMirror::spawn(sessions.clone(), shutdown.clone());
     let ready = vec![
-        occupants_mirror.ready_flag(),
-        presence_mirror.ready_flag(),
-        sessions_mirror.ready_flag(),
+        occupants_mirror.ready_signal(),
+        presence_mirror.ready_signal(),
+        sessions_mirror.ready_signal(),
     ];
     let limiter = |limit: Option<RateLimit>| {
         limit.map(|limit| Arc::new(SharedLimiter::new(limit, rates.clone())))

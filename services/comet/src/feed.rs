@@ -4,13 +4,13 @@
 //! whenever the consumer fails, starts again after the last event it applied, so the hub never
 //! skips one.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
+use lingr_platform::readiness::Signal;
 use lingr_platform::telemetry;
 use lingr_proto::subjects;
 use tokio_util::sync::CancellationToken;
@@ -18,12 +18,12 @@ use tokio_util::sync::CancellationToken;
 use crate::hub::{encode_stored, Hub};
 use crate::state::CometMetrics;
 
-/// Follows the stream into `hub` until `shutdown` fires; raises `ready` once consuming.
+/// Follows the stream into `hub` until `shutdown` fires; `ready` is up while consuming.
 pub async fn follow(
     stream: Stream,
     client: async_nats::Client,
     hub: Arc<Hub>,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Signal>,
     metrics: CometMetrics,
     shutdown: CancellationToken,
 ) {
@@ -31,6 +31,8 @@ pub async fn follow(
         tokio::select! {
             () = shutdown.cancelled() => return,
             result = consume(&stream, &client, &hub, &ready, &metrics) => {
+                // Not ready while it is not consuming (after the grace: see readiness).
+                ready.down();
                 if let Err(err) = result {
                     tracing::warn!(error = %format!("{err:#}"), applied = hub.applied(), "event feed interrupted; resuming");
                 }
@@ -47,7 +49,7 @@ async fn consume(
     stream: &Stream,
     client: &async_nats::Client,
     hub: &Hub,
-    ready: &AtomicBool,
+    ready: &Signal,
     metrics: &CometMetrics,
 ) -> anyhow::Result<()> {
     let consumer = stream
@@ -61,7 +63,7 @@ async fn consume(
         })
         .await?;
     let mut messages = consumer.messages().await?;
-    ready.store(true, Ordering::SeqCst);
+    ready.up();
     while let Some(message) = messages.next().await {
         let message = message?;
         let counter = message

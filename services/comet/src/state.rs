@@ -1,7 +1,7 @@
 //! The comet's configuration, shared handles, limits on held observes, and startup.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -9,6 +9,7 @@ use async_nats::jetstream::kv;
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Gauge, Metrics};
 use lingr_platform::mirror::KvMirror;
+use lingr_platform::readiness::Signal;
 use lingr_platform::role::{Context, Started};
 use lingr_platform::server::ClientAddr;
 use lingr_platform::{nats, ApiError};
@@ -287,7 +288,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         shutdown.clone(),
         Some(Box::new(departures)),
     );
-    let feed_ready = Arc::new(AtomicBool::new(false));
+    let feed_ready = Signal::new();
     let state = CometState {
         slots: Arc::new(Slots::new(
             held_limit(config.max_held_observes),
@@ -322,7 +323,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
     Ok(Started {
         router: crate::router(state),
-        ready: vec![feed_ready, occupants_mirror.ready_flag()],
+        ready: vec![feed_ready, occupants_mirror.ready_signal()],
         tasks: vec![feed, mirror_task, flusher, sweeper],
     })
 }

@@ -5,7 +5,6 @@
 //! redelivery, and the insert ignores counters already stored: exactly-once rows from
 //! at-least-once delivery.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Message;
 use futures::StreamExt as _;
 use lingr_platform::metrics::Counter;
+use lingr_platform::readiness::Signal;
 use lingr_platform::telemetry;
 use lingr_proto::{subjects, Event};
 use tokio_util::sync::CancellationToken;
@@ -37,11 +37,11 @@ pub fn consumer_config() -> pull::Config {
     }
 }
 
-/// Persists events until `shutdown` fires; raises `ready` once consuming.
+/// Persists events until `shutdown` fires; `ready` is up while consuming.
 pub async fn persist_forever(
     stream: Stream,
     store: Store,
-    ready: Arc<AtomicBool>,
+    ready: Arc<Signal>,
     stored: Counter,
     shutdown: CancellationToken,
 ) {
@@ -49,6 +49,8 @@ pub async fn persist_forever(
         tokio::select! {
             () = shutdown.cancelled() => return,
             result = consume(&stream, &store, &ready, &stored) => {
+                // Not ready while it is not persisting (after the grace: see readiness).
+                ready.down();
                 if let Err(err) = result {
                     tracing::warn!(error = %format!("{err:#}"), "history consumer interrupted; resuming");
                 }
@@ -64,14 +66,14 @@ pub async fn persist_forever(
 async fn consume(
     stream: &Stream,
     store: &Store,
-    ready: &AtomicBool,
+    ready: &Signal,
     stored: &Counter,
 ) -> anyhow::Result<()> {
     let consumer = stream
         .get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config())
         .await?;
     let mut batches = consumer.messages().await?.ready_chunks(BATCH);
-    ready.store(true, Ordering::SeqCst);
+    ready.up();
     while let Some(batch) = batches.next().await {
         let messages = batch.into_iter().collect::<Result<Vec<Message>, _>>()?;
         let rows: Vec<Row> = messages.iter().filter_map(row_of).collect();

@@ -1,10 +1,10 @@
 //! History's shared handles and startup.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_nats::jetstream::kv;
 use lingr_platform::nats;
+use lingr_platform::readiness::Signal;
 use lingr_platform::role::{Context, Started};
 use lingr_proto::subjects;
 
@@ -26,7 +26,12 @@ pub struct HistoryState {
 pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Started> {
     let (client, retention) = (context.client.clone(), context.retention);
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
-    let store = Store::connect(database_url).await?;
+    Store::check_url(database_url)?;
+    // Waits for the database as for NATS: a pod starts before its database is reachable.
+    let store = nats::retry("connecting to the history database", &shutdown, || {
+        Store::connect(database_url)
+    })
+    .await?;
     let js = nats::jetstream(client.clone());
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
         Ok((
@@ -35,7 +40,7 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
         ))
     })
     .await?;
-    let ready = Arc::new(AtomicBool::new(false));
+    let ready = Signal::new();
     let stored = metrics.counter(
         "lingr_history_events_stored_total",
         "Events written to SQL (including redeliveries ignored).",

@@ -36,6 +36,18 @@ pub struct Store {
 }
 
 impl Store {
+    /// Checks that `url` names a database this store can use, without connecting: a mistyped
+    /// URL is a configuration error to report at once, not an outage to wait out.
+    ///
+    /// # Errors
+    /// When the URL does not parse.
+    pub fn check_url(url: &str) -> anyhow::Result<()> {
+        sqlx::any::install_default_drivers();
+        AnyConnectOptions::from_str(url)
+            .map(|_| ())
+            .context("parsing the database URL")
+    }
+
     /// Connects to `url` (`postgres://…` or `sqlite://…`, created if missing) and migrates.
     ///
     /// # Errors

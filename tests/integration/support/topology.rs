@@ -109,6 +109,7 @@ pub async fn start_in_process(app: &TestApp, roles: Roles) -> Running {
         previous_secret: None,
         retention: app.retention,
         http: Default::default(),
+        lifecycle: Default::default(),
     };
     let token = CancellationToken::new();
     let handle = tokio::spawn(lingr::serve_owned(
@@ -208,6 +209,8 @@ pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child
         .args(["--retention", &app.retention.as_secs_f64().to_string()])
         .args(flags)
         .env("LINGR_SECRET", SECRET)
+        // No load balancer to wait for; a test that wants a drain delay passes --drain-delay.
+        .env("LINGR_DRAIN_DELAY", "0")
         .env(
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
