@@ -6,6 +6,7 @@ mod guarantees;
 mod history;
 mod hostile_input;
 mod idempotency;
+mod lifecycle;
 mod limits;
 mod nats_setup;
 mod presence;
