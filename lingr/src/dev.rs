@@ -58,6 +58,7 @@ pub async fn run(args: DevArgs, shutdown: CancellationToken) -> anyhow::Result<(
         secret,
         previous_secret: previous_secret(common.previous_secret.as_deref())?,
         retention: common.retention,
+        stream_replicas: common.stream_replicas,
         http: common.http,
         // A laptop has no load balancer to wait for.
         lifecycle: common.lifecycle.resolve(Duration::ZERO),

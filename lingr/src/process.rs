@@ -60,6 +60,8 @@ pub struct Backing {
     pub previous_secret: Option<Vec<u8>>,
     /// How long the stream keeps events.
     pub retention: Duration,
+    /// On how many NATS servers the stream and buckets are kept.
+    pub stream_replicas: usize,
     /// Connection limits.
     pub http: HttpLimits,
     /// Drain delay and timeout, readiness grace.
@@ -127,6 +129,7 @@ pub async fn run_role(
         secret,
         previous_secret: previous_secret(common.previous_secret.as_deref())?,
         retention: common.retention,
+        stream_replicas: common.stream_replicas,
         http: common.http,
         lifecycle: common.lifecycle.resolve(DRAIN_DELAY),
     };
@@ -225,6 +228,7 @@ async fn run(
         client: client.clone(),
         tickets: ticket_key(backing),
         retention: backing.retention,
+        stream_replicas: backing.stream_replicas,
         metrics: metrics.clone(),
         shutdown: stop.clone(),
     };

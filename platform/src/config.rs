@@ -22,6 +22,10 @@ pub struct CommonArgs {
     /// How long the event stream keeps events, in seconds (history keeps them for good).
     #[arg(long, env = "LINGR_RETENTION", default_value = "604800", value_parser = parse_seconds)]
     pub retention: std::time::Duration,
+    /// On how many NATS servers the event stream and buckets are kept: 1 for one server, 3 on
+    /// a JetStream cluster (applied when the role creates or updates them).
+    #[arg(long, env = "LINGR_STREAM_REPLICAS", default_value = "1")]
+    pub stream_replicas: usize,
     /// Directory for local state (`dev`: NATS storage, SQLite, the generated secret).
     #[arg(long, env = "LINGR_DATA_DIR", default_value = "./.lingr")]
     pub data_dir: PathBuf,

@@ -181,7 +181,8 @@ where
     }
 }
 
-/// Creates or updates the event stream with the given retention.
+/// Creates or updates the event stream with the given retention, kept on `replicas` servers
+/// (1 for one server; 3 on a cluster, so losing a server loses nothing).
 ///
 /// JetStream refuses a duplicate window longer than the stream's max age, so a retention
 /// under two minutes shortens the idempotency window to the retention.
@@ -191,6 +192,7 @@ where
 pub async fn ensure_events_stream(
     js: &jetstream::Context,
     retention: Duration,
+    replicas: usize,
 ) -> anyhow::Result<stream::Stream> {
     let config = stream::Config {
         name: subjects::EVENTS_STREAM.to_owned(),
@@ -200,6 +202,7 @@ pub async fn ensure_events_stream(
         storage: stream::StorageType::File,
         allow_direct: true,
         discard: stream::DiscardPolicy::Old,
+        num_replicas: replicas.max(1),
         ..Default::default()
     };
     js.create_or_update_stream(config)
@@ -210,7 +213,8 @@ pub async fn ensure_events_stream(
         .context("opening the event stream")
 }
 
-/// Creates (if needed) and opens a key-value bucket keeping one value per key.
+/// Creates (if needed) and opens a key-value bucket keeping one value per key, on `replicas`
+/// servers.
 ///
 /// `max_age` of zero keeps values until deleted.
 ///
@@ -220,6 +224,7 @@ pub async fn ensure_bucket(
     js: &jetstream::Context,
     bucket: &str,
     max_age: Duration,
+    replicas: usize,
 ) -> anyhow::Result<kv::Store> {
     let config = stream::Config {
         name: format!("KV_{bucket}"),
@@ -232,6 +237,7 @@ pub async fn ensure_bucket(
         deny_purge: false,
         allow_direct: true,
         discard: stream::DiscardPolicy::New,
+        num_replicas: replicas.max(1),
         ..Default::default()
     };
     js.create_or_update_stream(config)

@@ -21,6 +21,8 @@ pub struct Context {
     pub tickets: lingr_proto::ticket::TicketKey,
     /// How long the event stream keeps events.
     pub retention: Duration,
+    /// On how many NATS servers the stream and buckets are kept.
+    pub stream_replicas: usize,
     /// The process's metrics registry.
     pub metrics: Metrics,
     /// Fires on SIGTERM/SIGINT; every task of every role ends with it.

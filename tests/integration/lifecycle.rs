@@ -233,3 +233,43 @@ async fn a_comet_whose_feed_fails_turns_not_ready() {
     let _ = comet.kill().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn stream_replicas_reach_nats_and_an_unplaceable_stream_keeps_a_replica_not_ready() {
+    let app = TestApp::new(Db::Default).await;
+    let c = &app.client;
+    // Three replicas cannot be placed on one server: the api stays alive but never ready.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut wanting_three = Command::new(lingr_binary())
+        .args(["api", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--nats", &app.nats_url(), "--stream-replicas", "3"])
+        .env("LINGR_SECRET", SECRET)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lingr api");
+    eventually("alive", Duration::from_secs(10), || async {
+        (status(c, &base, "/healthz").await == Some(200)).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        readyz(c, &base).await,
+        503,
+        "the stream could not be created"
+    );
+    let _ = wanting_three.kill().await;
+
+    let (mut one, _) = spawn_role(&app, "api", owned(&["--stream-replicas", "1"])).await;
+    let mut stream = app
+        .jetstream()
+        .await
+        .get_stream(lingr_proto::subjects::EVENTS_STREAM)
+        .await
+        .expect("the stream exists");
+    assert_eq!(stream.info().await.expect("info").config.num_replicas, 1);
+    let _ = one.kill().await;
+    app.cleanup().await;
+}

@@ -19,7 +19,7 @@ async fn open_bucket(app: &TestApp, name: &str) -> async_nats::jetstream::kv::St
     .await
     .expect("connect");
     let js = nats::jetstream(client);
-    nats::ensure_bucket(&js, name, Duration::ZERO)
+    nats::ensure_bucket(&js, name, Duration::ZERO, 1)
         .await
         .expect("bucket")
 }

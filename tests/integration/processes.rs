@@ -234,6 +234,7 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
         client,
         tickets: lingr_proto::ticket::TicketKey::new(SECRET.as_bytes()),
         retention: app.retention,
+        stream_replicas: 1,
         metrics: lingr_platform::metrics::Metrics::default(),
         shutdown: shutdown.clone(),
     };

@@ -24,7 +24,11 @@ pub struct HistoryState {
 /// # Errors
 /// When the database cannot be reached, or `shutdown` fires before NATS answers.
 pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Started> {
-    let (client, retention) = (context.client.clone(), context.retention);
+    let (client, retention, replicas) = (
+        context.client.clone(),
+        context.retention,
+        context.stream_replicas,
+    );
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     Store::check_url(database_url)?;
     // Waits for the database as for NATS: a pod starts before its database is reachable.
@@ -35,8 +39,8 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
     let js = nats::jetstream(client.clone());
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
         Ok((
-            nats::ensure_events_stream(&js, retention).await?,
-            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE).await?,
+            nats::ensure_events_stream(&js, retention, replicas).await?,
+            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE, replicas).await?,
         ))
     })
     .await?;

@@ -108,6 +108,7 @@ pub async fn start_in_process(app: &TestApp, roles: Roles) -> Running {
         secret: SECRET.as_bytes().to_vec(),
         previous_secret: None,
         retention: app.retention,
+        stream_replicas: 1,
         http: Default::default(),
         lifecycle: Default::default(),
     };
