@@ -15,7 +15,9 @@ use anyhow::Context as _;
 use axum::Router;
 use lingr_api::ApiConfig;
 use lingr_comet::CometConfig;
-use lingr_platform::config::{previous_secret, secret_or_generate, CommonArgs, Lifecycle};
+use lingr_platform::config::{
+    previous_secret, refuse_placeholder, secret_or_generate, CommonArgs, Lifecycle,
+};
 use lingr_platform::http::{self, LateRoutes};
 use lingr_platform::metrics::Metrics;
 use lingr_platform::nats::{self, NatsOptions};
@@ -117,8 +119,10 @@ pub async fn run_role(
     } else {
         Vec::new()
     };
-    if roles.history && common.database.is_none() {
-        anyhow::bail!("--database (DATABASE_URL) is required for history");
+    match (roles.history, &common.database) {
+        (true, None) => anyhow::bail!("--database (DATABASE_URL) is required for history"),
+        (true, Some(url)) => refuse_placeholder("--database (DATABASE_URL)", url)?,
+        (false, _) => {}
     }
     let listeners = Listeners::bind(&common).await?;
     tracing::info!(listen = %common.listen, "serving");

@@ -110,6 +110,7 @@ pub fn secret_or_generate(
     generate: bool,
 ) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = given {
+        refuse_placeholder("--secret (LINGR_SECRET)", secret)?;
         anyhow::ensure!(
             secret.len() >= 16,
             "--secret must be at least 16 characters"
@@ -136,6 +137,22 @@ pub fn secret_or_generate(
     Ok(secret.into_bytes())
 }
 
+/// What the example secrets in `deploy/k8s` hold until someone replaces them.
+pub const PLACEHOLDER: &str = "REPLACE_ME";
+
+/// Refuses a value still holding the deployment examples' placeholder: a cluster started with
+/// a published secret is open to anyone who read the repository.
+///
+/// # Errors
+/// When `value` contains [`PLACEHOLDER`].
+pub fn refuse_placeholder(what: &str, value: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !value.contains(PLACEHOLDER),
+        "{what} still holds the {PLACEHOLDER} placeholder of deploy/k8s; set a real value"
+    );
+    Ok(())
+}
+
 /// The previous secret, checked as [`secret_or_generate`] checks a given one.
 ///
 /// # Errors
@@ -143,6 +160,7 @@ pub fn secret_or_generate(
 pub fn previous_secret(given: Option<&str>) -> anyhow::Result<Option<Vec<u8>>> {
     given
         .map(|secret| {
+            refuse_placeholder("--previous-secret (LINGR_PREVIOUS_SECRET)", secret)?;
             anyhow::ensure!(
                 secret.len() >= 16,
                 "--previous-secret must be at least 16 characters"

@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, kv, stream};
 use lingr_proto::subjects;
 use secrecy::{ExposeSecret as _, SecretString};
 
+use crate::config::refuse_placeholder;
 use crate::readiness::Signal;
 use tokio_util::sync::CancellationToken;
 
@@ -89,6 +90,7 @@ impl NatsOptions {
         }
         match (&self.nats_user, &self.nats_password) {
             (Some(user), Some(password)) => {
+                refuse_placeholder("--nats-password", password.expose_secret())?;
                 options =
                     options.user_and_password(user.clone(), password.expose_secret().to_owned());
             }
@@ -96,6 +98,7 @@ impl NatsOptions {
             _ => anyhow::bail!("--nats-user and --nats-password go together"),
         }
         if let Some(token) = &self.nats_token {
+            refuse_placeholder("--nats-token (LINGR_NATS_TOKEN)", token.expose_secret())?;
             options = options.token(token.expose_secret().to_owned());
         }
         if let Some(ca) = &self.nats_tls_ca {

@@ -273,3 +273,31 @@ async fn stream_replicas_reach_nats_and_an_unplaceable_stream_keeps_a_replica_no
     let _ = one.kill().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn a_replica_refuses_the_placeholder_secrets_of_the_example_manifests() {
+    let app = TestApp::new(Db::Default).await;
+    for (flag, value) in [
+        ("--secret", "REPLACE_ME-with-at-least-32-random-characters"),
+        ("--nats-token", "REPLACE_ME-nats-token-letters-first"),
+    ] {
+        let output = Command::new(lingr_binary())
+            .args(["api", "--listen", "127.0.0.1:0", "--nats", &app.nats_url()])
+            .args([flag, value])
+            // The other one is real, so only `flag` can be what is refused.
+            .env("LINGR_SECRET", SECRET)
+            .output()
+            .await
+            .expect("run lingr api");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success(),
+            "{flag}: started with a placeholder"
+        );
+        assert!(
+            stderr.contains("REPLACE_ME placeholder"),
+            "{flag}: {stderr}"
+        );
+    }
+    app.cleanup().await;
+}
