@@ -3,7 +3,7 @@
 //! The event stream `ROOMS` holds one subject per room, with a 2-minute duplicate window for
 //! idempotent publishes. Key-value buckets are made by creating their backing stream directly
 //! (async-nats' `create_key_value` cannot parse a 2.9 server's account info) and then opening
-//! it with `get_key_value`.
+//! it with `get_key_value`; [`Layout`] fixes how each is configured.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -184,71 +184,100 @@ where
     }
 }
 
-/// Creates or updates the event stream with the given retention, kept on `replicas` servers
-/// (1 for one server; 3 on a cluster, so losing a server loses nothing).
-///
-/// JetStream refuses a duplicate window longer than the stream's max age, so a retention
-/// under two minutes shortens the idempotency window to the retention.
-///
-/// # Errors
-/// When JetStream refuses or does not answer.
-pub async fn ensure_events_stream(
-    js: &jetstream::Context,
+/// Where Lingr keeps its state in NATS: the event stream and the key-value buckets, each with
+/// one configuration whichever role creates or opens it. (Two roles asking for one bucket with
+/// different settings would rewrite each other's configuration at every start.)
+#[derive(Clone)]
+pub struct Layout {
+    js: jetstream::Context,
     retention: Duration,
     replicas: usize,
-) -> anyhow::Result<stream::Stream> {
-    let config = stream::Config {
-        name: subjects::EVENTS_STREAM.to_owned(),
-        subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
-        max_age: retention,
-        duplicate_window: DUPLICATE_WINDOW.min(retention),
-        storage: stream::StorageType::File,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::Old,
-        num_replicas: replicas.max(1),
-        ..Default::default()
-    };
-    js.create_or_update_stream(config)
-        .await
-        .context("creating the event stream")?;
-    js.get_stream(subjects::EVENTS_STREAM)
-        .await
-        .context("opening the event stream")
 }
 
-/// Creates (if needed) and opens a key-value bucket keeping one value per key, on `replicas`
-/// servers.
-///
-/// `max_age` of zero keeps values until deleted.
-///
-/// # Errors
-/// When JetStream refuses or does not answer.
-pub async fn ensure_bucket(
-    js: &jetstream::Context,
-    bucket: &str,
-    max_age: Duration,
-    replicas: usize,
-) -> anyhow::Result<kv::Store> {
-    let config = stream::Config {
-        name: format!("KV_{bucket}"),
-        subjects: vec![format!("$KV.{bucket}.>")],
-        max_messages_per_subject: 1,
-        max_age,
-        storage: stream::StorageType::File,
-        allow_rollup: true,
-        deny_delete: true,
-        deny_purge: false,
-        allow_direct: true,
-        discard: stream::DiscardPolicy::New,
-        num_replicas: replicas.max(1),
-        ..Default::default()
-    };
-    js.create_or_update_stream(config)
-        .await
-        .with_context(|| format!("creating the {bucket} bucket"))?;
-    js.get_key_value(bucket)
-        .await
-        .with_context(|| format!("opening the {bucket} bucket"))
+impl Layout {
+    /// The layout for a stream keeping events for `retention`, everything kept on `replicas`
+    /// servers (1 for one server; 3 on a cluster, so losing a server loses nothing).
+    pub fn new(client: async_nats::Client, retention: Duration, replicas: usize) -> Self {
+        Self {
+            js: jetstream(client),
+            retention,
+            replicas: replicas.max(1),
+        }
+    }
+
+    /// How long a bucket keeps a value nobody rewrites (zero: until deleted).
+    fn max_age(&self, bucket: &str) -> Duration {
+        match bucket {
+            subjects::PRESENCE_BUCKET => PRESENCE_MAX_AGE,
+            subjects::ROOMS_BUCKET => ROOM_MAX_AGE,
+            // A rate bucket idle for longer than it takes to refill is as good as new.
+            subjects::RATES_BUCKET => Duration::from_secs(600),
+            // An idempotency record lives as long as the stream remembers message ids.
+            subjects::IDEMPOTENCY_BUCKET => self.duplicate_window(),
+            _ => Duration::ZERO,
+        }
+    }
+
+    /// JetStream refuses a duplicate window longer than the stream's max age, so a retention
+    /// under two minutes shortens the idempotency window to the retention.
+    fn duplicate_window(&self) -> Duration {
+        DUPLICATE_WINDOW.min(self.retention)
+    }
+
+    /// Creates or updates the event stream, and opens it.
+    ///
+    /// # Errors
+    /// When JetStream refuses or does not answer.
+    pub async fn events(&self) -> anyhow::Result<stream::Stream> {
+        let config = stream::Config {
+            name: subjects::EVENTS_STREAM.to_owned(),
+            subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
+            max_age: self.retention,
+            duplicate_window: self.duplicate_window(),
+            storage: stream::StorageType::File,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::Old,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(config)
+            .await
+            .context("creating the event stream")?;
+        self.js
+            .get_stream(subjects::EVENTS_STREAM)
+            .await
+            .context("opening the event stream")
+    }
+
+    /// Creates (if needed) and opens a key-value bucket keeping one value per key.
+    ///
+    /// # Errors
+    /// When JetStream refuses or does not answer.
+    pub async fn bucket(&self, bucket: &str) -> anyhow::Result<kv::Store> {
+        let config = stream::Config {
+            name: format!("KV_{bucket}"),
+            subjects: vec![format!("$KV.{bucket}.>")],
+            max_messages_per_subject: 1,
+            max_age: self.max_age(bucket),
+            storage: stream::StorageType::File,
+            allow_rollup: true,
+            deny_delete: true,
+            deny_purge: false,
+            allow_direct: true,
+            discard: stream::DiscardPolicy::New,
+            num_replicas: self.replicas,
+            ..Default::default()
+        };
+        self.js
+            .create_or_update_stream(config)
+            .await
+            .with_context(|| format!("creating the {bucket} bucket"))?;
+        self.js
+            .get_key_value(bucket)
+            .await
+            .with_context(|| format!("opening the {bucket} bucket"))
+    }
 }
 
 /// The state of a bucket's backing stream, asked of the server now. (async-nats'

@@ -29,6 +29,13 @@ pub struct Context {
     pub shutdown: CancellationToken,
 }
 
+impl Context {
+    /// The stream and buckets, as every role creates and opens them.
+    pub fn layout(&self) -> crate::nats::Layout {
+        crate::nats::Layout::new(self.client.clone(), self.retention, self.stream_replicas)
+    }
+}
+
 /// A started role.
 pub struct Started {
     /// Its API routes (no health routes or layers; see [`crate::http::app`]).

@@ -35,6 +35,38 @@ async fn enter_with_id(
     c.get(base, "room/enter", &params).await
 }
 
+/// Writes the record an enter by `session` of `room` as `nickname` with id `id` leaves when it
+/// chose `occupant_id` and then died before it was answered.
+async fn plant_unanswered_enter(
+    app: &TestApp,
+    session: &str,
+    (room, nickname, id): (&str, &str, &str),
+    occupant_id: &lingr_proto::OccupantId,
+) {
+    let tag = lingr_proto::SessionToken::parse(session)
+        .expect("token")
+        .tag();
+    let id = lingr_proto::IdempotentId::parse(id).expect("id");
+    let call = lingr_api::idempotency::Call::new(&tag, &id, &["enter", room, nickname]);
+    let record = lingr_api::idempotency::Record {
+        fingerprint: call.fingerprint().to_owned(),
+        outcome: lingr_api::idempotency::Outcome::Entering {
+            occupant_id: occupant_id.clone(),
+        },
+    };
+    app.jetstream()
+        .await
+        .get_key_value(lingr_proto::subjects::IDEMPOTENCY_BUCKET)
+        .await
+        .expect("bucket")
+        .put(
+            call.key(),
+            serde_json::to_vec(&record).expect("json").into(),
+        )
+        .await
+        .expect("plant the record");
+}
+
 #[tokio::test]
 async fn an_exited_occupant_cannot_come_back_through_a_retried_enter() {
     let app = TestApp::new(Db::Default).await;
@@ -219,29 +251,9 @@ async fn an_unanswered_enter_whose_occupant_left_is_not_resumed() {
         .ok();
     // As if the attempt had stored its enter event and been announced, but had died before
     // recording that it was answered: its record still says "entering".
-    let tag = lingr_proto::SessionToken::parse(&session)
-        .expect("token")
-        .tag();
-    let id = lingr_proto::IdempotentId::parse("g").expect("id");
-    let call = lingr_api::idempotency::Call::new(&tag, &id, &["enter", "lost-answer", "alice"]);
     let occupant_id =
         lingr_proto::OccupantId::parse(entered["occupant_id"].as_str().expect("id")).expect("id");
-    let record = lingr_api::idempotency::Record {
-        fingerprint: call.fingerprint().to_owned(),
-        outcome: lingr_api::idempotency::Outcome::Entering { occupant_id },
-    };
-    let js = app.jetstream().await;
-    let bucket = js
-        .get_key_value(lingr_proto::subjects::IDEMPOTENCY_BUCKET)
-        .await
-        .expect("bucket");
-    bucket
-        .put(
-            call.key(),
-            serde_json::to_vec(&record).expect("json").into(),
-        )
-        .await
-        .expect("plant the record");
+    plant_unanswered_enter(&app, &session, ("lost-answer", "alice", "g"), &occupant_id).await;
     // ...and as if the reaper had made its occupant leave meanwhile.
     let ticket = entered["ticket"].as_str().expect("ticket");
     c.get(
@@ -261,7 +273,9 @@ async fn an_unanswered_enter_whose_occupant_left_is_not_resumed() {
         before,
         "nothing stored"
     );
-    let occupants = js
+    let occupants = app
+        .jetstream()
+        .await
         .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
         .await
         .expect("bucket");
@@ -287,30 +301,15 @@ async fn an_enter_whose_answer_was_lost_after_its_event_was_stored_is_finished_b
     // As if a first attempt had chosen its occupant, stored the enter event, and then lost
     // the PubAck and taken the occupant back: the record says "entering", the stream holds
     // the event, the occupant is absent.
-    let tag = lingr_proto::SessionToken::parse(&session)
-        .expect("token")
-        .tag();
-    let id = lingr_proto::IdempotentId::parse("lost-ack").expect("id");
-    let call = lingr_api::idempotency::Call::new(&tag, &id, &["enter", "lost-ack", "alice"]);
     let occupant_id = lingr_proto::OccupantId::from_bytes(&[9; 16]);
+    plant_unanswered_enter(
+        &app,
+        &session,
+        ("lost-ack", "alice", "lost-ack"),
+        &occupant_id,
+    )
+    .await;
     let js = app.jetstream().await;
-    let bucket = js
-        .get_key_value(lingr_proto::subjects::IDEMPOTENCY_BUCKET)
-        .await
-        .expect("bucket");
-    let record = lingr_api::idempotency::Record {
-        fingerprint: call.fingerprint().to_owned(),
-        outcome: lingr_api::idempotency::Outcome::Entering {
-            occupant_id: occupant_id.clone(),
-        },
-    };
-    bucket
-        .put(
-            call.key(),
-            serde_json::to_vec(&record).expect("json").into(),
-        )
-        .await
-        .expect("plant the record");
     let event = serde_json::json!({
         "type": "enter", "room": "lost-ack", "occupant_id": occupant_id.as_str(),
         "nickname": "alice", "timestamp": "2026-11-26T10:00:00.000Z"

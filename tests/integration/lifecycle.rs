@@ -10,17 +10,9 @@ use serde_json::json;
 use tokio::process::{Child, Command};
 
 use crate::support::topology::spawn_role;
-use crate::support::{api_only, eventually, lingr_binary, Client, Db, TestApp, SECRET};
-
-async fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(status.success());
-}
+use crate::support::{
+    api_only, eventually, free_port, lingr_binary, sigterm, Client, Db, TestApp, SECRET,
+};
 
 /// The status of `base/path`, or none while nothing listens there.
 async fn status(c: &Client, base: &str, path: &str) -> Option<u16> {
@@ -32,15 +24,35 @@ async fn readyz(c: &Client, base: &str) -> u16 {
     status(c, base, "/readyz").await.unwrap_or(0)
 }
 
-fn owned(flags: &[&str]) -> Vec<String> {
-    flags.iter().map(|f| (*f).to_owned()).collect()
+/// Starts `lingr api` against `nats_url` with `flags` and waits until it is alive (not ready:
+/// that is what the caller looks at); returns it and its base URL.
+async fn spawn_alive_api(c: &Client, nats_url: &str, flags: &[&str]) -> (Child, String) {
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let api = Command::new(lingr_binary())
+        .args([
+            "api",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--nats",
+            nats_url,
+        ])
+        .args(flags)
+        .env("LINGR_SECRET", SECRET)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn lingr api");
+    eventually("/healthz", Duration::from_secs(10), || async {
+        (status(c, &base, "/healthz").await == Some(200)).then_some(())
+    })
+    .await;
+    (api, base)
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+fn owned(flags: &[&str]) -> Vec<String> {
+    flags.iter().map(|f| (*f).to_owned()).collect()
 }
 
 #[tokio::test]
@@ -102,24 +114,9 @@ async fn sigterm_turns_not_ready_serves_through_the_drain_delay_then_answers_hel
 async fn alive_before_nats_answers_and_ready_once_it_does() {
     let app = TestApp::new(Db::Default).await;
     let nats_port = free_port();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut api = Command::new(lingr_binary())
-        .args(["api", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--nats", &format!("nats://127.0.0.1:{nats_port}")])
-        .env("LINGR_SECRET", SECRET)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn lingr api");
     let c = &app.client;
-    eventually(
-        "/healthz with no NATS yet",
-        Duration::from_secs(10),
-        || async { (status(c, &base, "/healthz").await == Some(200)).then_some(()) },
-    )
-    .await;
+    // Alive with nothing listening on the NATS port yet.
+    let (mut api, base) = spawn_alive_api(c, &format!("nats://127.0.0.1:{nats_port}"), &[]).await;
     assert_eq!(readyz(c, &base).await, 503, "not ready without NATS");
     c.get(&base, "session/create", &[])
         .await
@@ -239,21 +236,8 @@ async fn stream_replicas_reach_nats_and_an_unplaceable_stream_keeps_a_replica_no
     let app = TestApp::new(Db::Default).await;
     let c = &app.client;
     // Three replicas cannot be placed on one server: the api stays alive but never ready.
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut wanting_three = Command::new(lingr_binary())
-        .args(["api", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--nats", &app.nats_url(), "--stream-replicas", "3"])
-        .env("LINGR_SECRET", SECRET)
-        .env("RUST_LOG", "error")
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn lingr api");
-    eventually("alive", Duration::from_secs(10), || async {
-        (status(c, &base, "/healthz").await == Some(200)).then_some(())
-    })
-    .await;
+    let (mut wanting_three, base) =
+        spawn_alive_api(c, &app.nats_url(), &["--stream-replicas", "3"]).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         readyz(c, &base).await,

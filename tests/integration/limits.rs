@@ -46,7 +46,7 @@ async fn message_length_is_1_to_2000_characters_and_not_only_white_space() {
 }
 
 #[tokio::test]
-async fn nicknames_are_1_to_32_characters_without_control_characters() {
+async fn nicknames_are_1_to_32_characters_that_hide_nothing() {
     let app = TestApp::new(Db::Default).await;
     let server = app.start_all().await;
     let base = server.base();
@@ -58,7 +58,17 @@ async fn nicknames_are_1_to_32_characters_without_control_characters() {
         longest.as_str()
     );
     let too_long = "é".repeat(33);
-    for bad in [too_long.as_str(), "bell\u{7}", "   ", "new\nline"] {
+    let hiding = [
+        "evil\u{202E}gnp.exe",
+        "zero\u{200B}width",
+        "\u{FEFF}bom",
+        "\u{3164}",
+        "\u{200B}\u{200B}",
+        "a\u{200D}b",
+        "line\u{2028}break",
+    ];
+    let out_of_bounds = [too_long.as_str(), "bell\u{7}", "   ", "new\nline"];
+    for bad in out_of_bounds.into_iter().chain(hiding) {
         c.get(&base, "session/create", &[("nickname", bad)])
             .await
             .assert_error(400, "invalid_nickname");

@@ -10,16 +10,8 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Db, TestApp};
 
 async fn open_bucket(app: &TestApp, name: &str) -> async_nats::jetstream::kv::Store {
-    let client = nats::connect(
-        &app.nats_url(),
-        "test",
-        &Default::default(),
-        lingr_platform::readiness::Signal::new(),
-    )
-    .await
-    .expect("connect");
-    let js = nats::jetstream(client);
-    nats::ensure_bucket(&js, name, Duration::ZERO, 1)
+    nats::Layout::new(app.lingr_client().await, app.retention, 1)
+        .bucket(name)
         .await
         .expect("bucket")
 }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::support::client::{counters, events};
-use crate::support::{api_only, eventually, lingr_binary, Db, TestApp, SECRET};
+use crate::support::{api_only, eventually, free_port, lingr_binary, sigterm, Db, TestApp, SECRET};
 
 /// A running `lingr` process.
 struct Process {
@@ -33,24 +33,6 @@ impl Process {
             .expect("exits after SIGTERM")
             .expect("status")
     }
-}
-
-async fn sigterm(child: &Child) {
-    let pid = child.id().expect("running").to_string();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(status.success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 #[tokio::test]
@@ -221,14 +203,7 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
     let app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(lingr_api::ApiConfig::default())).await;
     let alice = app.client.join(&api.base(), "closing", "alice").await;
-    let client = lingr_platform::nats::connect(
-        &app.nats_url(),
-        "test",
-        &Default::default(),
-        lingr_platform::readiness::Signal::new(),
-    )
-    .await
-    .expect("connect");
+    let client = app.lingr_client().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let context = lingr_platform::role::Context {
         client,

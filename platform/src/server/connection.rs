@@ -14,6 +14,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metrics::Gauge;
+
 /// Where a connection is in its life, which fixes its deadline.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Phase {
@@ -140,11 +142,21 @@ pub(super) struct Admission {
     pub evicted: usize,
 }
 
+/// The gauges that show how many connections are open, pending and idle; set by the registry
+/// under its own lock, so keeping them costs no second lock per request.
+#[derive(Clone, Default)]
+pub(super) struct Gauges {
+    pub open: Gauge,
+    pub pending: Gauge,
+    pub idle: Gauge,
+}
+
 /// Every open connection of one listener, with the evictable ones in order of waiting.
 pub(super) struct Registry {
     maps: Mutex<Maps>,
     max_pending: usize,
     max_open: usize,
+    gauges: Gauges,
 }
 
 #[derive(Default)]
@@ -205,12 +217,20 @@ impl Maps {
 
 impl Registry {
     /// A registry allowing `max_pending` connections without a request and `max_open` in all.
-    pub(super) fn new(max_pending: usize, max_open: usize) -> Self {
+    pub(super) fn new(max_pending: usize, max_open: usize, gauges: Gauges) -> Self {
         Self {
             maps: Mutex::new(Maps::default()),
             max_pending: max_pending.max(1),
             max_open: max_open.max(1),
+            gauges,
         }
+    }
+
+    fn show(&self, maps: &Maps) {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.gauges.open.set(gauge(maps.open));
+        self.gauges.pending.set(gauge(maps.pending.len()));
+        self.gauges.idle.set(gauge(maps.idle.len()));
     }
 
     /// Registers a new connection, closing the longest-waiting evictable ones to make room;
@@ -236,6 +256,7 @@ impl Registry {
         while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
             admission.evicted += 1;
         }
+        self.show(&maps);
         Some((connection, admission))
     }
 
@@ -243,6 +264,7 @@ impl Registry {
     pub(super) fn busy(&self, connection: &Connection) {
         if let Ok(mut maps) = self.maps.lock() {
             maps.take_slot(connection);
+            self.show(&maps);
         }
         connection.update(|state| {
             // Evicted an instant before its request came: it closes all the same.
@@ -267,6 +289,7 @@ impl Registry {
                 state.phase = Phase::Idle(Instant::now());
                 true
             });
+            self.show(&maps);
         }
     }
 
@@ -279,14 +302,8 @@ impl Registry {
                 false
             });
             maps.open = maps.open.saturating_sub(1);
+            self.show(&maps);
         }
-    }
-
-    /// How many connections are pending, idle and open.
-    pub(super) fn counts(&self) -> (usize, usize, usize) {
-        self.maps
-            .lock()
-            .map_or((0, 0, 0), |m| (m.pending.len(), m.idle.len(), m.open))
     }
 }
 
@@ -300,7 +317,7 @@ mod tests {
 
     #[test]
     fn the_longest_waiting_pending_connection_is_evicted_past_the_pending_cap() {
-        let registry = Registry::new(2, 100);
+        let registry = Registry::new(2, 100, Gauges::default());
         let (first, _) = registry.open().expect("room");
         let (second, _) = registry.open().expect("room");
         let (third, admission) = registry.open().expect("room");
@@ -317,7 +334,7 @@ mod tests {
 
     #[test]
     fn when_every_descriptor_is_taken_the_longest_idle_or_pending_one_goes() {
-        let registry = Registry::new(10, 3);
+        let registry = Registry::new(10, 3, Gauges::default());
         let (idle, _) = registry.open().expect("room");
         registry.busy(&idle);
         let (busy, _) = registry.open().expect("room");
@@ -336,7 +353,7 @@ mod tests {
 
     #[test]
     fn with_every_connection_busy_a_new_one_is_refused() {
-        let registry = Registry::new(10, 1);
+        let registry = Registry::new(10, 1, Gauges::default());
         let (only, _) = registry.open().expect("room");
         registry.busy(&only);
         assert!(registry.open().is_none());
@@ -347,18 +364,21 @@ mod tests {
 
     #[test]
     fn a_closed_connection_never_idles_again() {
-        let registry = Registry::new(10, 10);
+        let gauges = Gauges::default();
+        let registry = Registry::new(10, 10, gauges.clone());
         let (connection, _) = registry.open().expect("room");
+        assert_eq!((gauges.open.get(), gauges.pending.get()), (1, 1));
         registry.busy(&connection);
         registry.close(&connection);
         // A request dropped after its connection closed must not bring it back.
         registry.idle(&connection);
-        assert_eq!(registry.counts(), (0, 0, 0));
+        let counts = (gauges.open.get(), gauges.pending.get(), gauges.idle.get());
+        assert_eq!(counts, (0, 0, 0));
     }
 
     #[test]
     fn a_blocked_write_sets_a_deadline_even_while_busy() {
-        let registry = Registry::new(10, 10);
+        let registry = Registry::new(10, 10, Gauges::default());
         let (connection, _) = registry.open().expect("room");
         registry.busy(&connection);
         let deadlines = Deadlines {

@@ -41,10 +41,10 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
 pub use client_addr::{ClientAddr, TrustedProxies};
-use connection::{Connection, Deadlines, Phase, Registry};
+use connection::{Connection, Deadlines, Gauges, Phase, Registry};
 
 use crate::config::parse_seconds;
-use crate::metrics::{Counter, Gauge, Metrics};
+use crate::metrics::{Counter, Metrics};
 use crate::respond::BodyTimeout;
 
 /// The largest request head (request line and headers) read, and the read buffer's cap: a
@@ -118,9 +118,7 @@ impl HttpLimits {
 /// Connection counts for `/metrics`.
 #[derive(Clone)]
 struct ConnectionMetrics {
-    open: Gauge,
-    pending: Gauge,
-    idle: Gauge,
+    gauges: Gauges,
     timed_out: Counter,
     evicted: Counter,
     refused: Counter,
@@ -129,15 +127,17 @@ struct ConnectionMetrics {
 impl ConnectionMetrics {
     fn register(metrics: &Metrics) -> Self {
         Self {
-            open: metrics.gauge("lingr_http_connections", "HTTP connections open."),
-            pending: metrics.gauge(
-                "lingr_http_connections_pending",
-                "Connections that have not sent their first request yet.",
-            ),
-            idle: metrics.gauge(
-                "lingr_http_connections_idle",
-                "Keep-alive connections between requests.",
-            ),
+            gauges: Gauges {
+                open: metrics.gauge("lingr_http_connections", "HTTP connections open."),
+                pending: metrics.gauge(
+                    "lingr_http_connections_pending",
+                    "Connections that have not sent their first request yet.",
+                ),
+                idle: metrics.gauge(
+                    "lingr_http_connections_idle",
+                    "Keep-alive connections between requests.",
+                ),
+            },
             timed_out: metrics.counter(
                 "lingr_http_connections_timed_out_total",
                 "Connections closed for sending headers too slowly, idling too long or not reading their answer.",
@@ -151,14 +151,6 @@ impl ConnectionMetrics {
                 "Connections closed at once because every open one was busy.",
             ),
         }
-    }
-
-    fn show(&self, registry: &Registry) {
-        let (pending, idle, open) = registry.counts();
-        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        self.pending.set(gauge(pending));
-        self.idle.set(gauge(idle));
-        self.open.set(gauge(open));
     }
 }
 
@@ -185,11 +177,16 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> anyhow::Result<()> {
+    let connection_metrics = ConnectionMetrics::register(&metrics);
     let shared = Arc::new(Shared {
         // Resolved once: every connection shares this route table.
         app: app.with_state(()),
-        registry: Registry::new(limits.max_pending_connections, limits.connection_cap()),
-        metrics: ConnectionMetrics::register(&metrics),
+        registry: Registry::new(
+            limits.max_pending_connections,
+            limits.connection_cap(),
+            connection_metrics.gauges.clone(),
+        ),
+        metrics: connection_metrics,
         deadlines: limits.deadlines(),
         limits,
         force_close: CancellationToken::new(),
@@ -209,7 +206,6 @@ pub async fn serve(
                     continue;
                 };
                 shared.metrics.evicted.add(admission.evicted as u64);
-                shared.metrics.show(&shared.registry);
                 connections.spawn(serve_connection(
                     Arc::clone(&shared),
                     connection,
@@ -310,7 +306,6 @@ async fn serve_connection(
     // idle: that must happen before it is closed, or a closed connection would idle on.
     drop(http);
     shared.registry.close(&connection);
-    shared.metrics.show(&shared.registry);
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -352,7 +347,6 @@ struct IdleOnDrop<'a>(&'a Shared, &'a Arc<Connection>);
 impl Drop for IdleOnDrop<'_> {
     fn drop(&mut self) {
         self.0.registry.idle(self.1);
-        self.0.metrics.show(&self.0.registry);
     }
 }
 

@@ -198,46 +198,20 @@ impl ApiMetrics {
 /// # Errors
 /// When `shutdown` fires before NATS answers.
 pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Started> {
-    let (client, retention, replicas) = (
-        context.client.clone(),
-        context.retention,
-        context.stream_replicas,
-    );
+    let client = context.client.clone();
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let js = nats::jetstream(client.clone());
-    let idempotency_window = nats::DUPLICATE_WINDOW.min(retention);
+    let layout = context.layout();
     let (events, sessions, occupants, presence, rooms, rates, idempotency) =
         nats::retry("api setup", &shutdown, || async {
             Ok((
-                nats::ensure_events_stream(&js, retention, replicas).await?,
-                nats::ensure_bucket(&js, subjects::SESSIONS_BUCKET, Duration::ZERO, replicas)
-                    .await?,
-                nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO, replicas)
-                    .await?,
-                nats::ensure_bucket(
-                    &js,
-                    subjects::PRESENCE_BUCKET,
-                    nats::PRESENCE_MAX_AGE,
-                    replicas,
-                )
-                .await?,
-                nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE, replicas)
-                    .await?,
-                // A bucket idle for longer than it takes to refill is as good as new.
-                nats::ensure_bucket(
-                    &js,
-                    subjects::RATES_BUCKET,
-                    Duration::from_secs(600),
-                    replicas,
-                )
-                .await?,
-                nats::ensure_bucket(
-                    &js,
-                    subjects::IDEMPOTENCY_BUCKET,
-                    idempotency_window,
-                    replicas,
-                )
-                .await?,
+                layout.events().await?,
+                layout.bucket(subjects::SESSIONS_BUCKET).await?,
+                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
+                layout.bucket(subjects::PRESENCE_BUCKET).await?,
+                layout.bucket(subjects::ROOMS_BUCKET).await?,
+                layout.bucket(subjects::RATES_BUCKET).await?,
+                layout.bucket(subjects::IDEMPOTENCY_BUCKET).await?,
             ))
         })
         .await?;

@@ -178,9 +178,7 @@ impl Hub {
         });
         rooms.by_id.len()
     }
-}
 
-impl Hub {
     /// Keeps what a backfill of `room` read (every event in `(from, to]`, joined to the run
     /// kept when the two touch) within [`RUNS_BUDGET`]:
     /// past it, the runs of other rooms read longest ago are dropped.

@@ -258,26 +258,15 @@ impl Drop for Slot {
 /// # Errors
 /// When `shutdown` fires before NATS answers.
 pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Started> {
-    let (client, retention, replicas) = (
-        context.client.clone(),
-        context.retention,
-        context.stream_replicas,
-    );
+    let client = context.client.clone();
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
-    let js = nats::jetstream(client.clone());
+    let layout = context.layout();
     let (mut stream, occupants, presence_bucket) =
         nats::retry("comet setup", &shutdown, || async {
             Ok((
-                nats::ensure_events_stream(&js, retention, replicas).await?,
-                nats::ensure_bucket(&js, subjects::OCCUPANTS_BUCKET, Duration::ZERO, replicas)
-                    .await?,
-                nats::ensure_bucket(
-                    &js,
-                    subjects::PRESENCE_BUCKET,
-                    nats::PRESENCE_MAX_AGE,
-                    replicas,
-                )
-                .await?,
+                layout.events().await?,
+                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
+                layout.bucket(subjects::PRESENCE_BUCKET).await?,
             ))
         })
         .await?;

@@ -24,11 +24,7 @@ pub struct HistoryState {
 /// # Errors
 /// When the database cannot be reached, or `shutdown` fires before NATS answers.
 pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Started> {
-    let (client, retention, replicas) = (
-        context.client.clone(),
-        context.retention,
-        context.stream_replicas,
-    );
+    let client = context.client.clone();
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     Store::check_url(database_url)?;
     // Waits for the database as for NATS: a pod starts before its database is reachable.
@@ -36,11 +32,11 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
         Store::connect(database_url)
     })
     .await?;
-    let js = nats::jetstream(client.clone());
+    let layout = context.layout();
     let (stream, rooms) = nats::retry("history setup", &shutdown, || async {
         Ok((
-            nats::ensure_events_stream(&js, retention, replicas).await?,
-            nats::ensure_bucket(&js, subjects::ROOMS_BUCKET, nats::ROOM_MAX_AGE, replicas).await?,
+            layout.events().await?,
+            layout.bucket(subjects::ROOMS_BUCKET).await?,
         ))
     })
     .await?;

@@ -94,6 +94,18 @@ impl TestApp {
         format!("nats://127.0.0.1:{}", self.nats_port)
     }
 
+    /// A NATS client connected as the roles connect.
+    pub async fn lingr_client(&self) -> async_nats::Client {
+        lingr_platform::nats::connect(
+            &self.nats_url(),
+            "test",
+            &Default::default(),
+            lingr_platform::readiness::Signal::new(),
+        )
+        .await
+        .expect("connect to NATS")
+    }
+
     /// A NATS client for looking at the stream directly.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
         let client = async_nats::connect(self.nats_url())
@@ -232,6 +244,25 @@ async fn drop_postgres_database(name: &str) {
             .execute(&mut conn)
             .await;
     }
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Sends SIGTERM to a child process, as Kubernetes or Ctrl-C would.
+pub async fn sigterm(child: &tokio::process::Child) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success());
 }
 
 /// The `lingr` binary, built by the test command before the tests run.

@@ -191,12 +191,7 @@ pub async fn start_processes(app: &TestApp, roles: Roles) -> Running {
 /// waits until it is ready; returns the child and its base URL. The test secret comes through
 /// the environment, so a `--secret` among `flags` overrides it.
 pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", super::free_port());
     let child = Command::new(lingr_binary())
         .arg(role)
         .args([
