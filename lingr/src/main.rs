@@ -4,7 +4,6 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = lingr::Cli::parse();
-    lingr_platform::telemetry::init(cli.role.name());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -15,7 +14,15 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(lingr::run(cli)) {
+    let role = cli.role.name();
+    let ran = runtime.block_on(async {
+        // In the runtime: the gRPC trace exporter connects from it.
+        let telemetry = lingr_platform::telemetry::init(role);
+        let ran = lingr::run(cli).await;
+        telemetry.shutdown().await;
+        ran
+    });
+    match ran {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("lingr: {err:#}");

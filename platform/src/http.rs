@@ -8,9 +8,10 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::handler::Handler;
-use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::Router;
@@ -59,7 +60,7 @@ impl LateRoutes {
     /// Serves `routes` from now on (with JSON answers for unknown paths).
     pub fn set(&self, routes: Router) {
         if let Ok(mut slot) = self.0.write() {
-            *slot = Some(routes.fallback(not_found));
+            *slot = Some(routes.route_layer(from_fn(tag_route)).fallback(not_found));
         }
     }
 }
@@ -114,23 +115,44 @@ pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
     // No fallback here: the API routes bring theirs (see `LateRoutes`).
     api.route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route_layer(from_fn(tag_route))
         .layer(cors)
+}
+
+/// Hands the route a request matched to the server's access log, in the response (the router
+/// knows it only while routing).
+async fn tag_route(route: MatchedPath, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response.extensions_mut().insert(route);
+    response
 }
 
 /// `/metrics` alone, for `--metrics-listen`: an address only the monitoring network reaches.
 pub fn metrics_app(metrics: Metrics) -> Router {
-    let render = move || {
+    let render = move |headers: HeaderMap| {
         let metrics = metrics.clone();
-        async move { prometheus_text(metrics.render()) }
+        async move { exposition(&headers, metrics.render()) }
     };
     Router::new().route("/metrics", get(render))
 }
 
-fn prometheus_text(body: String) -> Response {
+/// The exposition with the content type the scraper asked for: OpenMetrics for Prometheus
+/// (it asks for it), the classic text format for anything else (its parsers read the same
+/// lines, `# EOF` being a comment to them).
+fn exposition(request: &HeaderMap, body: String) -> Response {
+    let openmetrics = request
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|accept| accept.contains("application/openmetrics-text"));
+    let content_type = if openmetrics {
+        crate::metrics::CONTENT_TYPE
+    } else {
+        "text/plain; version=0.0.4; charset=utf-8"
+    };
     let mut response = body.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }

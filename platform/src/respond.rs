@@ -92,8 +92,6 @@ pub struct Params {
     values: HashMap<String, String>,
     /// JSON, or JSONP when a valid callback was given.
     pub format: Format,
-    /// The W3C `traceparent` the request came with, if any.
-    pub traceparent: Option<String>,
     /// The client's address, as the server resolved it.
     pub client: Option<ClientAddr>,
 }
@@ -196,11 +194,6 @@ impl<S: Send + Sync> FromRequest<S> for Params {
     type Rejection = Reply;
 
     async fn from_request(req: Request, _state: &S) -> Result<Self, Reply> {
-        let traceparent = req
-            .headers()
-            .get(crate::telemetry::TRACEPARENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
         let client = req.extensions().get::<ClientAddr>().copied();
         let body_timeout = req
             .extensions()
@@ -235,7 +228,6 @@ impl<S: Send + Sync> FromRequest<S> for Params {
         Ok(Self {
             values,
             format,
-            traceparent,
             client,
         })
     }

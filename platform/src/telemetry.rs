@@ -1,79 +1,209 @@
-//! Logging and trace context.
+//! Logs and traces.
 //!
-//! [`init`] installs a `tracing` subscriber: human-readable lines, or JSON lines with
-//! `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info`). The W3C trace context travels in
-//! NATS message headers ([`trace_headers`]) from the publish to every consumer, so one trace id
-//! ties a say's HTTP request to its comet delivery and its history write in the logs.
+//! [`init`] installs the `tracing` subscriber: log lines, human-readable or JSON with
+//! `LOG_FORMAT=json`, filtered by `RUST_LOG` (default `info`); and an OpenTelemetry layer that
+//! turns the spans of Lingr's own code into OpenTelemetry spans. They are exported over OTLP
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set, with
+//! the protocol of `OTEL_EXPORTER_OTLP_PROTOCOL` (`http/protobuf` by default, or `grpc`), the
+//! batching of `OTEL_BSP_*`, and the service name of the role (`lingr-api`, `lingr-comet`,
+//! `lingr-history`; `lingr` for `dev`) unless `OTEL_SERVICE_NAME` names another.
+//!
+//! The W3C trace context travels in HTTP and NATS headers through the `opentelemetry`
+//! propagator: a say's HTTP request continues its caller's trace, its publish carries the trace
+//! in the message's headers, and comet's delivery to each observe and history's write of the
+//! event continue it. The layer runs without an exporter too, so the context travels (and log
+//! lines can name the trace) whether or not anything collects the spans.
 
 use async_nats::HeaderMap;
-use tracing_subscriber::EnvFilter;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry::{global, Context};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use tracing::{Level, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+use tracing_subscriber::filter::{filter_fn, EnvFilter};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::Layer as _;
 
-/// Installs the global subscriber once; later calls (in tests) do nothing.
-pub fn init(service: &str) {
+pub use opentelemetry::trace::SpanContext;
+
+/// The tracer provider, to flush at exit.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+    exporting: bool,
+}
+
+/// Installs the global subscriber and propagator; later calls (in tests) install nothing.
+/// Call it inside the Tokio runtime: the gRPC exporter starts its connection there.
+pub fn init(service: &str) -> Telemetry {
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    let (provider, export_error) = tracer_provider(service);
+    let exporting = provider.is_some();
+    let provider = provider.unwrap_or_else(|| SdkTracerProvider::builder().build());
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer("lingr"))
+        // Only Lingr's own spans: the exporter's HTTP and gRPC clients would trace themselves.
+        .with_filter(filter_fn(|meta| {
+            meta.target().starts_with("lingr") && *meta.level() <= Level::INFO
+        }));
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let result = if json {
-        tracing_subscriber::fmt()
-            .with_env_filter(filter)
+    let logs = if json {
+        tracing_subscriber::fmt::layer()
             .json()
-            .try_init()
+            .with_filter(filter)
+            .boxed()
     } else {
-        tracing_subscriber::fmt().with_env_filter(filter).try_init()
+        tracing_subscriber::fmt::layer().with_filter(filter).boxed()
     };
-    if result.is_ok() {
-        if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some() {
-            tracing::warn!(
-                service,
-                "OTEL_EXPORTER_OTLP_ENDPOINT is set but OTLP export is not built yet; trace ids are logged only"
-            );
+    let installed = tracing_subscriber::registry()
+        .with(spans)
+        .with(logs)
+        .try_init()
+        .is_ok();
+    if installed {
+        match export_error {
+            Some(err) => {
+                tracing::warn!(error = %err, "OTLP export is configured but cannot start; traces are not exported")
+            }
+            None if exporting => {
+                tracing::info!(service = %service_name(service), "exporting traces over OTLP")
+            }
+            None => tracing::debug!("OTLP export is off (OTEL_EXPORTER_OTLP_ENDPOINT is unset)"),
         }
-        tracing::debug!(service, "telemetry initialised");
+    }
+    Telemetry {
+        provider,
+        exporting,
     }
 }
 
-/// The W3C `traceparent` header name.
-pub const TRACEPARENT: &str = "traceparent";
-
-/// A `traceparent` continuing `incoming` (the HTTP request's, if valid) with a new span id, or
-/// starting a new trace.
-pub fn child_traceparent(incoming: Option<&str>) -> String {
-    let trace_id = incoming
-        .and_then(|tp| {
-            let mut parts = tp.split('-');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some("00"), Some(trace), Some(span), Some(_flags))
-                    if trace.len() == 32
-                        && span.len() == 16
-                        && trace.bytes().all(|b| b.is_ascii_hexdigit()) =>
-                {
-                    Some(trace.to_ascii_lowercase())
-                }
-                _ => None,
-            }
-        })
-        .unwrap_or_else(|| random_hex(16));
-    format!("00-{trace_id}-{}-01", random_hex(8))
+impl Telemetry {
+    /// Exports the spans still batched, waiting at most the SDK's five seconds.
+    pub async fn shutdown(self) {
+        if !self.exporting {
+            return;
+        }
+        let provider = self.provider;
+        // Blocking: it waits for the batch thread, whose gRPC export needs this runtime free.
+        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(error = %err, "flushing traces at exit failed"),
+            Err(err) => tracing::warn!(error = %err, "flushing traces at exit failed"),
+        }
+    }
 }
 
-/// NATS headers carrying a trace context.
-pub fn trace_headers(traceparent: &str) -> HeaderMap {
+fn set(variable: &str) -> bool {
+    std::env::var(variable).is_ok_and(|v| !v.trim().is_empty())
+}
+
+/// `lingr-<role>`, `lingr` for the process running every role.
+fn service_name(role: &str) -> String {
+    match role {
+        "dev" => "lingr".to_owned(),
+        role => format!("lingr-{role}"),
+    }
+}
+
+/// A provider exporting over OTLP, if an endpoint is configured; or why it cannot.
+fn tracer_provider(role: &str) -> (Option<SdkTracerProvider>, Option<String>) {
+    if !set("OTEL_EXPORTER_OTLP_ENDPOINT") && !set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        return (None, None);
+    }
+    // The builder reads the protocol, endpoint, headers and timeout from the environment.
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().build() {
+        Ok(exporter) => exporter,
+        Err(err) => return (None, Some(err.to_string())),
+    };
+    let mut resource = Resource::builder();
+    if !set("OTEL_SERVICE_NAME") {
+        resource = resource.with_service_name(service_name(role));
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_resource(resource.build())
+        .with_batch_exporter(exporter)
+        .build();
+    (Some(provider), None)
+}
+
+/// Makes `span` continue the trace an HTTP request's `traceparent` names (before it is
+/// entered: a started span keeps its parent).
+pub fn continue_trace(span: &Span, headers: &axum::http::HeaderMap) {
+    let parent = global::get_text_map_propagator(|propagator| {
+        propagator.extract(&opentelemetry_http::HeaderExtractor(headers))
+    });
+    set_parent(span, parent);
+}
+
+/// The trace context a NATS message carries, if any.
+pub fn context_of(headers: Option<&HeaderMap>) -> Option<SpanContext> {
+    let headers = headers?;
+    let context =
+        global::get_text_map_propagator(|propagator| propagator.extract(&NatsHeaders(headers)));
+    let span = context.span().span_context().clone();
+    span.is_valid().then_some(span)
+}
+
+/// Makes `span` a child of `parent` (a context carried by a NATS message).
+pub fn continue_remote(span: &Span, parent: &SpanContext) {
+    set_parent(
+        span,
+        Context::new().with_remote_span_context(parent.clone()),
+    );
+}
+
+/// Renames `span` in its trace, also once started (as a request span is when its route is
+/// known).
+pub fn rename(span: &Span, name: String) {
+    span.context().span().update_name(name);
+}
+
+fn set_parent(span: &Span, parent: Context) {
+    // Refused only when the span is disabled (filtered out) or already started.
+    let _ = span.set_parent(parent);
+}
+
+/// NATS headers carrying `span`'s trace context, for a message published within it.
+pub fn headers_for(span: &Span) -> HeaderMap {
     let mut headers = HeaderMap::new();
-    headers.insert(TRACEPARENT, traceparent);
+    let context = span.context();
+    global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut NatsHeadersMut(&mut headers));
+    });
     headers
 }
 
-/// The trace id of a NATS message's `traceparent`, for log fields.
-pub fn trace_id(headers: Option<&HeaderMap>) -> Option<String> {
-    let tp = headers?.get(TRACEPARENT)?.as_str();
-    tp.split('-').nth(1).map(str::to_owned)
+/// The trace id of a context, for log lines.
+pub fn trace_id(context: Option<&SpanContext>) -> String {
+    context
+        .map(|c| c.trace_id().to_string())
+        .unwrap_or_default()
 }
 
-fn random_hex(bytes: usize) -> String {
-    let mut buf = vec![0u8; bytes];
-    if crate::config::random_bytes(&mut buf).is_err() {
-        buf.fill(1);
+/// NATS headers to read a context from.
+struct NatsHeaders<'a>(&'a HeaderMap);
+
+/// NATS headers to write a context into.
+struct NatsHeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for NatsHeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        self.0.insert(key, value.as_str());
     }
-    lingr_proto::values::hex(&buf)
+}
+
+impl Extractor for NatsHeaders<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(async_nats::HeaderValue::as_str)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.iter().map(|(name, _)| name.as_ref()).collect()
+    }
 }
 
 #[cfg(test)]
@@ -81,12 +211,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn continues_a_valid_trace_and_starts_one_otherwise() {
-        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let child = child_traceparent(Some(parent));
-        assert!(child.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
-        assert_ne!(child, parent);
-        let fresh = child_traceparent(Some("garbage"));
-        assert_eq!(fresh.len(), 55);
+    fn a_context_travels_through_nats_headers() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        );
+        let context = context_of(Some(&headers)).expect("a valid context");
+        assert_eq!(
+            context.trace_id().to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert!(context.is_remote());
+        let mut garbage = HeaderMap::new();
+        garbage.insert("traceparent", "garbage");
+        assert!(context_of(Some(&garbage)).is_none());
+        assert!(context_of(None).is_none());
     }
 }

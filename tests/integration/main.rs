@@ -14,3 +14,4 @@ mod processes;
 mod races;
 mod slow_clients;
 mod support;
+mod telemetry;

@@ -17,6 +17,7 @@
 //! Each request carries the client's address ([`ClientAddr`], see the `client_addr` module) and
 //! the body timeout.
 
+mod access;
 mod client_addr;
 mod connection;
 
@@ -39,7 +40,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
+use access::RequestMetrics;
 pub use client_addr::{ClientAddr, TrustedProxies};
 use connection::{Connection, Deadlines, Gauges, Phase, Registry};
 
@@ -139,15 +142,15 @@ impl ConnectionMetrics {
                 ),
             },
             timed_out: metrics.counter(
-                "lingr_http_connections_timed_out_total",
+                "lingr_http_connections_timed_out",
                 "Connections closed for sending headers too slowly, idling too long or not reading their answer.",
             ),
             evicted: metrics.counter(
-                "lingr_http_connections_evicted_total",
+                "lingr_http_connections_evicted",
                 "Silent or idle connections closed to admit new ones past a connection cap.",
             ),
             refused: metrics.counter(
-                "lingr_http_connections_refused_total",
+                "lingr_http_connections_refused",
                 "Connections closed at once because every open one was busy.",
             ),
         }
@@ -159,6 +162,7 @@ struct Shared {
     app: Router,
     registry: Registry,
     metrics: ConnectionMetrics,
+    requests: RequestMetrics,
     limits: HttpLimits,
     deadlines: Deadlines,
     force_close: CancellationToken,
@@ -187,6 +191,7 @@ pub async fn serve(
             connection_metrics.gauges.clone(),
         ),
         metrics: connection_metrics,
+        requests: RequestMetrics::register(&metrics),
         deadlines: limits.deadlines(),
         limits,
         force_close: CancellationToken::new(),
@@ -205,7 +210,7 @@ pub async fn serve(
                     drop(stream);
                     continue;
                 };
-                shared.metrics.evicted.add(admission.evicted as u64);
+                shared.metrics.evicted.inc_by(admission.evicted as u64);
                 connections.spawn(serve_connection(
                     Arc::clone(&shared),
                     connection,
@@ -335,11 +340,23 @@ async fn handle(
     extensions.insert(client);
     extensions.insert(ConnectInfo(peer));
     extensions.insert(BodyTimeout(shared.limits.header_read_timeout));
-    shared
+    let method = request.method().clone();
+    let span = access::span(&method, request.headers());
+    let started = Instant::now();
+    let response = shared
         .app
         .clone()
         .oneshot(request.map(axum::body::Body::new))
-        .await
+        .instrument(span.clone())
+        .await?;
+    access::record(
+        &shared.requests,
+        &span,
+        &method,
+        &response,
+        started.elapsed(),
+    );
+    Ok(response)
 }
 
 struct IdleOnDrop<'a>(&'a Shared, &'a Arc<Connection>);

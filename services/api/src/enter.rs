@@ -69,14 +69,14 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         } => (occupant_id, counter),
         EnterClaim::Fresh(occupant_id) => {
             let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref(), &call);
-            let counter = admit(state, params, &entering).await?;
+            let counter = admit(state, &entering).await?;
             (occupant_id, counter)
         }
         EnterClaim::Resume(occupant_id) => {
             // Finishing an attempt that was never answered is new work: it pays a token.
             state.limit_call(&caller.tag).await?;
             let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref(), &call);
-            (occupant_id, resume(state, params, &entering).await?)
+            (occupant_id, resume(state, &entering).await?)
         }
     };
     if let Some(call) = call.as_ref().filter(|_| !replayed) {
@@ -137,11 +137,7 @@ impl<'a> Entering<'a> {
 }
 
 /// Finishes an enter that an earlier attempt with the same id began but never answered.
-async fn resume(
-    state: &ApiState,
-    params: &Params,
-    entering: &Entering<'_>,
-) -> Result<u64, ApiError> {
+async fn resume(state: &ApiState, entering: &Entering<'_>) -> Result<u64, ApiError> {
     let stored = kv::read::<OccupantRecord>(&state.occupants, &entering.occupant.key())
         .await?
         .value;
@@ -153,17 +149,13 @@ async fn resume(
             nickname: Some(_),
             ..
         }) => Ok(counter),
-        _ => admit(state, params, entering).await,
+        _ => admit(state, entering).await,
     }
 }
 
 /// Stores the occupant, adds it to its session and announces it; returns the counter of its
 /// enter event (for an anonymous observer, the newest counter).
-async fn admit(
-    state: &ApiState,
-    params: &Params,
-    entering: &Entering<'_>,
-) -> Result<u64, ApiError> {
+async fn admit(state: &ApiState, entering: &Entering<'_>) -> Result<u64, ApiError> {
     let (caller, occupant) = (entering.caller, &entering.occupant);
     let key = occupant.key();
     if !caller.record.occupants.contains(&key)
@@ -197,7 +189,7 @@ async fn admit(
     };
     let event = new_event(EventType::Enter, occupant, nickname.as_str());
     let msg_id = format!("enter:{}", occupant.occupant_id);
-    let counter = match publish(state, event, Some(msg_id), params.traceparent.as_deref()).await {
+    let counter = match publish(state, event, Some(msg_id)).await {
         Ok(published) => published.event.counter,
         Err(error) => {
             undo_enter(state, occupant).await;

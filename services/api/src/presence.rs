@@ -30,7 +30,6 @@ pub async fn leave(
     state: &ApiState,
     occupant: &OccupantRecord,
     reason: ExitReason,
-    traceparent: Option<&str>,
 ) -> Result<Option<u64>, ApiError> {
     // Only an enter that was stored is answered by an exit; anonymous observers and occupants
     // whose enter never got stored leave silently.
@@ -52,12 +51,7 @@ pub async fn leave(
                 timestamp: timestamp_now(),
             };
             let msg_id = format!("exit:{}", occupant.occupant_id);
-            Some(
-                publish(state, event, Some(msg_id), traceparent)
-                    .await?
-                    .event
-                    .counter,
-            )
+            Some(publish(state, event, Some(msg_id)).await?.event.counter)
         }
         None => None,
     };
@@ -157,7 +151,7 @@ pub async fn reap_once(state: &ApiState) {
         } else {
             continue;
         };
-        match leave(state, &occupant, reason, None).await {
+        match leave(state, &occupant, reason).await {
             Ok(_) => {
                 state.metrics.presence_timeouts.inc();
                 tracing::info!(room.id = %occupant.room, occupant.id = %occupant.occupant_id, ?reason, "occupant made to leave");
@@ -173,8 +167,10 @@ pub async fn reap_once(state: &ApiState) {
         if now.saturating_sub(session_last_active(state, &record)) <= ttl_ms {
             continue;
         }
-        match sessions::end_session(state, &tag, &record, ExitReason::Timeout, None).await {
-            Ok(()) => state.metrics.sessions_expired.inc(),
+        match sessions::end_session(state, &tag, &record, ExitReason::Timeout).await {
+            Ok(()) => {
+                state.metrics.sessions_expired.inc();
+            }
             Err(err) => tracing::warn!(
                 code = err.code.as_str(),
                 "expiring a session failed; next pass retries"

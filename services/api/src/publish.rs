@@ -1,11 +1,13 @@
-//! Publishing an event: to the room's subject, with the trace context and, for a retry-safe
-//! call, a `Nats-Msg-Id`. The answer waits for the PubAck; a duplicate is answered with the
+//! Publishing an event: to the room's subject, in a span whose trace context the message
+//! carries (so comet's deliveries and history's write join the caller's trace) and, for a
+//! retry-safe call, with a `Nats-Msg-Id`. The answer waits for the PubAck; a duplicate is answered with the
 //! event first stored under that id, read back from the stream.
 
 use async_nats::jetstream::message::PublishMessage as Publish;
 use lingr_platform::telemetry;
 use lingr_platform::ApiError;
 use lingr_proto::{subjects, Event};
+use tracing::{Instrument as _, Span};
 
 use crate::state::ApiState;
 
@@ -24,26 +26,50 @@ pub struct Published {
 /// `unavailable` when NATS does not store it in time.
 pub async fn publish(
     state: &ApiState,
+    event: Event,
+    msg_id: Option<String>,
+) -> Result<Published, ApiError> {
+    let span = tracing::info_span!(
+        "publish",
+        otel.kind = "producer",
+        room.id = %event.room,
+        event.kind = ?event.kind,
+        counter = tracing::field::Empty,
+    );
+    let published = store(state, event, msg_id, &span)
+        .instrument(span.clone())
+        .await?;
+    span.record("counter", published.event.counter);
+    Ok(published)
+}
+
+async fn store(
+    state: &ApiState,
     mut event: Event,
     msg_id: Option<String>,
-    traceparent: Option<&str>,
+    span: &Span,
 ) -> Result<Published, ApiError> {
     let payload = serde_json::to_vec(&event)
         .map_err(|err| ApiError::internal("serializing an event", err))?;
-    let mut publish = Publish::build().payload(payload.into()).header(
-        telemetry::TRACEPARENT,
-        telemetry::child_traceparent(traceparent).as_str(),
-    );
+    let mut publish = Publish::build()
+        .payload(payload.into())
+        .headers(telemetry::headers_for(span));
     if let Some(id) = msg_id {
         publish = publish.message_id(id);
     }
-    let ack = state
+    let acked = match state
         .js
         .send_publish(subjects::room_events(&event.room), publish)
         .await
-        .map_err(|err| ApiError::unavailable("publishing an event", err))?
-        .await
-        .map_err(|err| ApiError::unavailable("awaiting a PubAck", err))?;
+    {
+        Ok(ack) => ack
+            .await
+            .map_err(|err| ApiError::unavailable("awaiting a PubAck", err)),
+        Err(err) => Err(ApiError::unavailable("publishing an event", err)),
+    };
+    let ack = acked.inspect_err(|_| {
+        state.metrics.publish_errors.inc();
+    })?;
     state.metrics.events_published.inc();
     if ack.duplicate {
         state.metrics.duplicates.inc();

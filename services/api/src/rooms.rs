@@ -6,9 +6,11 @@
 //! JetStream stored.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use axum::extract::State;
 use lingr_platform::kv::{self, Decision};
+use lingr_platform::metrics::observe_duration;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{Exited, Stored};
 use lingr_proto::event::timestamp_now;
@@ -78,7 +80,10 @@ async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiE
 /// `room/say`: `session`, `ticket`, `message`, `idempotent_id`?.
 #[tracing::instrument(skip_all)]
 pub async fn say(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
-    params.reply(say_message(&state, &params).await)
+    let started = Instant::now();
+    let said = say_message(&state, &params).await;
+    observe_duration(&state.metrics.say_seconds, started.elapsed());
+    params.reply(said)
 }
 
 async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiError> {
@@ -109,7 +114,7 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
     let mut event = new_event(EventType::Message, occupant, nickname.as_str());
     event.text = Some(text.into_string());
     let msg_id = call.as_ref().map(|call| call.message_id("say"));
-    let published = publish(state, event.clone(), msg_id, params.traceparent.as_deref()).await?;
+    let published = publish(state, event.clone(), msg_id).await?;
     if published.duplicate && !same_say(&published.event, &event) {
         // A concurrent call with this id but other parameters was stored first.
         return Err(idempotency::conflict());
@@ -147,7 +152,7 @@ async fn change_nickname(state: &ApiState, params: &Params) -> Result<Stored, Ap
     state.limit_call(&who.caller.tag).await?;
     let mut event = new_event(EventType::Nickname, &who.occupant, nickname.as_str());
     event.prev_nickname = Some(previous.to_string());
-    let published = publish(state, event, None, params.traceparent.as_deref()).await?;
+    let published = publish(state, event, None).await?;
     // On the revision read: if the occupant left meanwhile (exit, reaper), it stays gone.
     let occupant = &who.occupant;
     kv::update::<OccupantRecord, _>(&state.occupants, &occupant.key(), |current| match current {
@@ -173,14 +178,7 @@ pub async fn exit(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
 async fn exit_room(state: &ApiState, params: &Params) -> Result<Exited, ApiError> {
     let who = authorize(state, params).await?;
     state.limit_call(&who.caller.tag).await?;
-    let counter = match presence::leave(
-        state,
-        &who.occupant,
-        ExitReason::Exit,
-        params.traceparent.as_deref(),
-    )
-    .await?
-    {
+    let counter = match presence::leave(state, &who.occupant, ExitReason::Exit).await? {
         Some(counter) => counter,
         None => newest_counter(state).await?,
     };

@@ -61,7 +61,6 @@ async fn destroy_session(state: &ApiState, params: &Params) -> Result<serde_json
         &caller.tag,
         &caller.record,
         ExitReason::SessionDestroyed,
-        params.traceparent.as_deref(),
     )
     .await?;
     Ok(serde_json::json!({}))
@@ -76,7 +75,6 @@ pub async fn end_session(
     tag: &str,
     record: &SessionRecord,
     reason: ExitReason,
-    traceparent: Option<&str>,
 ) -> Result<(), ApiError> {
     for key in &record.occupants {
         let occupant = state
@@ -85,7 +83,7 @@ pub async fn end_session(
             .await
             .map_err(|err| ApiError::unavailable("reading an occupant", err))?;
         if let Some(occupant) = occupant.and_then(|raw| serde_json::from_slice(&raw).ok()) {
-            presence::leave(state, &occupant, reason, traceparent).await?;
+            presence::leave(state, &occupant, reason).await?;
         }
     }
     state

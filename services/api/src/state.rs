@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
 use lingr_platform::config::parse_seconds;
-use lingr_platform::metrics::{Counter, Metrics};
+use lingr_platform::metrics::{Counter, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::nats;
 use lingr_platform::role::{Context, Started};
@@ -159,34 +159,42 @@ pub struct ApiMetrics {
     pub sessions_expired: Counter,
     /// Passes the reaper has completed.
     pub reaper_passes: Counter,
+    /// Publishes JetStream did not acknowledge.
+    pub publish_errors: Counter,
+    /// Seconds from a say's arrival to its answer.
+    pub say_seconds: Histogram,
 }
 
 impl ApiMetrics {
     fn register(metrics: &Metrics) -> Self {
         Self {
-            events_published: metrics.counter(
-                "lingr_api_events_published_total",
-                "Events stored in JetStream.",
-            ),
+            events_published: metrics
+                .counter("lingr_api_events_published", "Events stored in JetStream."),
             duplicates: metrics.counter(
-                "lingr_api_duplicate_publishes_total",
+                "lingr_api_duplicate_publishes",
                 "Idempotent retries answered with the stored event.",
             ),
             rate_limited: metrics.counter(
-                "lingr_api_rate_limited_total",
+                "lingr_api_rate_limited",
                 "Calls refused by the per-session or per-address rate limits.",
             ),
             presence_timeouts: metrics.counter(
-                "lingr_api_presence_timeouts_total",
+                "lingr_api_presence_timeouts",
                 "Occupants the reaper made leave (timed out or orphaned).",
             ),
-            sessions_expired: metrics.counter(
-                "lingr_api_sessions_expired_total",
-                "Sessions expired unused.",
-            ),
+            sessions_expired: metrics
+                .counter("lingr_api_sessions_expired", "Sessions expired unused."),
             reaper_passes: metrics.counter(
-                "lingr_api_reaper_passes_total",
+                "lingr_api_reaper_passes",
                 "Passes of the presence and session reaper.",
+            ),
+            publish_errors: metrics.counter(
+                "lingr_api_publish_errors",
+                "Publishes JetStream did not acknowledge (the call answered 503).",
+            ),
+            say_seconds: metrics.latency(
+                "lingr_api_say_seconds",
+                "From a say's arrival to its answer, stored or refused.",
             ),
         }
     }

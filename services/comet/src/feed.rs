@@ -5,7 +5,7 @@
 //! skips one.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
@@ -15,7 +15,7 @@ use lingr_platform::telemetry;
 use lingr_proto::subjects;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{encode_stored, Hub};
+use crate::hub::{encode_stored, Hub, Origin};
 use crate::state::CometMetrics;
 
 /// Follows the stream into `hub` until `shutdown` fires; `ready` is up while consuming.
@@ -66,21 +66,16 @@ async fn consume(
     ready.up();
     while let Some(message) = messages.next().await {
         let message = message?;
-        let counter = message
-            .info()
-            .map_err(|err| anyhow::anyhow!("{err}"))?
-            .stream_sequence;
+        let info = message.info().map_err(|err| anyhow::anyhow!("{err}"))?;
+        let (counter, stored_at) = (info.stream_sequence, SystemTime::from(info.published));
         let room = subjects::room_of_subject(message.subject.as_str());
         match (room, encode_stored(counter, &message.payload)) {
             (Some(room), Some(json)) => {
-                if hub.apply(&room, counter, json) {
+                let trace = telemetry::context_of(message.headers.as_ref());
+                let trace_id = telemetry::trace_id(trace.as_ref());
+                if hub.apply(&room, counter, json, Origin { trace, stored_at }) {
                     metrics.events_applied.inc();
-                    tracing::debug!(
-                        room.id = %room,
-                        counter,
-                        trace_id = telemetry::trace_id(message.headers.as_ref()).unwrap_or_default(),
-                        "event delivered to waiters"
-                    );
+                    tracing::debug!(room.id = %room, counter, trace_id, "event delivered to waiters");
                 }
             }
             _ => {

@@ -11,9 +11,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use lingr_platform::telemetry::SpanContext;
 use lingr_proto::{Event, RoomId};
 use tokio::sync::Notify;
 
@@ -51,9 +52,21 @@ pub struct Room {
 struct Buffer {
     covered_after: u64,
     events: VecDeque<(u64, Bytes)>,
+    /// Where each of `events` came from, index for index.
+    origins: VecDeque<Origin>,
     last_used: Instant,
     run: Option<Run>,
     backfill_failed_at: Option<Instant>,
+}
+
+/// Where a live event came from: the trace of the call that stored it, and when the stream
+/// stored it (to time its fan-out).
+#[derive(Debug, Clone)]
+pub struct Origin {
+    /// The trace context its message carried.
+    pub trace: Option<SpanContext>,
+    /// When the stream stored it.
+    pub stored_at: SystemTime,
 }
 
 /// Every event of the room with a counter in `(from, to]`, read from the stream.
@@ -130,12 +143,12 @@ impl Hub {
 
     /// Applies the event stored at `counter`, wakes the room's waiters once, and returns
     /// whether it was new (an ordered consumer may redeliver after a reconnect).
-    pub fn apply(&self, room_id: &RoomId, counter: u64, json: Bytes) -> bool {
+    pub fn apply(&self, room_id: &RoomId, counter: u64, json: Bytes, origin: Origin) -> bool {
         if counter <= self.applied() {
             return false;
         }
         let room = self.room(room_id);
-        room.push(counter, json, self.room_capacity);
+        room.push(counter, json, origin, self.room_capacity);
         if let Ok(mut rooms) = self.inner.write() {
             rooms.applied = rooms.applied.max(counter);
         }
@@ -217,6 +230,7 @@ impl Room {
             buffer: RwLock::new(Buffer {
                 covered_after,
                 events: VecDeque::new(),
+                origins: VecDeque::new(),
                 last_used: Instant::now(),
                 run: None,
                 backfill_failed_at: None,
@@ -226,10 +240,12 @@ impl Room {
         }
     }
 
-    fn push(&self, counter: u64, json: Bytes, capacity: usize) {
+    fn push(&self, counter: u64, json: Bytes, origin: Origin, capacity: usize) {
         if let Ok(mut buffer) = self.buffer.write() {
             buffer.events.push_back((counter, json));
+            buffer.origins.push_back(origin);
             while buffer.events.len() > capacity {
+                buffer.origins.pop_front();
                 if let Some((evicted, _)) = buffer.events.pop_front() {
                     buffer.covered_after = evicted;
                 }
@@ -273,6 +289,23 @@ impl Room {
             };
         }
         Collected::Events(events)
+    }
+
+    /// Where those of `counters` still buffered came from (events read by a backfill have no
+    /// origin: they were stored long before).
+    pub fn origins(&self, counters: impl Iterator<Item = u64>) -> Vec<(u64, Origin)> {
+        let Ok(buffer) = self.buffer.read() else {
+            return Vec::new();
+        };
+        counters
+            .filter_map(|counter| {
+                let at = buffer
+                    .events
+                    .binary_search_by_key(&counter, |(c, _)| *c)
+                    .ok()?;
+                Some((counter, buffer.origins.get(at)?.clone()))
+            })
+            .collect()
     }
 
     /// Keeps what a backfill read (every event in `(from, to]`), joined to the run already
@@ -386,6 +419,13 @@ pub fn encode_stored(counter: u64, payload: &[u8]) -> Option<Bytes> {
 mod tests {
     use super::*;
 
+    fn untraced() -> Origin {
+        Origin {
+            trace: None,
+            stored_at: SystemTime::now(),
+        }
+    }
+
     fn room(id: &str) -> RoomId {
         RoomId::parse(id).expect("valid")
     }
@@ -398,7 +438,7 @@ mod tests {
     fn collects_after_a_counter_and_reports_evicted_history() {
         let hub = Hub::new(3, 10);
         for counter in 11..=15 {
-            assert!(hub.apply(&room("a"), counter, json(counter)));
+            assert!(hub.apply(&room("a"), counter, json(counter), untraced()));
         }
         let a = hub.room(&room("a"));
         assert_eq!(
@@ -408,7 +448,7 @@ mod tests {
         assert_eq!(a.collect(12, 1), Collected::Events(vec![(13, json(13))]));
         assert_eq!(a.collect(11, 10), Collected::Missing { from: 11, upto: 12 });
         assert!(
-            !hub.apply(&room("a"), 15, json(15)),
+            !hub.apply(&room("a"), 15, json(15), untraced()),
             "redelivery is ignored"
         );
     }
@@ -416,7 +456,7 @@ mod tests {
     #[test]
     fn a_new_room_covers_only_what_comes_after_it() {
         let hub = Hub::new(8, 100);
-        hub.apply(&room("a"), 101, json(101));
+        hub.apply(&room("a"), 101, json(101), untraced());
         let b = hub.room(&room("b"));
         assert_eq!(
             b.collect(50, 10),
@@ -432,7 +472,7 @@ mod tests {
     fn a_run_serves_old_counters_and_continues_into_the_buffer() {
         let hub = Hub::new(2, 20);
         for counter in [21, 24] {
-            hub.apply(&room("a"), counter, json(counter));
+            hub.apply(&room("a"), counter, json(counter), untraced());
         }
         let a = hub.room(&room("a"));
         assert_eq!(a.collect(5, 10), Collected::Missing { from: 5, upto: 20 });
@@ -469,7 +509,7 @@ mod tests {
         let a = hub.room(&room("a"));
         hub.keep_run(&a, 0, 10, vec![(4, json(4))]);
         for counter in [11, 12, 13] {
-            hub.apply(&room("a"), counter, json(counter));
+            hub.apply(&room("a"), counter, json(counter), untraced());
         }
         // The buffer now covers after 12 only; 11 was evicted and is in no run.
         assert_eq!(a.collect(4, 10), Collected::Missing { from: 10, upto: 12 });

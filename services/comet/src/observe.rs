@@ -5,10 +5,12 @@
 //! unchanged). The events are the bytes the feed serialized once; this handler only joins them.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use bytes::Bytes;
+use lingr_platform::metrics::observe_duration;
+use lingr_platform::telemetry;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{OBSERVE_MAX_BYTES, OBSERVE_MAX_EVENTS};
 use lingr_proto::records::{occupant_key, OccupantRecord};
@@ -32,12 +34,7 @@ pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Re
     match observe_room(&state, &params).await {
         Ok(object) => Reply::ok_object(params.format.clone(), &object),
         Err(error) => {
-            if matches!(
-                error.code,
-                ErrorCode::Overloaded | ErrorCode::TooManyObserves
-            ) {
-                state.metrics.refused.inc();
-            }
+            state.metrics.answered(error.code.as_str());
             Reply::error(params.format.clone(), &error)
         }
     }
@@ -76,6 +73,8 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     // be signalled to this observe. (A brand-new occupant may not be mirrored yet: then only
     // the signal tells.)
     let mut mirrored = seen_in_mirror;
+    // Whether it has waited for an event: then its answer is a fan-out, timed as one.
+    let mut held = false;
     loop {
         let notified = room.notify().notified();
         tokio::pin!(notified);
@@ -85,8 +84,10 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
         leaving.as_mut().enable();
         match room.collect(after, OBSERVE_MAX_EVENTS) {
             Collected::Events(events) if !events.is_empty() => {
-                state.metrics.answered.inc();
-                return Ok(answer(after, &events));
+                state.metrics.answered("events");
+                let events = fitting(&events);
+                note_deliveries(state, &room, &ticket.room, events, held);
+                return Ok(answer(after, events));
             }
             Collected::Events(_) => {
                 let present = state.occupants_mirror.contains(&occupant);
@@ -113,13 +114,13 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             }
         }
         tokio::select! {
-            () = &mut notified => {}
+            () = &mut notified => held = true,
             () = &mut leaving => {}
             () = tokio::time::sleep_until(deadline) => break,
             () = state.shutdown.cancelled() => break,
         }
     }
-    state.metrics.answered_empty.inc();
+    state.metrics.answered("empty");
     Ok(answer(after, &[]))
 }
 
@@ -151,13 +152,16 @@ async fn backfill(
         ));
     }
     state.metrics.backfills.inc();
+    let seconds = state.metrics.backfill_seconds.clone();
     let (backfiller, hub) = (Arc::clone(&state.backfiller), Arc::clone(&state.hub));
     let (room, room_id) = (Arc::clone(room), room_id.clone());
     let read = tokio::spawn(async move {
         let _turn = turn;
+        let started = Instant::now();
         let fetched = backfiller
             .fetch(&room_id, from, upto, OBSERVE_MAX_EVENTS)
             .await;
+        observe_duration(&seconds, started.elapsed());
         match fetched {
             Ok(fetched) => {
                 hub.keep_run(&room, from, fetched.to, fetched.events);
@@ -184,9 +188,9 @@ async fn backfill(
     }
 }
 
-/// `{"counter":N,"events":[...]}` from serialized events.
-/// Events past [`OBSERVE_MAX_BYTES`] are left for the next observe.
-fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
+/// The first of `events` that fit in one answer: past [`OBSERVE_MAX_BYTES`] they are left for
+/// the next observe (one always goes, however large).
+fn fitting(events: &[(u64, Bytes)]) -> &[(u64, Bytes)] {
     let mut size = 0;
     let fits = events
         .iter()
@@ -196,7 +200,40 @@ fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
             first || size <= OBSERVE_MAX_BYTES
         })
         .count();
-    let events = &events[..fits];
+    &events[..fits]
+}
+
+/// Times the fan-out of the live events a held observe is answered with, and marks each
+/// delivery in the trace of the call that stored the event.
+fn note_deliveries(
+    state: &CometState,
+    room: &Room,
+    room_id: &RoomId,
+    events: &[(u64, Bytes)],
+    held: bool,
+) {
+    let now = SystemTime::now();
+    for (counter, origin) in room.origins(events.iter().map(|(counter, _)| *counter)) {
+        if held {
+            let waited = now.duration_since(origin.stored_at).unwrap_or_default();
+            observe_duration(&state.metrics.fanout, waited);
+        }
+        if let Some(parent) = &origin.trace {
+            let span = tracing::info_span!(
+                "comet deliver",
+                otel.kind = "consumer",
+                room.id = %room_id,
+                counter,
+                held,
+            );
+            telemetry::continue_remote(&span, parent);
+        }
+    }
+}
+
+/// `{"counter":N,"events":[...]}` from serialized events.
+fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
+    let size: usize = events.iter().map(|(_, json)| json.len() + 1).sum();
     let counter = events.last().map_or(after, |(c, _)| *c);
     let mut out = Vec::with_capacity(size + 40);
     out.extend_from_slice(format!("{{\"counter\":{counter},\"events\":[").as_bytes());
@@ -281,13 +318,13 @@ mod tests {
     fn an_answer_stops_at_its_byte_cap_but_always_carries_one_event() {
         let big = Bytes::from(vec![b'1'; OBSERVE_MAX_BYTES / 2]);
         let events = vec![(1, big.clone()), (2, big.clone()), (3, big.clone())];
-        let json = answer(0, &events);
-        assert!(
-            json.starts_with(b"{\"counter\":1,"),
+        assert_eq!(
+            fitting(&events).len(),
+            1,
             "only the first fits with its separator"
         );
-        let huge = Bytes::from(vec![b'1'; OBSERVE_MAX_BYTES * 2]);
-        assert!(answer(0, &[(7, huge)]).starts_with(b"{\"counter\":7,"));
+        let huge = [(7, Bytes::from(vec![b'1'; OBSERVE_MAX_BYTES * 2]))];
+        assert_eq!(fitting(&huge).len(), 1);
     }
 }
 

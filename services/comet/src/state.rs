@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use lingr_platform::config::parse_seconds;
-use lingr_platform::metrics::{Counter, Gauge, Metrics};
+use lingr_platform::metrics::{Counter, Family, Gauge, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::readiness::Signal;
 use lingr_platform::role::{Context, Started};
@@ -92,42 +92,50 @@ pub struct CometMetrics {
     pub held: Gauge,
     /// Events applied to the hub.
     pub events_applied: Counter,
-    /// Observes answered with events.
-    pub answered: Counter,
-    /// Observes answered empty (timeout or drain).
-    pub answered_empty: Counter,
-    /// Observes refused by a limit.
-    pub refused: Counter,
+    /// Observes answered, by outcome: `events`, `empty` (timeout or drain) or the error code.
+    pub observes: Family<Outcome, Counter>,
+    /// Seconds from an event's storing in the stream to a held observe's answer with it.
+    pub fanout: Histogram,
     /// Reads of a room's older events from the stream (each shared by every observe of
     /// the room that needed it).
     pub backfills: Counter,
+    /// Seconds a read of a room's older events took.
+    pub backfill_seconds: Histogram,
 }
+
+/// The label of an observe's outcome.
+pub type Outcome = [(&'static str, &'static str); 1];
 
 impl CometMetrics {
     fn register(metrics: &Metrics) -> Self {
         Self {
             held: metrics.gauge("lingr_comet_held_observes", "Observes held now."),
             events_applied: metrics.counter(
-                "lingr_comet_events_applied_total",
+                "lingr_comet_events_applied",
                 "Events applied to room buffers.",
             ),
-            answered: metrics.counter(
-                "lingr_comet_observes_answered_total",
-                "Observes answered with events.",
+            observes: metrics.counters(
+                "lingr_comet_observes",
+                "Observes answered, by outcome: events, empty (timeout or drain) or the error code.",
             ),
-            answered_empty: metrics.counter(
-                "lingr_comet_observes_empty_total",
-                "Observes answered empty on timeout or drain.",
-            ),
-            refused: metrics.counter(
-                "lingr_comet_observes_refused_total",
-                "Observes refused by a limit.",
+            fanout: metrics.latency(
+                "lingr_comet_fanout_seconds",
+                "From an event's storing in the stream to a held observe's answer with it.",
             ),
             backfills: metrics.counter(
-                "lingr_comet_backfills_total",
+                "lingr_comet_backfills",
                 "Reads of a room's older events from the stream, shared by the observes that needed them.",
             ),
+            backfill_seconds: metrics.latency(
+                "lingr_comet_backfill_seconds",
+                "How long a read of a room's older events from the stream took.",
+            ),
         }
+    }
+
+    /// Counts an observe answered with `outcome`.
+    pub fn answered(&self, outcome: &'static str) {
+        self.observes.get_or_create(&[("outcome", outcome)]).inc();
     }
 }
 

@@ -12,11 +12,12 @@ use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use async_nats::jetstream::Message;
 use futures::StreamExt as _;
-use lingr_platform::metrics::Counter;
+use lingr_platform::metrics::{Counter, Gauge, Histogram, Metrics};
 use lingr_platform::readiness::Signal;
 use lingr_platform::telemetry;
 use lingr_proto::{subjects, Event};
 use tokio_util::sync::CancellationToken;
+use tracing::Span;
 
 use crate::store::{Row, Store};
 
@@ -37,18 +38,49 @@ pub fn consumer_config() -> pull::Config {
     }
 }
 
+/// What the persister reports at `/metrics`.
+#[derive(Clone)]
+pub struct PersistMetrics {
+    /// Events written (redeliveries ignored by the insert included).
+    pub stored: Counter,
+    /// Seconds from an event's storing in the stream to its commit in SQL.
+    pub lag: Histogram,
+    /// Events in the stream the consumer has not been handed yet, as of its last message.
+    pub pending: Gauge,
+}
+
+impl PersistMetrics {
+    /// Registers the persister's series.
+    pub fn register(metrics: &Metrics) -> Self {
+        Self {
+            stored: metrics.counter(
+                "lingr_history_events_stored",
+                "Events written to SQL (including redeliveries ignored).",
+            ),
+            lag: metrics.latency(
+                "lingr_history_lag_seconds",
+                "From an event's storing in the stream to its commit in SQL.",
+            ),
+            pending: metrics.gauge(
+                "lingr_history_consumer_pending",
+                "Events in the stream not yet handed to the history consumer.",
+            ),
+        }
+    }
+}
+
 /// Persists events until `shutdown` fires; `ready` is up while consuming.
 pub async fn persist_forever(
     stream: Stream,
     store: Store,
     ready: Arc<Signal>,
-    stored: Counter,
+    metrics: PersistMetrics,
     shutdown: CancellationToken,
 ) {
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            result = consume(&stream, &store, &ready, &stored) => {
+            result = consume(&stream, &store, &ready, &metrics) => {
                 // Not ready while it is not persisting (after the grace: see readiness).
                 ready.down();
                 if let Err(err) = result {
@@ -67,7 +99,7 @@ async fn consume(
     stream: &Stream,
     store: &Store,
     ready: &Signal,
-    stored: &Counter,
+    metrics: &PersistMetrics,
 ) -> anyhow::Result<()> {
     let consumer = stream
         .get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config())
@@ -76,10 +108,13 @@ async fn consume(
     ready.up();
     while let Some(batch) = batches.next().await {
         let messages = batch.into_iter().collect::<Result<Vec<Message>, _>>()?;
-        let rows: Vec<Row> = messages.iter().filter_map(row_of).collect();
+        // Each row's span continues the trace of its event and ends with the commit.
+        let (rows, writes): (Vec<Row>, Vec<Span>) = messages.iter().filter_map(row_of).unzip();
         // Until the commit succeeds nothing is acknowledged; redelivery brings it back.
         store.insert(&rows).await?;
-        stored.add(rows.len() as u64);
+        drop(writes);
+        metrics.stored.inc_by(rows.len() as u64);
+        note_progress(metrics, &messages);
         for message in &messages {
             if let Err(err) = message.ack().await {
                 tracing::warn!(error = %err, "ack failed; the event will be redelivered and ignored");
@@ -89,7 +124,24 @@ async fn consume(
     anyhow::bail!("the consumer's message stream ended")
 }
 
-fn row_of(message: &Message) -> Option<Row> {
+/// Records how long the committed `messages` waited since they were stored, and how many
+/// are still to come.
+fn note_progress(metrics: &PersistMetrics, messages: &[Message]) {
+    let now = time::OffsetDateTime::now_utc();
+    for message in messages {
+        if let Ok(info) = message.info() {
+            let waited = (now - info.published).max(time::Duration::ZERO);
+            metrics.lag.observe(waited.as_seconds_f64());
+        }
+    }
+    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+        metrics
+            .pending
+            .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+    }
+}
+
+fn row_of(message: &Message) -> Option<(Row, Span)> {
     let counter = message.info().ok()?.stream_sequence;
     let event: Event = match serde_json::from_slice(&message.payload) {
         Ok(event) => event,
@@ -98,17 +150,32 @@ fn row_of(message: &Message) -> Option<Row> {
             return None;
         }
     };
-    tracing::debug!(
-        room.id = %event.room,
-        counter,
-        trace_id = telemetry::trace_id(message.headers.as_ref()).unwrap_or_default(),
-        "event persisted"
-    );
     let body = String::from_utf8(event.to_stored_json(counter).to_vec()).ok()?;
-    Some(Row {
+    let row = Row {
         counter,
         room: event.room.to_string(),
         kind: serde_json::to_value(event.kind).ok()?.as_str()?.to_owned(),
         body,
-    })
+    };
+    let span = write_span(&row, telemetry::context_of(message.headers.as_ref()));
+    Some((row, span))
+}
+
+/// The span of a row's write, in the trace its event came with.
+fn write_span(row: &Row, trace: Option<telemetry::SpanContext>) -> Span {
+    let span = tracing::info_span!(
+        "history write",
+        otel.kind = "consumer",
+        room.id = %row.room,
+        counter = row.counter,
+    );
+    if let Some(parent) = &trace {
+        telemetry::continue_remote(&span, parent);
+    }
+    tracing::debug!(
+        parent: &span,
+        trace_id = telemetry::trace_id(trace.as_ref()),
+        "persisting event"
+    );
+    span
 }

@@ -41,19 +41,15 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
     })
     .await?;
     let ready = Signal::new();
-    let stored = metrics.counter(
-        "lingr_history_events_stored_total",
-        "Events written to SQL (including redeliveries ignored).",
-    );
     let persist = tokio::spawn(crate::persist::persist_forever(
         stream.clone(),
         store.clone(),
         Arc::clone(&ready),
-        stored,
+        crate::persist::PersistMetrics::register(metrics),
         shutdown.clone(),
     ));
     let refused = metrics.counter(
-        "lingr_history_recent_refused_total",
+        "lingr_history_recent_refused",
         "Recent-message requests answered empty because too many were in progress.",
     );
     let recent = tokio::spawn(crate::recent::serve_forever(

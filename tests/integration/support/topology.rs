@@ -191,6 +191,18 @@ pub async fn start_processes(app: &TestApp, roles: Roles) -> Running {
 /// waits until it is ready; returns the child and its base URL. The test secret comes through
 /// the environment, so a `--secret` among `flags` overrides it.
 pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child, String) {
+    spawn_role_with(app, role, flags, &[], Stdio::inherit()).await
+}
+
+/// [`spawn_role`] with more environment variables (they override the test's), and its
+/// standard output (its log) going to `stdout`.
+pub async fn spawn_role_with(
+    app: &TestApp,
+    role: &str,
+    flags: Vec<String>,
+    env: &[(&str, &str)],
+    stdout: Stdio,
+) -> (Child, String) {
     let listen = format!("127.0.0.1:{}", super::free_port());
     let child = Command::new(lingr_binary())
         .arg(role)
@@ -211,7 +223,9 @@ pub async fn spawn_role(app: &TestApp, role: &str, flags: Vec<String>) -> (Child
             "RUST_LOG",
             std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()),
         )
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
+        .stdout(stdout)
         .kill_on_drop(true)
         .spawn()
         .expect("spawn lingr");
