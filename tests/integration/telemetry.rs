@@ -1,7 +1,8 @@
-//! Traces and logs of real `lingr` processes: one say is one trace, holding the api's request
-//! and publish, comet's delivery to the observe it woke and history's write, each under its
-//! role's `service.name`, exported over OTLP/HTTP to a receiver the test runs; and neither a
-//! session token nor a ticket appears in any span or log line of the run.
+//! Traces, logs and metrics. On real `lingr` processes: one say is one trace, holding the api's
+//! request and publish, comet's delivery to the observe it woke and history's write, each
+//! under its role's `service.name`, exported over OTLP/HTTP to a receiver the test runs; and
+//! neither a session token nor a ticket appears in any span or log line of the run. And the
+//! latency histograms and outcome counters at `/metrics` count what happened.
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,10 @@ use tokio::process::Child;
 
 use crate::support::client::{events, Member};
 use crate::support::topology::spawn_role_with;
-use crate::support::{eventually, sigterm, Db, TestApp};
+use crate::support::{
+    api_only, comet_only, eventually, fast_api, history_only, sigterm, Db, TestApp,
+};
+use lingr_comet::CometConfig;
 
 /// A span as the receiver got it: ids in hex, attributes as text.
 #[derive(Debug, Clone)]
@@ -329,4 +333,110 @@ async fn observe_jsonp(c: &crate::support::Client, base: &str, member: &Member) 
     )
     .await
     .jsonp("cb")
+}
+
+/// A series of `base`'s `/metrics`, zero while absent.
+async fn series(c: &crate::support::Client, base: &str, name: &str) -> u64 {
+    c.metric(base, name).await.unwrap_or(0)
+}
+
+#[tokio::test]
+async fn latency_histograms_and_outcome_counters_follow_the_traffic() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(fast_api())).await;
+    let comet = app.start(comet_only(CometConfig::default())).await;
+    let history = app.start(history_only()).await;
+    let (api_base, comet_base, history_base) = (api.base(), comet.base(), history.base());
+    let c = &app.client;
+    let alice = c.join(&api_base, "measured", "alice").await;
+    let bob = c.join(&api_base, "measured", "bob").await;
+    let held = {
+        let (c, base, bob) = (c.clone(), comet_base.clone(), bob.clone());
+        tokio::spawn(async move { c.observe(&base, &bob, bob.counter, 30).await })
+    };
+    c.wait_held(&comet_base, 1).await;
+    let said = c.say_ok(&api_base, &alice, "measured").await;
+    let answer = held.await.expect("observe task").ok();
+    assert_eq!(crate::support::client::counters(&events(&answer)), [said]);
+
+    assert_eq!(series(c, &api_base, "lingr_api_say_seconds_count").await, 1);
+    assert_eq!(
+        series(
+            c,
+            &api_base,
+            "lingr_http_request_seconds_count{route=\"/api/room/say\",status=\"200\"}"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        series(c, &comet_base, "lingr_comet_fanout_seconds_count").await,
+        1,
+        "one held observe answered with one live event"
+    );
+    assert_eq!(
+        series(
+            c,
+            &comet_base,
+            "lingr_comet_observes_total{outcome=\"events\"}"
+        )
+        .await,
+        1
+    );
+    // Two enters and a say, each committed once (redeliveries aside).
+    eventually(
+        "history to commit the three events",
+        Duration::from_secs(10),
+        || async {
+            (series(c, &history_base, "lingr_history_lag_seconds_count").await >= 3).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        series(c, &history_base, "lingr_history_consumer_pending").await,
+        0
+    );
+
+    // Prometheus asks for OpenMetrics, and gets it.
+    let scraped = c
+        .request(c.http().get(format!("{api_base}/metrics")).header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        ))
+        .await;
+    assert!(scraped
+        .header("content-type")
+        .is_some_and(|t| t.starts_with("application/openmetrics-text")));
+    assert!(scraped.body.ends_with("# EOF\n"), "{}", scraped.body);
+
+    // A publish JetStream cannot store: 503, and counted.
+    assert_eq!(
+        series(c, &api_base, "lingr_api_publish_errors_total").await,
+        0
+    );
+    app.jetstream()
+        .await
+        .delete_stream("ROOMS")
+        .await
+        .expect("delete the stream");
+    c.say(&api_base, &alice, "lost")
+        .await
+        .assert_error(503, "unavailable");
+    assert_eq!(
+        series(c, &api_base, "lingr_api_publish_errors_total").await,
+        1
+    );
+    assert_eq!(
+        series(
+            c,
+            &api_base,
+            "lingr_http_request_seconds_count{route=\"/api/room/say\",status=\"503\"}"
+        )
+        .await,
+        1
+    );
+    history.stop().await;
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
 }
