@@ -440,3 +440,40 @@ async fn latency_histograms_and_outcome_counters_follow_the_traffic() {
     api.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn otlp_over_grpc_is_chosen_by_the_protocol_variable() {
+    use tokio::io::AsyncReadExt as _;
+    let collector = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let endpoint = format!("http://{}", collector.local_addr().expect("address"));
+    let app = TestApp::new(Db::Default).await;
+    let (mut api, base) = spawn_role_with(
+        &app,
+        "api",
+        Vec::new(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+        Stdio::null(),
+    )
+    .await;
+    // Any request makes a span; the batch goes out within the schedule delay.
+    app.client.session(&base, None).await;
+    let (mut socket, _) = tokio::time::timeout(Duration::from_secs(20), collector.accept())
+        .await
+        .expect("the exporter connects")
+        .expect("accept");
+    let mut preface = [0u8; 24];
+    socket.read_exact(&mut preface).await.expect("a preface");
+    assert_eq!(
+        &preface, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        "gRPC speaks HTTP/2"
+    );
+    // Its flush at exit would wait for this silent collector: no need to watch that here.
+    api.kill().await.expect("kill the api");
+    app.cleanup().await;
+}
