@@ -227,9 +227,16 @@ async fn run(
 
     let link = Signal::new();
     health.require(Arc::clone(&link));
-    let client = nats::connect(&backing.nats_url, "lingr", &backing.nats_auth, link).await?;
+    let client = nats::connect(
+        &backing.nats_url,
+        "lingr",
+        &backing.nats_auth,
+        Arc::clone(&link),
+    )
+    .await?;
     let context = Context {
         client: client.clone(),
+        link: Arc::clone(&link),
         tickets: ticket_key(backing),
         retention: backing.retention,
         stream_replicas: backing.stream_replicas,

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request};
 use axum::handler::Handler;
@@ -49,6 +50,61 @@ async fn not_found(uri: Uri) -> Reply {
         format_of(&uri),
         &ApiError::new(ErrorCode::NotFound, "no such endpoint"),
     )
+}
+
+/// How long a call that needs NATS or the database may take before it answers 503
+/// `unavailable`: guarantee 8 promises an answer within 5 s, and the rest is the margin for
+/// writing it.
+pub const CALL_DEADLINE: Duration = Duration::from_millis(4_500);
+
+/// Answers each call of `routes` 503 `unavailable` if it has not finished within `limit`. The
+/// call is abandoned where it stands, as a crash of that one request would: every call is
+/// written to be safe to retry after one.
+pub fn with_deadline(routes: Router, limit: Duration) -> Router {
+    routes.route_layer(from_fn(move |request: Request, next: Next| {
+        within(limit, request, next)
+    }))
+}
+
+async fn within(limit: Duration, request: Request, next: Next) -> Response {
+    let format = format_of(request.uri());
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(limit_ms = limit.as_millis(), "a call ran out of time");
+            Reply::error(
+                format,
+                &ApiError::new(
+                    ErrorCode::Unavailable,
+                    "a backing service did not answer in time; retry shortly",
+                ),
+            )
+            .into_response()
+        }
+    }
+}
+
+/// Answers each call of `routes` 503 `unavailable` at once while `client` is not connected:
+/// the call could only wait for the reconnect, and a publish made now would be sent when NATS
+/// is back, after its caller was told it failed.
+pub fn requiring_nats(routes: Router, client: async_nats::Client) -> Router {
+    routes.route_layer(from_fn(move |request: Request, next: Next| {
+        let connected = client.connection_state() == async_nats::connection::State::Connected;
+        async move {
+            if connected {
+                next.run(request).await
+            } else {
+                Reply::error(
+                    format_of(request.uri()),
+                    &ApiError::new(
+                        ErrorCode::Unavailable,
+                        "the message broker is unreachable; retry shortly",
+                    ),
+                )
+                .into_response()
+            }
+        }
+    }))
 }
 
 /// The API routes of a process, known once its roles have started: until then every API call

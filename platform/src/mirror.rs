@@ -1,7 +1,8 @@
 //! A live in-memory copy of a key-value bucket, so hot paths read without a network call.
 //!
 //! A task watches the bucket from its current state onward and applies every put and delete;
-//! [`KvMirror::is_ready`] turns true once the state as of the watch's start has been read.
+//! [`KvMirror::is_ready`] turns true once the state as of the watch's start has been read, and
+//! [`KvMirror::live_since`] says whether the copy is following the bucket right now.
 //! Values are parsed once, as they arrive. An owner that must act when a key goes away (a
 //! comet ending the observes of an occupant who left) passes a removal hook.
 
@@ -23,6 +24,7 @@ pub type OnRemove = Box<dyn Fn(&str) + Send + Sync>;
 pub struct KvMirror<T> {
     entries: RwLock<BTreeMap<String, T>>,
     ready: Arc<Signal>,
+    live: Arc<Signal>,
     applied: tokio::sync::watch::Sender<u64>,
     on_remove: Option<OnRemove>,
 }
@@ -43,6 +45,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         let mirror = Arc::new(Self {
             entries: RwLock::new(BTreeMap::new()),
             ready: Signal::new(),
+            live: Signal::new(),
             applied: tokio::sync::watch::Sender::new(0),
             on_remove,
         });
@@ -59,6 +62,13 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     /// Whether the initial state is loaded.
     pub fn is_ready(&self) -> bool {
         self.ready.is_up()
+    }
+
+    /// Since when the copy has followed the bucket without a break (caught up since the last
+    /// watch began), or `None` while its watch is down: then writes made elsewhere are not
+    /// seen, and its values may be old.
+    pub fn live_since(&self) -> Option<tokio::time::Instant> {
+        self.live.up_since()
     }
 
     /// The value of `key`, if present.
@@ -144,6 +154,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 result = self.watch_once(&store) => {
+                    self.live.down();
                     if let Err(err) = result {
                         tracing::warn!(bucket = %store.name, error = %format!("{err:#}"), "bucket watch ended; restarting");
                     }
@@ -173,6 +184,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                 self.swap_in(empty);
             }
             self.ready.up();
+            self.live.up();
         }
         while let Some(entry) = watch.next().await {
             let entry = entry?;
@@ -215,6 +227,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                     self.swap_in(loaded);
                 }
                 self.ready.up();
+                self.live.up();
             }
             self.applied.send_modify(|r| *r = (*r).max(entry.revision));
         }

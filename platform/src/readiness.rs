@@ -21,7 +21,7 @@ pub struct Signal {
 #[derive(Debug, Clone, Copy)]
 enum State {
     NeverUp,
-    Up,
+    UpSince(Instant),
     DownSince(Instant),
 }
 
@@ -36,14 +36,16 @@ impl Signal {
     /// The dependency works.
     pub fn up(&self) {
         if let Ok(mut state) = self.state.lock() {
-            *state = State::Up;
+            if !matches!(*state, State::UpSince(_)) {
+                *state = State::UpSince(Instant::now());
+            }
         }
     }
 
     /// The dependency failed (a signal never up stays so).
     pub fn down(&self) {
         if let Ok(mut state) = self.state.lock() {
-            if matches!(*state, State::Up) {
+            if matches!(*state, State::UpSince(_)) {
                 *state = State::DownSince(Instant::now());
             }
         }
@@ -51,13 +53,21 @@ impl Signal {
 
     /// Whether the dependency works right now.
     pub fn is_up(&self) -> bool {
-        self.state.lock().is_ok_and(|s| matches!(*s, State::Up))
+        self.up_since().is_some()
+    }
+
+    /// Since when the dependency has worked without a break, if it works now.
+    pub fn up_since(&self) -> Option<Instant> {
+        match *self.state.lock().ok()? {
+            State::UpSince(at) => Some(at),
+            State::NeverUp | State::DownSince(_) => None,
+        }
     }
 
     /// Whether it works, or went down less than `grace` ago.
     pub fn ready_within(&self, grace: Duration) -> bool {
         self.state.lock().is_ok_and(|state| match *state {
-            State::Up => true,
+            State::UpSince(_) => true,
             State::DownSince(at) => at.elapsed() < grace,
             State::NeverUp => false,
         })

@@ -17,6 +17,8 @@ use crate::readiness::Signal;
 pub struct Context {
     /// The process's NATS connection.
     pub client: async_nats::Client,
+    /// Up while that connection is (see [`crate::nats::connect`]).
+    pub link: Arc<Signal>,
     /// Signs and checks tickets (from an empty secret in a process without api or comet).
     pub tickets: lingr_proto::ticket::TicketKey,
     /// How long the event stream keeps events.

@@ -9,6 +9,7 @@ mod idempotency;
 mod lifecycle;
 mod limits;
 mod nats_setup;
+mod outages;
 mod presence;
 mod processes;
 mod races;

@@ -205,8 +205,11 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
     let alice = app.client.join(&api.base(), "closing", "alice").await;
     let client = app.lingr_client().await;
     let shutdown = tokio_util::sync::CancellationToken::new();
+    let link = lingr_platform::readiness::Signal::new();
+    link.up();
     let context = lingr_platform::role::Context {
         client,
+        link,
         tickets: lingr_proto::ticket::TicketKey::new(SECRET.as_bytes()),
         retention: app.retention,
         stream_replicas: 1,

@@ -24,13 +24,14 @@ pub mod sessions;
 pub mod state;
 
 use axum::Router;
-use lingr_platform::http::api_route;
+use lingr_platform::http::{self, api_route};
 
 pub use state::{ApiConfig, ApiState};
 
 /// The api's routes, without health routes or layers (see [`lingr_platform::http::app`]).
 pub fn router(state: ApiState) -> Router {
-    Router::new()
+    let client = state.js.client();
+    let routes = Router::new()
         .route("/api/session/create", api_route(sessions::create))
         .route("/api/session/destroy", api_route(sessions::destroy))
         .route("/api/room/enter", api_route(enter::enter))
@@ -38,5 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/room/set_nickname", api_route(rooms::set_nickname))
         .route("/api/room/exit", api_route(rooms::exit))
         // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
-        .with_state(std::sync::Arc::new(state))
+        .with_state(std::sync::Arc::new(state));
+    // Every call needs NATS: none waits for it longer than guarantee 8 allows.
+    http::requiring_nats(http::with_deadline(routes, http::CALL_DEADLINE), client)
 }

@@ -5,14 +5,22 @@
 //! Every api replica runs the reaper. The exit event is published with the `Nats-Msg-Id`
 //! `exit:<occupant>`, so however many replicas (or a racing `room/exit`) make the same occupant
 //! leave, JetStream stores one exit event.
+//!
+//! An outage is not silence (guarantee 8): while NATS or a bucket the reaper reads is out of
+//! reach, presence cannot be recorded or seen, so the reaper pauses, and once they are back it
+//! counts an occupant's silence from that moment at the earliest: everyone gets one whole
+//! presence timeout to be seen again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use lingr_platform::clock::now_ms;
+use lingr_platform::readiness::Signal;
 use lingr_platform::ApiError;
 use lingr_proto::event::timestamp_now;
 use lingr_proto::records::{OccupantRecord, SessionRecord};
 use lingr_proto::{Event, EventType, ExitReason, OccupantId};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::publish::publish;
@@ -108,8 +116,8 @@ pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
 /// was destroyed while it entered). Far above mirror lag, so a brand-new session never counts.
 const ORPHAN_GRACE_MS: u64 = 10_000;
 
-/// Reaps until `shutdown` fires.
-pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
+/// Reaps until `shutdown` fires; `link` is up while NATS is connected.
+pub async fn reap_forever(state: ApiState, link: Arc<Signal>, shutdown: CancellationToken) {
     let mut ticks =
         tokio::time::interval(state.config.reap_interval.max(Duration::from_millis(50)));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -118,18 +126,31 @@ pub async fn reap_forever(state: ApiState, shutdown: CancellationToken) {
             () = shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        if state.occupants_mirror.is_ready()
-            && state.presence_mirror.is_ready()
-            && state.sessions_mirror.is_ready()
-        {
-            reap_once(&state).await;
+        if let Some(since) = recording_since(&state, &link) {
+            let counted_from_ms = now_ms().saturating_sub(millis(since.elapsed()));
+            reap_once(&state, counted_from_ms).await;
             state.metrics.reaper_passes.inc();
         }
     }
 }
 
-/// One pass: make silent and orphaned occupants leave, then expire unused sessions.
-pub async fn reap_once(state: &ApiState) {
+/// Since when presence has been recordable and visible without a break: the latest moment
+/// the NATS link or one of the reaper's mirrors came (back) up; `None` while one is down.
+fn recording_since(state: &ApiState, link: &Signal) -> Option<Instant> {
+    let since: Option<Vec<Instant>> = [
+        link.up_since(),
+        state.occupants_mirror.live_since(),
+        state.presence_mirror.live_since(),
+        state.sessions_mirror.live_since(),
+    ]
+    .into_iter()
+    .collect();
+    since?.into_iter().max()
+}
+
+/// One pass: make silent and orphaned occupants leave, then expire unused sessions. Silence
+/// is counted from `counted_from_ms` at the earliest (when presence became recordable).
+pub async fn reap_once(state: &ApiState, counted_from_ms: u64) {
     let now = now_ms();
     let presence_age_ms = millis(lingr_platform::nats::PRESENCE_MAX_AGE);
     state
@@ -141,7 +162,8 @@ pub async fn reap_once(state: &ApiState) {
             .presence_mirror
             .get(occupant.occupant_id.as_str())
             .unwrap_or(0)
-            .max(occupant.entered_ms);
+            .max(occupant.entered_ms)
+            .max(counted_from_ms);
         let reason = if now.saturating_sub(seen) > timeout_ms {
             ExitReason::Timeout
         } else if now.saturating_sub(occupant.entered_ms) > ORPHAN_GRACE_MS
@@ -164,7 +186,8 @@ pub async fn reap_once(state: &ApiState) {
     }
     let ttl_ms = millis(state.config.session_ttl);
     for (tag, record) in state.sessions_mirror.snapshot() {
-        if now.saturating_sub(session_last_active(state, &record)) <= ttl_ms {
+        let last_active = session_last_active(state, &record).max(counted_from_ms);
+        if now.saturating_sub(last_active) <= ttl_ms {
             continue;
         }
         match sessions::end_session(state, &tag, &record, ExitReason::Timeout).await {

@@ -252,7 +252,11 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         tickets: context.tickets.clone(),
         metrics: ApiMetrics::register(metrics),
     };
-    let reaper = tokio::spawn(crate::presence::reap_forever(state.clone(), shutdown));
+    let reaper = tokio::spawn(crate::presence::reap_forever(
+        state.clone(),
+        Arc::clone(&context.link),
+        shutdown,
+    ));
     Ok(Started {
         router: crate::router(state),
         ready,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
 use bytes::Bytes;
+use lingr_platform::http::CALL_DEADLINE;
 use lingr_platform::metrics::observe_duration;
 use lingr_platform::telemetry;
 use lingr_platform::{ApiError, Params, Reply};
@@ -257,15 +258,19 @@ async fn check_present(state: &CometState, ticket: &Ticket) -> Result<bool, ApiE
     let key = occupant_key(&ticket.room, &ticket.occupant_id);
     let (record, mirrored) = match state.occupants_mirror.get(&key) {
         Some(record) => (Some(record), true),
-        None => (
-            state
-                .occupants
-                .get(key.as_str())
+        None => {
+            // Bounded like any call needing NATS (guarantee 8).
+            let read = tokio::time::timeout(CALL_DEADLINE, state.occupants.get(key.as_str()))
                 .await
-                .map_err(|err| ApiError::unavailable("reading an occupant", err))?
-                .and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
-            false,
-        ),
+                .map_err(|_| {
+                    ApiError::unavailable("reading an occupant", "NATS did not answer in time")
+                })?
+                .map_err(|err| ApiError::unavailable("reading an occupant", err))?;
+            (
+                read.and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
+                false,
+            )
+        }
     };
     match record {
         Some(record) if record.session_tag == ticket.session_tag => Ok(mirrored),

@@ -17,14 +17,16 @@ pub mod state;
 pub mod store;
 
 use axum::Router;
-use lingr_platform::http::api_route;
+use lingr_platform::http::{self, api_route};
 
 pub use state::HistoryState;
 
 /// History's routes, without health routes or layers.
 pub fn router(state: HistoryState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/room/get_messages", api_route(messages::get_messages))
         // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
-        .with_state(std::sync::Arc::new(state))
+        .with_state(std::sync::Arc::new(state));
+    // A page needs the database: it answers 503 rather than wait for one that is away.
+    http::with_deadline(routes, http::CALL_DEADLINE)
 }

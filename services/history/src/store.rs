@@ -65,7 +65,7 @@ impl Store {
             // One writer for SQLite: it serialises writes anyway, and one connection never
             // meets a locked database.
             .max_connections(if sqlite { 1 } else { 8 })
-            .acquire_timeout(std::time::Duration::from_secs(5))
+            .acquire_timeout(std::time::Duration::from_secs(3))
             .connect_with(options)
             .await
             .context("connecting to the history database")?;

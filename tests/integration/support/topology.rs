@@ -257,7 +257,8 @@ fn api_flags(c: &ApiConfig) -> Vec<String> {
     .collect()
 }
 
-fn comet_flags(c: &CometConfig) -> Vec<String> {
+/// The flags that give a `lingr comet` process the settings `c`.
+pub fn comet_flags(c: &CometConfig) -> Vec<String> {
     [
         ("--max-held-observes", c.max_held_observes.to_string()),
         ("--observes-per-session", c.observes_per_session.to_string()),

@@ -1,0 +1,219 @@
+//! Guarantee 8 under outages: while NATS is away, calls that need it answer 503 within 5 s
+//! instead of hanging; an outage longer than the presence timeout times nobody out; and when
+//! NATS is back the service resumes by itself, every acknowledged say reaching every observer
+//! once, in order. Waits derive from the configured timeouts, never from a guess at the clock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lingr_api::ApiConfig;
+use lingr_comet::CometConfig;
+use serde_json::Value;
+
+use crate::support::client::{counters, events, Member};
+use crate::support::topology::{comet_flags, spawn_role};
+use crate::support::{api_only, eventually, sigterm, Client, Db, TestApp};
+
+/// Long enough that a stalled scheduler on two cores cannot fake a silence.
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest any call may take to say NATS is away (guarantee 8).
+const FAIL_FAST: Duration = Duration::from_secs(5);
+
+fn api_config() -> ApiConfig {
+    ApiConfig {
+        presence_timeout: PRESENCE_TIMEOUT,
+        reap_interval: Duration::from_millis(250),
+        call_rate: 1000.0,
+        call_burst: 1000,
+        session_rate: 0.0,
+        ..ApiConfig::default()
+    }
+}
+
+fn comet_config() -> CometConfig {
+    CometConfig {
+        presence_flush: PRESENCE_TIMEOUT / 10,
+        ..CometConfig::default()
+    }
+}
+
+/// Events an observer has seen, in the order it saw them.
+type Seen = Arc<Mutex<Vec<Value>>>;
+
+/// Observes as a real client does: after a failed observe it waits a moment and observes again
+/// with the same counter, so an outage costs it nothing.
+fn observe_through_outages(
+    c: &Client,
+    comet: String,
+    member: &Member,
+    stop: Arc<AtomicBool>,
+) -> (tokio::task::JoinHandle<()>, Seen) {
+    let seen = Seen::default();
+    let (c, member, sink) = (c.clone(), member.clone(), Arc::clone(&seen));
+    let task = tokio::spawn(async move {
+        let mut counter = member.counter;
+        while !stop.load(Ordering::SeqCst) {
+            let answer = c.observe(&comet, &member, counter, 1).await;
+            if answer.status != 200 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            let answer = answer.ok();
+            counter = answer["counter"].as_u64().expect("counter");
+            sink.lock().expect("seen").extend(events(&answer));
+        }
+    });
+    (task, seen)
+}
+
+/// Runs `call` and checks it answered 503 `unavailable` within [`FAIL_FAST`].
+async fn fails_fast<F: std::future::Future<Output = crate::support::client::Answer>>(
+    what: &str,
+    call: F,
+) {
+    let started = Instant::now();
+    let answer = tokio::time::timeout(FAIL_FAST * 3, call)
+        .await
+        .unwrap_or_else(|_| panic!("{what} hung while NATS was away"));
+    let took = started.elapsed();
+    answer.assert_error(503, "unavailable");
+    assert!(took <= FAIL_FAST, "{what} took {took:?} to answer 503");
+}
+
+#[tokio::test]
+async fn an_outage_twice_the_presence_timeout_times_nobody_out_and_loses_nothing() {
+    let mut app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(api_config())).await;
+    // A process of its own, so it can be late: stopped (SIGSTOP) while NATS is away and
+    // continued only some seconds after NATS is back, it records its observers' presence after
+    // the reaper has run many passes, as a comet reconnecting after a longer backoff would.
+    let (mut comet, comet_base) = spawn_role(&app, "comet", comet_flags(&comet_config())).await;
+    let base = api.base();
+    let c = app.client.clone();
+    let alice = c.join(&base, "outage", "alice").await;
+    let bob = c.join(&base, "outage", "bob").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (alice_task, alice_seen) =
+        observe_through_outages(&c, comet_base.clone(), &alice, Arc::clone(&stop));
+    let (bob_task, bob_seen) =
+        observe_through_outages(&c, comet_base.clone(), &bob, Arc::clone(&stop));
+    let mut said = vec![c.say_ok(&base, &alice, "before").await];
+
+    app.kill_nats().await;
+    let outage = Instant::now();
+    fails_fast("a say", c.say(&base, &alice, "during")).await;
+    fails_fast("a nickname change", async {
+        c.get(
+            &base,
+            "room/set_nickname",
+            &[
+                ("session", &bob.session),
+                ("ticket", &bob.ticket),
+                ("nickname", "robert"),
+            ],
+        )
+        .await
+    })
+    .await;
+    fails_fast("an enter", async {
+        c.get(
+            &base,
+            "room/enter",
+            &[("session", &alice.session), ("room", "elsewhere")],
+        )
+        .await
+    })
+    .await;
+    fails_fast("a new session", async {
+        c.get(&base, "session/create", &[("nickname", "carol")])
+            .await
+    })
+    .await;
+    signal(&comet, "-STOP").await;
+    tokio::time::sleep((PRESENCE_TIMEOUT * 2).saturating_sub(outage.elapsed())).await;
+    app.restart_nats().await;
+
+    // The service comes back by itself.
+    // Retried with one idempotent id, as a careful client does: a try whose answer was lost
+    // is not stored twice.
+    let after = eventually(
+        "says to be stored again",
+        Duration::from_secs(30),
+        || async {
+            let answer = c
+                .get(
+                    &base,
+                    "room/say",
+                    &[
+                        ("session", &alice.session),
+                        ("ticket", &alice.ticket),
+                        ("message", "after"),
+                        ("idempotent_id", "after-the-outage"),
+                    ],
+                )
+                .await;
+            (answer.status == 200).then(|| answer.ok()["counter"].as_u64().expect("counter"))
+        },
+    )
+    .await;
+    said.push(after);
+    tokio::time::sleep(PRESENCE_TIMEOUT / 2).await;
+    signal(&comet, "-CONT").await;
+    // Long enough for the reaper to time out anyone it wrongly took for silent.
+    let resumed = Instant::now();
+    while resumed.elapsed() < PRESENCE_TIMEOUT * 2 {
+        tokio::time::sleep(PRESENCE_TIMEOUT / 5).await;
+    }
+    said.push(c.say_ok(&base, &bob, "still here").await);
+    eventually(
+        "both observers to see every say",
+        Duration::from_secs(20),
+        || async {
+            let done = [&alice_seen, &bob_seen].iter().all(|seen| {
+                let seen = seen.lock().expect("seen");
+                counters(&seen).ends_with(&[*said.last().expect("a say")])
+            });
+            done.then_some(())
+        },
+    )
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    alice_task.await.expect("alice's observer");
+    bob_task.await.expect("bob's observer");
+
+    for (who, seen) in [("alice", &alice_seen), ("bob", &bob_seen)] {
+        let seen = seen.lock().expect("seen").clone();
+        let exits: Vec<&Value> = seen.iter().filter(|e| e["type"] == "exit").collect();
+        assert!(
+            exits.is_empty(),
+            "{who} saw exits after the outage: {exits:?}"
+        );
+        let messages: Vec<u64> = counters(&seen)
+            .into_iter()
+            .zip(&seen)
+            .filter(|(_, e)| e["type"] == "message")
+            .map(|(counter, _)| counter)
+            .collect();
+        assert_eq!(
+            messages, said,
+            "{who} saw each acknowledged say once, in order"
+        );
+    }
+    sigterm(&comet).await;
+    let _ = comet.wait().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to a child process.
+async fn signal(child: &tokio::process::Child, signal: &str) {
+    let pid = child.id().expect("running").to_string();
+    let status = tokio::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
+}
