@@ -4,6 +4,9 @@ use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
     let cli = lingr::Cli::parse();
+    // Test builds only: the fault points FAILPOINTS names, for the crash tests.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

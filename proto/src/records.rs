@@ -41,6 +41,10 @@ pub struct OccupantRecord {
     /// `idempotent_id`: leaving marks it, so a retry of that enter cannot bring it back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// Set before its exit event is published, and the record deleted after: an enter whose
+    /// event may come after that exit must not list it (its observer would never see it go).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaving: bool,
 }
 
 impl OccupantRecord {

@@ -91,6 +91,7 @@ async fn plant_occupant(
         entered_ms: lingr_platform::clock::now_ms() - 60_000,
         enter_counter,
         idempotency_key: None,
+        leaving: false,
     };
     let occupants = app
         .jetstream()

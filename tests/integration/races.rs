@@ -1,7 +1,12 @@
-//! Races between two calls of one occupant: whatever order they land in, an occupant that has
-//! left stays gone.
+//! Races between two calls of one occupant, and between one occupant leaving and another
+//! entering: whatever order they land in, an occupant that has left stays gone, and nobody is
+//! told of an occupant whose exit they will never see.
 
-use crate::support::{all_roles, fast_api, Db, TestApp};
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::topology::spawn_role_with;
+use crate::support::{all_roles, fast_api, history_only, sigterm, Db, TestApp};
 use lingr_comet::CometConfig;
 
 /// Whether the occupants bucket holds `occupant_id` in any room.
@@ -56,5 +61,126 @@ async fn set_nickname_racing_exit_never_brings_the_occupant_back() {
             .assert_error(401, "invalid_ticket");
     }
     server.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
+    let app = TestApp::new(Db::Default).await;
+    let history = app.start(history_only()).await;
+    // The exit's record is deleted half a second after its event is stored: an enter lands
+    // in between, every time.
+    let (mut api, base) = spawn_role_with(
+        &app,
+        "api",
+        Vec::new(),
+        &[("FAILPOINTS", "api::leave::exit-published=return(500)")],
+        Stdio::inherit(),
+    )
+    .await;
+    let c = &app.client;
+    for round in 0..3 {
+        let room = format!("crossing{round}");
+        let alice = c.join(&base, &room, "alice").await;
+        let exiting = std::time::Instant::now();
+        let exit = {
+            let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
+            tokio::spawn(async move {
+                c.get(
+                    &base,
+                    "room/exit",
+                    &[("session", &alice.session), ("ticket", &alice.ticket)],
+                )
+                .await
+            })
+        };
+        // The exit event is stored at once; its occupant lingers through the fault point.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let bob = c.join(&base, &room, "bob").await;
+        let exited = exit.await.expect("exit task").ok();
+        assert!(
+            exiting.elapsed() >= Duration::from_millis(500),
+            "the fault point did not hold the exit: build lingr with --features failpoints \
+             (./scripts/test does)"
+        );
+        let exit_counter = exited["counter"].as_u64().expect("exit counter");
+        assert!(
+            exit_counter < bob.counter,
+            "round {round}: the exit ({exit_counter}) was stored before bob's enter ({})",
+            bob.counter
+        );
+        let listed: Vec<&str> = bob.entered["room"]["occupants"]
+            .as_array()
+            .expect("occupants")
+            .iter()
+            .filter_map(|o| o["id"].as_str())
+            .collect();
+        assert!(
+            !listed.contains(&alice.occupant_id.as_str()),
+            "round {round}: bob was told alice is here, and will never see her leave: {listed:?}"
+        );
+    }
+    sigterm(&api).await;
+    let _ = api.wait().await;
+    history.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothing() {
+    let app = TestApp::new(Db::Default).await;
+    // The enter waits half a second after storing its occupant: the destroy lands in between.
+    let (mut api, base) = spawn_role_with(
+        &app,
+        "api",
+        Vec::new(),
+        &[("FAILPOINTS", "api::enter::occupant-stored=return(500)")],
+        Stdio::inherit(),
+    )
+    .await;
+    let c = &app.client;
+    let session = c.session(&base, Some("alice")).await;
+    let entering = std::time::Instant::now();
+    let enter = {
+        let (c, base, session) = (c.clone(), base.clone(), session.clone());
+        tokio::spawn(async move {
+            c.get(
+                &base,
+                "room/enter",
+                &[("session", &session), ("room", "doomed")],
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.get(&base, "session/destroy", &[("session", &session)])
+        .await
+        .ok();
+    let entered = enter.await.expect("enter task");
+    assert!(
+        entering.elapsed() >= Duration::from_millis(500),
+        "the fault point did not hold the enter: build lingr with --features failpoints \
+         (./scripts/test does)"
+    );
+    entered.assert_error(401, "invalid_session");
+    let js = app.jetstream().await;
+    let occupants = js
+        .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
+        .await
+        .expect("occupants bucket");
+    let mut keys = occupants.keys().await.expect("keys");
+    use futures::StreamExt as _;
+    assert!(
+        keys.next().await.is_none(),
+        "the refused enter left an occupant behind"
+    );
+    let stream = js.get_stream("ROOMS").await.expect("stream");
+    assert_eq!(
+        stream.cached_info().state.messages,
+        0,
+        "nobody saw an enter that was refused"
+    );
+    sigterm(&api).await;
+    let _ = api.wait().await;
     app.cleanup().await;
 }

@@ -131,6 +131,7 @@ impl<'a> Entering<'a> {
                 entered_ms: now_ms(),
                 enter_counter: None,
                 idempotency_key: call.as_ref().map(|call| call.key().to_owned()),
+                leaving: false,
             },
         }
     }
@@ -173,6 +174,7 @@ async fn admit(state: &ApiState, entering: &Entering<'_>) -> Result<u64, ApiErro
         .await
         .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
     presence::touch(state, &occupant.occupant_id).await;
+    lingr_platform::faults::delay("api::enter::occupant-stored").await;
     let still_there = sessions::update(state, &caller.tag, |record| {
         if !record.occupants.contains(&key) {
             record.occupants.push(key.clone());
@@ -293,6 +295,8 @@ async fn occupants_of(state: &ApiState, room: &RoomId) -> Result<Vec<Occupant>, 
         .occupants_mirror
         .with_prefix(&records::room_prefix(room))
         .into_iter()
+        // A leaving occupant's exit may be stored before this enter's event.
+        .filter(|(_, o)| !o.leaving)
         .filter_map(|(_, o)| {
             o.nickname.map(|n| Occupant {
                 id: o.occupant_id.to_string(),

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lingr_platform::clock::now_ms;
+use lingr_platform::kv::{self, Decision};
 use lingr_platform::readiness::Signal;
 use lingr_platform::ApiError;
 use lingr_proto::event::timestamp_now;
@@ -27,10 +28,10 @@ use crate::publish::publish;
 use crate::sessions::{self, millis};
 use crate::state::ApiState;
 
-/// Makes an occupant leave its room: the exit event (none for an anonymous observer or an
-/// enter that was never stored), then
-/// the occupant and its presence are deleted and the session forgets it. Returns the exit
-/// event's counter.
+/// Makes an occupant leave its room: it is marked leaving (so no enter lists it any more), its
+/// exit event is published (none for an anonymous observer or an enter that was never
+/// stored), then the occupant and its presence are deleted and the session forgets it.
+/// Returns the exit event's counter, if this call published it.
 ///
 /// # Errors
 /// `unavailable` when NATS fails; a retry completes the leave without a second exit event.
@@ -39,8 +40,53 @@ pub async fn leave(
     occupant: &OccupantRecord,
     reason: ExitReason,
 ) -> Result<Option<u64>, ApiError> {
-    // Only an enter that was stored is answered by an exit; anonymous observers and occupants
-    // whose enter never got stored leave silently.
+    let key = occupant.key();
+    // On the revision read: a record already deleted stays so, and its exit was published
+    // before the delete by whoever made it leave.
+    let marked = kv::update::<OccupantRecord, _>(&state.occupants, &key, |current| match current {
+        Some(stored) if stored.session_tag == occupant.session_tag && !stored.leaving => {
+            Decision::Write(OccupantRecord {
+                leaving: true,
+                ..stored.clone()
+            })
+        }
+        _ => Decision::Keep,
+    })
+    .await?
+    .filter(|stored| stored.session_tag == occupant.session_tag);
+    let counter = match &marked {
+        Some(current) => announce_exit(state, current, reason).await?,
+        None => None,
+    };
+    lingr_platform::faults::delay("api::leave::exit-published").await;
+    if marked.is_some() {
+        state
+            .occupants
+            .delete(key.as_str())
+            .await
+            .map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
+    }
+    if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
+        tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
+    }
+    if let Some(key) = &occupant.idempotency_key {
+        crate::idempotency::mark_left(state, key).await;
+    }
+    sessions::update(state, &occupant.session_tag, |record| {
+        record.occupants.retain(|k| *k != key)
+    })
+    .await?;
+    Ok(counter)
+}
+
+/// Publishes the exit of an occupant whose enter was stored (anonymous observers and
+/// occupants whose enter never got stored leave silently: nobody saw them enter). Returns
+/// its counter.
+async fn announce_exit(
+    state: &ApiState,
+    occupant: &OccupantRecord,
+    reason: ExitReason,
+) -> Result<Option<u64>, ApiError> {
     let announced = occupant
         .nickname
         .as_ref()
@@ -63,22 +109,6 @@ pub async fn leave(
         }
         None => None,
     };
-    let key = occupant.key();
-    state
-        .occupants
-        .delete(key.as_str())
-        .await
-        .map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
-    if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
-        tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
-    }
-    if let Some(key) = &occupant.idempotency_key {
-        crate::idempotency::mark_left(state, key).await;
-    }
-    sessions::update(state, &occupant.session_tag, |record| {
-        record.occupants.retain(|k| *k != key)
-    })
-    .await?;
     Ok(counter)
 }
 
