@@ -2,6 +2,7 @@
 //! test, SQLite and PostgreSQL. See `support` for the harness.
 
 mod contract;
+mod crashes;
 mod guarantees;
 mod history;
 mod hostile_input;

@@ -115,6 +115,8 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
     event.text = Some(text.into_string());
     let msg_id = call.as_ref().map(|call| call.message_id("say"));
     let published = publish(state, event.clone(), msg_id).await?;
+    // The worst instant for a crash: stored, and the caller not told.
+    fail::fail_point!("api::say::stored", |_| lingr_platform::faults::crash());
     if published.duplicate && !same_say(&published.event, &event) {
         // A concurrent call with this id but other parameters was stored first.
         return Err(idempotency::conflict());

@@ -113,6 +113,10 @@ async fn consume(
         // Until the commit succeeds nothing is acknowledged; redelivery brings it back.
         store.insert(&rows).await?;
         drop(writes);
+        // The worst instant for a crash: committed, and nothing acknowledged.
+        fail::fail_point!("history::persist::committed", |_| {
+            lingr_platform::faults::crash()
+        });
         metrics.stored.inc_by(rows.len() as u64);
         note_progress(metrics, &messages);
         for message in &messages {

@@ -203,6 +203,20 @@ pub async fn spawn_role_with(
     env: &[(&str, &str)],
     stdout: Stdio,
 ) -> (Child, String) {
+    let (child, base) = launch_role(app, role, flags, env, stdout);
+    Client::new().wait_ready(&base).await;
+    (child, base)
+}
+
+/// [`spawn_role_with`] without waiting for it to be ready (it may die first, as a test
+/// wants).
+pub fn launch_role(
+    app: &TestApp,
+    role: &str,
+    flags: Vec<String>,
+    env: &[(&str, &str)],
+    stdout: Stdio,
+) -> (Child, String) {
     let listen = format!("127.0.0.1:{}", super::free_port());
     let child = Command::new(lingr_binary())
         .arg(role)
@@ -229,9 +243,7 @@ pub async fn spawn_role_with(
         .kill_on_drop(true)
         .spawn()
         .expect("spawn lingr");
-    let base = format!("http://{listen}");
-    Client::new().wait_ready(&base).await;
-    (child, base)
+    (child, format!("http://{listen}"))
 }
 
 fn seconds(d: Duration) -> String {

@@ -1,0 +1,161 @@
+//! Crashes at the worst instant, on real `lingr` processes that a fault point kills with
+//! SIGKILL exactly there (built with `--features failpoints`; `./scripts/test` does): an api
+//! after JetStream stored a say and before it answered, and history after its commit and
+//! before its acks. Each check ends the same way: every acknowledged say reached the observer
+//! once, in order, and history holds exactly the stream's events.
+
+use std::os::unix::process::ExitStatusExt as _;
+use std::process::Stdio;
+use std::time::Duration;
+
+use lingr_comet::CometConfig;
+use tokio::process::Child;
+
+use crate::guarantees::{history_matches_stream, stream_counters};
+use crate::support::client::{counters, events, Member};
+use crate::support::topology::launch_role;
+use crate::support::{
+    api_only, comet_only, eventually, fast_api, history_only, Client, Db, TestApp,
+};
+
+/// Starts `role` with the fault point `point` set to crash it (without waiting until it is
+/// ready: it may crash first).
+async fn doomed(app: &TestApp, role: &str, point: &str) -> (Child, String) {
+    let failpoints = format!("{point}=return");
+    let (child, base) = launch_role(
+        app,
+        role,
+        Vec::new(),
+        &[("FAILPOINTS", failpoints.as_str())],
+        Stdio::inherit(),
+    );
+    if role == "api" {
+        app.client.wait_ready(&base).await;
+    }
+    (child, base)
+}
+
+/// Waits for `child` to die, and checks it died of SIGKILL at its fault point.
+async fn killed_at_its_fault_point(child: &mut Child) {
+    let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+        .await
+        .expect("the process dies at its fault point (built with --features failpoints?)")
+        .expect("wait");
+    assert_eq!(status.signal(), Some(9), "killed, not exited: {status}");
+}
+
+/// Observes from `member`'s counter until `last` has come; returns every counter seen.
+async fn observed_through(c: &Client, comet: &str, member: &Member, last: u64) -> Vec<u64> {
+    let mut seen = Vec::new();
+    let mut counter = member.counter;
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while !seen.contains(&last) {
+            let answer = c.observe(comet, member, counter, 5).await.ok();
+            seen.extend(counters(&events(&answer)));
+            counter = answer["counter"].as_u64().expect("counter");
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("saw {seen:?}, never {last}"));
+    seen
+}
+
+#[tokio::test]
+async fn an_api_killed_after_storing_a_say_and_before_answering_loses_nothing_and_a_retry_stores_once(
+) {
+    let app = TestApp::new(Db::Postgres).await;
+    let (mut crashing, crashing_base) = doomed(&app, "api", "api::say::stored").await;
+    let api = app.start(api_only(fast_api())).await;
+    let comet = app.start(comet_only(CometConfig::default())).await;
+    let history = app.start(history_only()).await;
+    let c = &app.client;
+    let alice = c.join(&api.base(), "worst-instant", "alice").await;
+    let bob = c.join(&api.base(), "worst-instant", "bob").await;
+    let params = [
+        ("session", alice.session.as_str()),
+        ("ticket", alice.ticket.as_str()),
+        ("message", "stored, never answered"),
+        ("idempotent_id", "say-1"),
+    ];
+    let lost = c
+        .http()
+        .get(format!("{crashing_base}/api/room/say"))
+        .query(&params)
+        .send()
+        .await;
+    assert!(lost.is_err(), "the api died before answering: {lost:?}");
+    killed_at_its_fault_point(&mut crashing).await;
+
+    // The client retries on another replica, as it must when it got no answer.
+    let retried = c.get(&api.base(), "room/say", &params).await.ok();
+    let said = retried["counter"].as_u64().expect("counter");
+    assert_eq!(
+        stream_counters(&app, "worst-instant").await,
+        [alice.counter, bob.counter, said],
+        "the say is stored once"
+    );
+    let seen = observed_through(c, &comet.base(), &bob, said).await;
+    assert_eq!(seen, [said], "bob sees it once");
+    history_matches_stream(&app, "worst-instant").await;
+    history.stop().await;
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn history_killed_after_its_commit_and_before_its_acks_keeps_every_event_once() {
+    let app = TestApp::new(Db::Postgres).await;
+    let api = app.start(api_only(fast_api())).await;
+    let c = &app.client;
+    let alice = c.join(&api.base(), "unacked", "alice").await;
+    let mut said = Vec::new();
+    for i in 0..20 {
+        said.push(c.say_ok(&api.base(), &alice, &format!("entry {i}")).await);
+    }
+    let (mut crashing, _) = doomed(&app, "history", "history::persist::committed").await;
+    killed_at_its_fault_point(&mut crashing).await;
+    let store = lingr_history::store::Store::connect(&app.database_url)
+        .await
+        .expect("open history database");
+    let committed = store.counters("unacked").await.expect("rows");
+    assert!(
+        !committed.is_empty(),
+        "the first batch was committed before the crash"
+    );
+    store.close().await;
+
+    // Its successor is handed the unacknowledged batch again, acknowledges it, and stores
+    // nothing twice.
+    let history = app.start(history_only()).await;
+    let stream = app
+        .jetstream()
+        .await
+        .get_stream("ROOMS")
+        .await
+        .expect("stream");
+    eventually(
+        "the batch to be redelivered and acknowledged",
+        Duration::from_secs(30),
+        || {
+            let stream = stream.clone();
+            async move {
+                let info = stream
+                    .consumer_info(lingr_proto::subjects::HISTORY_CONSUMER)
+                    .await
+                    .ok()?;
+                // Each delivery takes a consumer sequence: past the stream's 21 events means
+                // some came twice.
+                let redelivered = info.delivered.consumer_sequence > 21;
+                (redelivered && info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
+            }
+        },
+    )
+    .await;
+    let rows = history_matches_stream(&app, "unacked").await;
+    assert_eq!(rows.len(), 21, "the enter and every say, once each");
+    assert!(said.iter().all(|s| rows.contains(s)));
+    history.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
