@@ -1,7 +1,8 @@
-//! Guarantee 8 under outages: while NATS is away, calls that need it answer 503 within 5 s
-//! instead of hanging; an outage longer than the presence timeout times nobody out; and when
-//! NATS is back the service resumes by itself, every acknowledged say reaching every observer
-//! once, in order. Waits derive from the configured timeouts, never from a guess at the clock.
+//! Guarantee 8 under outages: while NATS or the database is away, calls that need it answer
+//! 503 within 5 s instead of hanging; an outage longer than the presence timeout times nobody
+//! out; and when the dependency is back the service resumes by itself, every acknowledged say
+//! reaching every observer once, in order, and history equal to the stream. Waits derive from
+//! the configured timeouts, never from a guess at the clock.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,8 +13,9 @@ use lingr_comet::CometConfig;
 use serde_json::Value;
 
 use crate::support::client::{counters, events, Member};
+use crate::support::postgres::PrivatePostgres;
 use crate::support::topology::{comet_flags, spawn_role};
-use crate::support::{api_only, eventually, sigterm, Client, Db, TestApp};
+use crate::support::{api_only, eventually, fast_api, history_only, sigterm, Client, Db, TestApp};
 
 /// Long enough that a stalled scheduler on two cores cannot fake a silence.
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -216,4 +218,66 @@ async fn signal(child: &tokio::process::Child, signal: &str) {
         .await
         .expect("kill");
     assert!(status.success(), "kill {signal} {pid}");
+}
+
+#[tokio::test]
+async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_equal_to_the_stream()
+{
+    let postgres = PrivatePostgres::start();
+    let mut app = TestApp::new(Db::Sqlite).await;
+    app.database_url = postgres.url();
+    // The default presence timeout: nobody times out while the test reads history.
+    let api = app.start(api_only(fast_api())).await;
+    let history = app.start(history_only()).await;
+    let (base, history_base) = (api.base(), history.base());
+    let c = app.client.clone();
+    let alice = c.join(&base, "ledger", "alice").await;
+    let writer = {
+        let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
+        tokio::spawn(async move {
+            let mut said = Vec::new();
+            for i in 0..120 {
+                said.push(c.say_ok(&base, &alice, &format!("entry {i}")).await);
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            said
+        })
+    };
+    eventually("history to be writing", Duration::from_secs(20), || async {
+        let page = c.messages(&history_base, "ledger", &[]).await;
+        let page = (page.status == 200).then(|| page.ok())?;
+        (page["messages"].as_array()?.len() > 10).then_some(())
+    })
+    .await;
+    postgres.stop();
+    fails_fast(
+        "a page of history",
+        c.messages(&history_base, "ledger", &[]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    postgres.resume();
+    let said = writer.await.expect("writer");
+    assert_eq!(said.len(), 120, "says never needed the database");
+    let rows = crate::guarantees::history_matches_stream(&app, "ledger").await;
+    assert_eq!(rows.len(), 121, "the enter and every say, once each");
+    let page = eventually(
+        "pages to be served again",
+        Duration::from_secs(20),
+        || async {
+            let page = c.messages(&history_base, "ledger", &[("limit", "5")]).await;
+            (page.status == 200).then(|| page.ok())
+        },
+    )
+    .await;
+    let paged: Vec<u64> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .filter_map(|m| m["counter"].as_u64())
+        .collect();
+    assert_eq!(paged, rows[rows.len() - 5..]);
+    history.stop().await;
+    api.stop().await;
+    app.cleanup().await;
 }

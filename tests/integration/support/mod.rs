@@ -3,6 +3,7 @@
 //! HTTP client so test bodies read as what a user does.
 
 pub mod client;
+pub mod postgres;
 pub mod topology;
 pub mod waits;
 
@@ -148,10 +149,29 @@ impl TestApp {
     }
 
     /// Drops the PostgreSQL database, if any.
-    pub async fn cleanup(self) {
-        if let Some(name) = &self.postgres_name {
-            drop_postgres_database(name).await;
+    pub async fn cleanup(mut self) {
+        if let Some(name) = self.postgres_name.take() {
+            drop_postgres_database(&name).await;
         }
+    }
+}
+
+impl Drop for TestApp {
+    /// A test that panicked before [`TestApp::cleanup`] still drops its database. Drop cannot
+    /// await, so a thread of its own does it.
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        let dropped = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(drop_postgres_database(&name));
+            }
+        });
+        let _ = dropped.join();
     }
 }
 
