@@ -4,6 +4,7 @@
 //! reaching every observer once, in order, and history equal to the stream. Waits derive from
 //! the configured timeouts, never from a guess at the clock.
 
+use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +15,7 @@ use serde_json::Value;
 
 use crate::support::client::{counters, events, Member};
 use crate::support::postgres::PrivatePostgres;
-use crate::support::topology::{comet_flags, spawn_role};
+use crate::support::topology::{comet_flags, launch_role, spawn_role};
 use crate::support::{api_only, eventually, fast_api, history_only, sigterm, Client, Db, TestApp};
 
 /// Long enough that a stalled scheduler on two cores cannot fake a silence.
@@ -278,6 +279,68 @@ async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_e
         .collect();
     assert_eq!(paged, rows[rows.len() - 5..]);
     history.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_batch_that_always_fails_turns_history_not_ready_and_shows_its_lag() {
+    let app = TestApp::new(Db::Postgres).await;
+    let api = app.start(api_only(fast_api())).await;
+    let c = app.client.clone();
+    let alice = c.join(&api.base(), "stalled", "alice").await;
+    c.say_ok(&api.base(), &alice, "never written").await;
+    // Every batch refused, as by a database that rejects a row: history must say so.
+    let (mut history, history_base) = launch_role(
+        &app,
+        "history",
+        vec!["--readiness-grace".into(), "1".into()],
+        &[("FAILPOINTS", "history::persist::insert=return")],
+        Stdio::inherit(),
+    );
+    eventually("history to answer", Duration::from_secs(20), || async {
+        c.http()
+            .get(format!("{history_base}/healthz"))
+            .send()
+            .await
+            .ok()
+            .map(|_| ())
+    })
+    .await;
+    let readiness = eventually(
+        "history to stay not ready",
+        Duration::from_secs(20),
+        || async {
+            let ready = c
+                .http()
+                .get(format!("{history_base}/readyz"))
+                .send()
+                .await
+                .ok()?;
+            (ready.status() == 503).then_some(())
+        },
+    );
+    readiness.await;
+    eventually("its lag to show", Duration::from_secs(20), || async {
+        let unwritten = c
+            .metric(&history_base, "lingr_history_unwritten_seconds")
+            .await?;
+        (unwritten >= 2).then_some(())
+    })
+    .await;
+    // Not ready for good, not flapping between attempts.
+    for _ in 0..10 {
+        let ready = c
+            .http()
+            .get(format!("{history_base}/readyz"))
+            .send()
+            .await
+            .expect("readyz");
+        assert_eq!(ready.status(), 503, "ready between two failed attempts");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sigterm(&history).await;
+    let _ = history.wait().await;
     api.stop().await;
     app.cleanup().await;
 }

@@ -5,6 +5,7 @@
 //! redelivery, and the insert ignores counters already stored: exactly-once rows from
 //! at-least-once delivery.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct PersistMetrics {
     pub lag: Histogram,
     /// Events in the stream the consumer has not been handed yet, as of its last message.
     pub pending: Gauge,
+    /// Seconds since the oldest event handed to history and not yet committed was stored: it
+    /// grows while a batch keeps failing, and is 0 once everything handed over is written.
+    pub unwritten: Gauge,
 }
 
 impl PersistMetrics {
@@ -65,11 +69,17 @@ impl PersistMetrics {
                 "lingr_history_consumer_pending",
                 "Events in the stream not yet handed to the history consumer.",
             ),
+            unwritten: metrics.gauge(
+                "lingr_history_unwritten_seconds",
+                "Age of the oldest event handed to history and not yet committed (0 when none).",
+            ),
         }
     }
 }
 
-/// Persists events until `shutdown` fires; `ready` is up while consuming.
+/// Persists events until `shutdown` fires; `ready` is up while consuming, and stays down
+/// after a batch failed until one commits: a batch that always fails (the database refuses
+/// it, or is away) must not look ready between its attempts.
 pub async fn persist_forever(
     stream: Stream,
     store: Store,
@@ -77,10 +87,11 @@ pub async fn persist_forever(
     metrics: PersistMetrics,
     shutdown: CancellationToken,
 ) {
+    let failing = AtomicBool::new(false);
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
-            result = consume(&stream, &store, &ready, &metrics) => {
+            result = consume(&stream, &store, &ready, &metrics, &failing) => {
                 // Not ready while it is not persisting (after the grace: see readiness).
                 ready.down();
                 if let Err(err) = result {
@@ -100,19 +111,29 @@ async fn consume(
     store: &Store,
     ready: &Signal,
     metrics: &PersistMetrics,
+    failing: &AtomicBool,
 ) -> anyhow::Result<()> {
     let consumer = stream
         .get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config())
         .await?;
     let mut batches = consumer.messages().await?.ready_chunks(BATCH);
-    ready.up();
+    if !failing.load(Ordering::Relaxed) {
+        ready.up();
+    }
     while let Some(batch) = batches.next().await {
         let messages = batch.into_iter().collect::<Result<Vec<Message>, _>>()?;
         // Each row's span continues the trace of its event and ends with the commit.
         let (rows, writes): (Vec<Row>, Vec<Span>) = messages.iter().filter_map(row_of).unzip();
+        note_unwritten(metrics, &messages);
         // Until the commit succeeds nothing is acknowledged; redelivery brings it back.
-        store.insert(&rows).await?;
+        if let Err(err) = insert(store, &rows).await {
+            failing.store(true, Ordering::Relaxed);
+            return Err(err);
+        }
         drop(writes);
+        failing.store(false, Ordering::Relaxed);
+        metrics.unwritten.set(0);
+        ready.up();
         // The worst instant for a crash: committed, and nothing acknowledged.
         fail::fail_point!("history::persist::committed", |_| {
             lingr_platform::faults::crash()
@@ -126,6 +147,27 @@ async fn consume(
         }
     }
     anyhow::bail!("the consumer's message stream ended")
+}
+
+/// Writes `rows` in one transaction (or, in a fault test, refuses them as a database might).
+async fn insert(store: &Store, rows: &[Row]) -> anyhow::Result<()> {
+    fail::fail_point!("history::persist::insert", |_| {
+        anyhow::bail!("the fault point history::persist::insert refused the batch")
+    });
+    store.insert(rows).await
+}
+
+/// Records how long ago the oldest of `messages` (about to be written) was stored.
+fn note_unwritten(metrics: &PersistMetrics, messages: &[Message]) {
+    let now = time::OffsetDateTime::now_utc();
+    let oldest = messages
+        .iter()
+        .filter_map(|m| m.info().ok().map(|info| info.published))
+        .min();
+    if let Some(oldest) = oldest {
+        let age = (now - oldest).max(time::Duration::ZERO);
+        metrics.unwritten.set(age.whole_seconds());
+    }
 }
 
 /// Records how long the committed `messages` waited since they were stored, and how many
