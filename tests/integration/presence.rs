@@ -16,17 +16,25 @@ use lingr_proto::records::OccupantRecord;
 use crate::support::client::{events, Member};
 use crate::support::{api_only, comet_only, eventually, history_only, Client, Db, TestApp};
 
+/// Short enough for a test, long enough that a scheduler stalled for a second on two busy
+/// cores cannot pass for an occupant's silence.
+const PRESENCE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// How often reapers run and comets record presence: a tenth of the timeout, so a number of
+/// passes is a number of timeouts.
+const TICK: Duration = Duration::from_millis(300);
+
 fn quick_presence() -> ApiConfig {
     ApiConfig {
-        presence_timeout: Duration::from_secs(1),
-        reap_interval: Duration::from_millis(100),
+        presence_timeout: PRESENCE_TIMEOUT,
+        reap_interval: TICK,
         ..ApiConfig::default()
     }
 }
 
 fn quick_flush() -> CometConfig {
     CometConfig {
-        presence_flush: Duration::from_millis(100),
+        presence_flush: TICK,
         ..CometConfig::default()
     }
 }
@@ -191,8 +199,8 @@ async fn a_silent_occupant_times_out_once_with_two_api_replicas_reaping() {
 async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
     let app = TestApp::new(Db::Default).await;
     let api = ApiConfig {
-        session_ttl: Duration::from_secs(1),
-        reap_interval: Duration::from_millis(100),
+        session_ttl: PRESENCE_TIMEOUT,
+        reap_interval: TICK,
         ..ApiConfig::default()
     };
     let server = app
@@ -238,7 +246,7 @@ async fn sessions_unused_for_the_ttl_expire_while_observing_keeps_one_alive() {
 async fn an_occupant_whose_session_vanished_is_made_to_leave() {
     let app = TestApp::new(Db::Default).await;
     let api = ApiConfig {
-        reap_interval: Duration::from_millis(100),
+        reap_interval: TICK,
         ..ApiConfig::default()
     };
     let server = app
@@ -339,9 +347,9 @@ async fn an_occupant_who_only_says_stays_present() {
     let base = server.base();
     let c = app.client.clone();
     let talker = c.join(&base, "talkative", "talker").await;
-    // Say every 100 ms (a tenth of the timeout) while the reaper runs 30 passes (3 timeouts).
+    // Say every tenth of the timeout while the reaper runs 30 passes (3 timeouts).
     let target = metric(&c, &base, "lingr_api_reaper_passes_total").await + 30;
-    let mut pace = tokio::time::interval(Duration::from_millis(100));
+    let mut pace = tokio::time::interval(PRESENCE_TIMEOUT / 10);
     while metric(&c, &base, "lingr_api_reaper_passes_total").await < target {
         pace.tick().await;
         c.say_ok(&base, &talker, "still talking").await;
