@@ -321,17 +321,17 @@ async fn start_roles(
 ) -> anyhow::Result<Vec<lingr_platform::role::Started>> {
     let mut started = Vec::new();
     if let Some(config) = roles.api {
-        started.push(lingr_api::state::start(config, context).await?);
+        started.push(lingr_api::start(config, context).await?);
     }
     if let Some(config) = roles.comet {
-        started.push(lingr_comet::state::start(config, context).await?);
+        started.push(lingr_comet::start(config, context).await?);
     }
     if roles.history {
         let database = backing
             .database
             .as_deref()
             .context("history needs a database URL")?;
-        started.push(lingr_history::state::start(database, context).await?);
+        started.push(lingr_history::start(database, context).await?);
     }
     Ok(started)
 }

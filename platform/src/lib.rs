@@ -15,6 +15,7 @@
 //! - [`server`]: serving HTTP/1.1 with header, idle and pending-connection limits, and the
 //!   client address behind trusted proxies.
 //! - [`shutdown`]: SIGINT/SIGTERM into a cancellation token.
+//! - [`supervise`]: restarting a consumer or watch that ended, until shutdown.
 //! - [`clock`]: wall-clock milliseconds, the one place the services read the time of day.
 //! - [`faults`]: crashing on purpose where a fault test's fault point says.
 
@@ -31,6 +32,7 @@ pub mod respond;
 pub mod role;
 pub mod server;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 
 pub use respond::{ApiError, Params, Reply};

@@ -150,21 +150,19 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     }
 
     async fn follow(self: Arc<Self>, store: kv::Store, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                result = self.watch_once(&store) => {
-                    self.live.down();
-                    if let Err(err) = result {
-                        tracing::warn!(bucket = %store.name, error = %format!("{err:#}"), "bucket watch ended; restarting");
-                    }
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
-            }
-        }
+        let what = format!("the watch of bucket {}", store.name);
+        let (mirror, store) = (&self, &store);
+        crate::supervise::restart_until_cancelled(
+            &what,
+            &shutdown,
+            std::time::Duration::from_millis(200),
+            || async move {
+                let watched = mirror.watch_once(store).await;
+                mirror.live.down();
+                watched
+            },
+        )
+        .await;
     }
 
     async fn watch_once(&self, store: &kv::Store) -> anyhow::Result<()> {

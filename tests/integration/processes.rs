@@ -216,7 +216,7 @@ async fn a_draining_comet_refuses_new_observes_with_503() {
         metrics: lingr_platform::metrics::Metrics::default(),
         shutdown: shutdown.clone(),
     };
-    let comet = lingr_comet::state::start(lingr_comet::CometConfig::default(), &context)
+    let comet = lingr_comet::start(lingr_comet::CometConfig::default(), &context)
         .await
         .expect("comet starts");
     let router = comet.router;

@@ -10,22 +10,18 @@ use std::time::Duration;
 
 use axum::extract::State;
 use lingr_platform::clock::now_ms;
-use lingr_platform::kv::{self, Decision};
+use lingr_platform::kv;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{
     Entered, Occupant, RecentReply, RecentRequest, RoomSnapshot, ENTER_MESSAGES,
 };
 use lingr_proto::records::{self, OccupantRecord};
 use lingr_proto::ticket::Ticket;
-use lingr_proto::{
-    subjects, ErrorCode, Event, EventType, IdempotentId, Nickname, OccupantId, RoomId,
-};
+use lingr_proto::{subjects, Event, IdempotentId, Nickname, OccupantId, RoomId};
 
 use crate::idempotency::{self, Call, EnterClaim};
-use crate::presence;
-use crate::publish::{newest_counter, publish};
-use crate::rooms::new_event;
-use crate::sessions::{self, encode, Caller};
+use crate::occupants;
+use crate::sessions::{self, Caller};
 use crate::state::ApiState;
 
 /// How long `room/enter` waits for history's recent messages.
@@ -69,7 +65,8 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         } => (occupant_id, counter),
         EnterClaim::Fresh(occupant_id) => {
             let entering = Entering::new(&caller, &room, &occupant_id, nickname.as_ref(), &call);
-            let counter = admit(state, &entering).await?;
+            let counter =
+                occupants::admit(state, &entering.occupant, &entering.caller.record).await?;
             (occupant_id, counter)
         }
         EnterClaim::Resume(occupant_id) => {
@@ -150,90 +147,8 @@ async fn resume(state: &ApiState, entering: &Entering<'_>) -> Result<u64, ApiErr
             nickname: Some(_),
             ..
         }) => Ok(counter),
-        _ => admit(state, entering).await,
+        _ => occupants::admit(state, &entering.occupant, &entering.caller.record).await,
     }
-}
-
-/// Stores the occupant, adds it to its session and announces it; returns the counter of its
-/// enter event (for an anonymous observer, the newest counter).
-async fn admit(state: &ApiState, entering: &Entering<'_>) -> Result<u64, ApiError> {
-    let (caller, occupant) = (entering.caller, &entering.occupant);
-    let key = occupant.key();
-    if !caller.record.occupants.contains(&key)
-        && caller.record.occupants.len() >= state.config.max_rooms_per_session
-    {
-        return Err(ApiError::new(
-            ErrorCode::TooManyRooms,
-            "this session is in too many rooms; exit one first",
-        ));
-    }
-    ensure_room_exists(state, &occupant.room).await?;
-    state
-        .occupants
-        .put(key.as_str(), encode(occupant)?)
-        .await
-        .map_err(|err| ApiError::unavailable("storing an occupant", err))?;
-    presence::touch(state, &occupant.occupant_id).await;
-    lingr_platform::faults::delay("api::enter::occupant-stored").await;
-    let still_there = sessions::update(state, &caller.tag, |record| {
-        if !record.occupants.contains(&key) {
-            record.occupants.push(key.clone());
-        }
-    })
-    .await?;
-    if !still_there {
-        // Destroyed while we entered: its destroy could not see this occupant, so take it back.
-        undo_enter(state, occupant).await;
-        return Err(sessions::expired());
-    }
-    let Some(nickname) = &occupant.nickname else {
-        return newest_counter(state).await;
-    };
-    let event = new_event(EventType::Enter, occupant, nickname.as_str());
-    let msg_id = format!("enter:{}", occupant.occupant_id);
-    let counter = match publish(state, event, Some(msg_id)).await {
-        Ok(published) => published.event.counter,
-        Err(error) => {
-            undo_enter(state, occupant).await;
-            return Err(error);
-        }
-    };
-    announce(state, occupant, counter).await?;
-    Ok(counter)
-}
-
-/// Marks the occupant as announced, so that leaving raises an exit event; on the revision
-/// read, so an occupant that has already left (reaped, session destroyed) stays gone.
-async fn announce(
-    state: &ApiState,
-    occupant: &OccupantRecord,
-    counter: u64,
-) -> Result<(), ApiError> {
-    kv::update::<OccupantRecord, _>(&state.occupants, &occupant.key(), |current| match current {
-        Some(stored) if stored.session_tag == occupant.session_tag => {
-            Decision::Write(OccupantRecord {
-                enter_counter: Some(counter),
-                ..stored.clone()
-            })
-        }
-        _ => Decision::Keep,
-    })
-    .await?;
-    Ok(())
-}
-
-/// Takes back an enter whose event could not be stored, so no occupant is left that nobody saw
-/// enter (the reaper would otherwise make it "exit" later). Best effort: NATS is failing.
-async fn undo_enter(state: &ApiState, occupant: &OccupantRecord) {
-    let key = occupant.key();
-    if let Err(err) = state.occupants.delete(key.as_str()).await {
-        tracing::warn!(error = %err, "could not undo an enter; the reaper will time the occupant out");
-        return;
-    }
-    let _ = sessions::update(state, &occupant.session_tag, |record| {
-        record.occupants.retain(|k| *k != key)
-    })
-    .await;
 }
 
 fn random_occupant_id() -> Result<OccupantId, ApiError> {
@@ -241,41 +156,6 @@ fn random_occupant_id() -> Result<OccupantId, ApiError> {
     lingr_platform::config::random_bytes(&mut bytes)
         .map_err(|err| ApiError::internal("minting an occupant id", err))?;
     Ok(OccupantId::from_bytes(&bytes))
-}
-
-/// Creates the room on its first enter, and refreshes its record once a day so that a room in
-/// use never ages out of its bucket.
-async fn ensure_room_exists(state: &ApiState, room: &RoomId) -> Result<(), ApiError> {
-    let known = state
-        .rooms
-        .entry(room.as_str())
-        .await
-        .map_err(|err| ApiError::unavailable("reading a room", err))?
-        .filter(|e| e.operation == async_nats::jetstream::kv::Operation::Put);
-    let refresh_after = time::Duration::days(1);
-    let stale = known
-        .as_ref()
-        .is_some_and(|e| time::OffsetDateTime::now_utc() - e.created > refresh_after);
-    match known {
-        // Two first enters may race: whichever creates it, the room exists.
-        None => {
-            let _ = state
-                .rooms
-                .create(room.as_str(), now_ms().to_string().into())
-                .await;
-        }
-        Some(_) if stale => {
-            if let Err(err) = state
-                .rooms
-                .put(room.as_str(), now_ms().to_string().into())
-                .await
-            {
-                tracing::warn!(error = %err, "a room's record was not refreshed; the next enter retries");
-            }
-        }
-        Some(_) => {}
-    }
-    Ok(())
 }
 
 /// The room's participants, as of every occupant write made before this call.

@@ -177,66 +177,73 @@ pub async fn claim_enter(
     room: &RoomId,
     new_occupant: impl Fn() -> Result<OccupantId, ApiError>,
 ) -> Result<EnterClaim, ApiError> {
-    let mut token_taken = false;
-    for _ in 0..4 {
-        let read = kv::read::<Record>(&state.idempotency, &call.key).await?;
-        match read.value.as_ref() {
-            Some(record) if record.fingerprint != call.fingerprint => return Err(conflict()),
-            Some(Record {
-                outcome: Outcome::Entering { occupant_id },
-                ..
-            }) => return Ok(EnterClaim::Resume(occupant_id.clone())),
-            Some(Record {
-                outcome:
-                    Outcome::Entered {
-                        occupant_id,
-                        counter,
-                    },
-                ..
-            }) => {
-                let key = occupant_key(room, occupant_id);
-                let present =
-                    kv::read::<lingr_proto::records::OccupantRecord>(&state.occupants, &key)
-                        .await?
-                        .value
-                        .is_some_and(|o| o.session_tag == session_tag);
-                return if present {
-                    Ok(EnterClaim::Replay {
-                        occupant_id: occupant_id.clone(),
-                        counter: *counter,
-                    })
-                } else {
-                    Err(ended())
-                };
-            }
-            Some(Record {
-                outcome: Outcome::Left { .. },
-                ..
-            }) => return Err(ended()),
-            Some(Record {
-                outcome: Outcome::Said { .. },
-                ..
-            }) => return Err(conflict()),
-            None => {
-                if !token_taken {
-                    state.limit_call(session_tag).await?;
-                    token_taken = true;
+    let record = match kv::read::<Record>(&state.idempotency, &call.key)
+        .await?
+        .value
+    {
+        Some(record) => record,
+        None => {
+            state.limit_call(session_tag).await?;
+            let mine = new_occupant()?;
+            let claim = Record {
+                fingerprint: call.fingerprint.clone(),
+                outcome: Outcome::Entering {
+                    occupant_id: mine.clone(),
+                },
+            };
+            let claimed =
+                kv::update::<Record, _>(&state.idempotency, &call.key, |current| match current {
+                    None => Decision::Write(claim.clone()),
+                    Some(_) => Decision::Keep,
+                })
+                .await?
+                .ok_or_else(|| ApiError::from(kv::KvError::Contended))?;
+            match &claimed.outcome {
+                Outcome::Entering { occupant_id } if *occupant_id == mine => {
+                    return Ok(EnterClaim::Fresh(mine));
                 }
-                let occupant_id = new_occupant()?;
-                let record = Record {
-                    fingerprint: call.fingerprint.clone(),
-                    outcome: Outcome::Entering {
-                        occupant_id: occupant_id.clone(),
-                    },
-                };
-                if kv::write_if_unchanged(&state.idempotency, &call.key, &read, &record).await? {
-                    return Ok(EnterClaim::Fresh(occupant_id));
-                }
-                // A concurrent retry claimed it first: read its claim and follow it.
+                // A concurrent retry claimed it first: follow its claim.
+                _ => claimed,
             }
         }
+    };
+    follow_claim(state, call, session_tag, room, &record).await
+}
+
+/// What an enter does when an earlier call with its id left `record`.
+async fn follow_claim(
+    state: &ApiState,
+    call: &Call,
+    session_tag: &str,
+    room: &RoomId,
+    record: &Record,
+) -> Result<EnterClaim, ApiError> {
+    if record.fingerprint != call.fingerprint {
+        return Err(conflict());
     }
-    Err(kv::KvError::Contended.into())
+    match &record.outcome {
+        Outcome::Entering { occupant_id } => Ok(EnterClaim::Resume(occupant_id.clone())),
+        Outcome::Entered {
+            occupant_id,
+            counter,
+        } => {
+            let key = occupant_key(room, occupant_id);
+            let present = kv::read::<lingr_proto::records::OccupantRecord>(&state.occupants, &key)
+                .await?
+                .value
+                .is_some_and(|o| o.session_tag == session_tag);
+            if present {
+                Ok(EnterClaim::Replay {
+                    occupant_id: occupant_id.clone(),
+                    counter: *counter,
+                })
+            } else {
+                Err(ended())
+            }
+        }
+        Outcome::Left { .. } => Err(ended()),
+        Outcome::Said { .. } => Err(conflict()),
+    }
 }
 
 /// Marks an enter answered, before its ticket is revealed: from then on a retry is a replay

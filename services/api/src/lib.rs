@@ -4,27 +4,42 @@
 //! every event is published to JetStream, answered only after the PubAck, so any replica can
 //! serve any call.
 //!
-//! - [`state`]: configuration, the shared handles, and startup.
+//! Modules, callers first (none calls back up this list):
+//!
 //! - [`sessions`]: `session/create`, `session/destroy`, and loading a caller's session.
 //! - [`enter`]: `room/enter`, the room snapshot it answers with.
 //! - [`rooms`]: `room/say`, `room/set_nickname`, `room/exit`.
-//! - [`idempotency`]: retries by `idempotent_id`, answered once and never bent.
-//! - [`publish`]: publishing an event idempotently and reading back the stored one.
 //! - [`presence`]: the reaper that times out silent occupants and expires unused sessions.
+//! - [`occupants`]: the occupant lifecycle: admitted, kept present, made to leave.
+//! - [`idempotency`]: retries by `idempotent_id`, answered once and never bent.
+//! - [`publish`]: building events, publishing them idempotently, reading back a stored one.
+//! - [`records`]: session records changed with compare-and-set, and records as JSON.
+//! - [`state`]: configuration and the shared handles; [`start`] builds them.
 //! - [`rate_limit`]: token buckets per session (say, enter, set_nickname, exit) and per client
 //!   address (`session/create`).
 
 pub mod enter;
 pub mod idempotency;
+pub mod occupants;
 pub mod presence;
 pub mod publish;
 pub mod rate_limit;
+pub mod records;
 pub mod rooms;
 pub mod sessions;
 pub mod state;
 
+use std::sync::Arc;
+
 use axum::Router;
 use lingr_platform::http::{self, api_route};
+use lingr_platform::mirror::KvMirror;
+use lingr_platform::nats;
+use lingr_platform::role::{Context, Started};
+use lingr_proto::subjects;
+
+use crate::rate_limit::{RateLimit, SharedLimiter};
+use crate::state::ApiMetrics;
 
 pub use state::{ApiConfig, ApiState};
 
@@ -42,4 +57,68 @@ pub fn router(state: ApiState) -> Router {
         .with_state(std::sync::Arc::new(state));
     // Every call needs NATS: none waits for it longer than guarantee 8 allows.
     http::requiring_nats(http::with_deadline(routes, http::CALL_DEADLINE), client)
+}
+
+/// Creates the stream and buckets (waiting for NATS if need be), starts the mirrors and the
+/// reaper.
+///
+/// # Errors
+/// When `shutdown` fires before NATS answers.
+pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Started> {
+    let client = context.client.clone();
+    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
+    let js = nats::jetstream(client.clone());
+    let layout = context.layout();
+    let (events, sessions, occupants, presence, rooms, rates, idempotency) =
+        nats::retry("api setup", &shutdown, || async {
+            Ok((
+                layout.events().await?,
+                layout.bucket(subjects::SESSIONS_BUCKET).await?,
+                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
+                layout.bucket(subjects::PRESENCE_BUCKET).await?,
+                layout.bucket(subjects::ROOMS_BUCKET).await?,
+                layout.bucket(subjects::RATES_BUCKET).await?,
+                layout.bucket(subjects::IDEMPOTENCY_BUCKET).await?,
+            ))
+        })
+        .await?;
+    let (occupants_mirror, t1) = KvMirror::spawn(occupants.clone(), shutdown.clone());
+    let (presence_mirror, t2) = KvMirror::spawn(presence.clone(), shutdown.clone());
+    let (sessions_mirror, t3) = KvMirror::spawn(sessions.clone(), shutdown.clone());
+    let ready = vec![
+        occupants_mirror.ready_signal(),
+        presence_mirror.ready_signal(),
+        sessions_mirror.ready_signal(),
+    ];
+    let limiter = |limit: Option<RateLimit>| {
+        limit.map(|limit| Arc::new(SharedLimiter::new(limit, rates.clone())))
+    };
+    let state = ApiState {
+        call_limiter: limiter(RateLimit::new(config.call_rate, config.call_burst)),
+        session_limiter: limiter(RateLimit::new(config.session_rate, config.session_burst)),
+        config: Arc::new(config),
+        client,
+        js,
+        events,
+        sessions,
+        occupants,
+        presence,
+        rooms,
+        idempotency,
+        occupants_mirror,
+        presence_mirror,
+        sessions_mirror,
+        tickets: context.tickets.clone(),
+        metrics: ApiMetrics::register(metrics),
+    };
+    let reaper = tokio::spawn(crate::presence::reap_forever(
+        state.clone(),
+        Arc::clone(&context.link),
+        shutdown,
+    ));
+    Ok(Started {
+        router: router(state),
+        ready,
+        tasks: vec![t1, t2, t3, reaper],
+    })
 }

@@ -15,132 +15,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lingr_platform::clock::now_ms;
-use lingr_platform::kv::{self, Decision};
 use lingr_platform::readiness::Signal;
-use lingr_platform::ApiError;
-use lingr_proto::event::timestamp_now;
-use lingr_proto::records::{OccupantRecord, SessionRecord};
-use lingr_proto::{Event, EventType, ExitReason, OccupantId};
+use lingr_proto::ExitReason;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::publish::publish;
-use crate::sessions::{self, millis};
+use crate::occupants::{end_session, leave, session_last_active};
+use crate::records::millis;
 use crate::state::ApiState;
-
-/// Makes an occupant leave its room: it is marked leaving (so no enter lists it any more), its
-/// exit event is published (none for an anonymous observer or an enter that was never
-/// stored), then the occupant and its presence are deleted and the session forgets it.
-/// Returns the exit event's counter, if this call published it.
-///
-/// # Errors
-/// `unavailable` when NATS fails; a retry completes the leave without a second exit event.
-pub async fn leave(
-    state: &ApiState,
-    occupant: &OccupantRecord,
-    reason: ExitReason,
-) -> Result<Option<u64>, ApiError> {
-    let key = occupant.key();
-    // On the revision read: a record already deleted stays so, and its exit was published
-    // before the delete by whoever made it leave.
-    let marked = kv::update::<OccupantRecord, _>(&state.occupants, &key, |current| match current {
-        Some(stored) if stored.session_tag == occupant.session_tag && !stored.leaving => {
-            Decision::Write(OccupantRecord {
-                leaving: true,
-                ..stored.clone()
-            })
-        }
-        _ => Decision::Keep,
-    })
-    .await?
-    .filter(|stored| stored.session_tag == occupant.session_tag);
-    let counter = match &marked {
-        Some(current) => announce_exit(state, current, reason).await?,
-        None => None,
-    };
-    lingr_platform::faults::delay("api::leave::exit-published").await;
-    if marked.is_some() {
-        state
-            .occupants
-            .delete(key.as_str())
-            .await
-            .map_err(|err| ApiError::unavailable("deleting an occupant", err))?;
-    }
-    if let Err(err) = state.presence.delete(occupant.occupant_id.as_str()).await {
-        tracing::debug!(error = %err, "presence entry not deleted; it expires by itself");
-    }
-    if let Some(key) = &occupant.idempotency_key {
-        crate::idempotency::mark_left(state, key).await;
-    }
-    sessions::update(state, &occupant.session_tag, |record| {
-        record.occupants.retain(|k| *k != key)
-    })
-    .await?;
-    Ok(counter)
-}
-
-/// Publishes the exit of an occupant whose enter was stored (anonymous observers and
-/// occupants whose enter never got stored leave silently: nobody saw them enter). Returns
-/// its counter.
-async fn announce_exit(
-    state: &ApiState,
-    occupant: &OccupantRecord,
-    reason: ExitReason,
-) -> Result<Option<u64>, ApiError> {
-    let announced = occupant
-        .nickname
-        .as_ref()
-        .filter(|_| occupant.enter_counter.is_some());
-    let counter = match announced {
-        Some(nickname) => {
-            let event = Event {
-                counter: 0,
-                kind: EventType::Exit,
-                room: occupant.room.clone(),
-                occupant_id: occupant.occupant_id.to_string(),
-                nickname: nickname.to_string(),
-                text: None,
-                prev_nickname: None,
-                reason: Some(reason),
-                timestamp: timestamp_now(),
-            };
-            let msg_id = format!("exit:{}", occupant.occupant_id);
-            Some(publish(state, event, Some(msg_id)).await?.event.counter)
-        }
-        None => None,
-    };
-    Ok(counter)
-}
-
-/// Records that an occupant is active now, unless it was recorded moments ago.
-pub async fn touch(state: &ApiState, occupant: &OccupantId) {
-    let now = now_ms();
-    // A value fresher than a ninth of the timeout (10 s of 90) needs no rewrite: a chatty
-    // occupant costs one presence write per interval, not one per say.
-    let refresh_ms = (millis(state.config.presence_timeout) / 9).min(10_000);
-    let seen = state.presence_mirror.get(occupant.as_str()).unwrap_or(0);
-    if now.saturating_sub(seen) < refresh_ms {
-        return;
-    }
-    if let Err(err) = state
-        .presence
-        .put(occupant.as_str(), now.to_string().into())
-        .await
-    {
-        tracing::warn!(error = %err, "presence not recorded");
-    }
-}
-
-/// When a session was last active: its own last use, or the latest presence of its occupants
-/// (an occupant that observes keeps its session alive).
-pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
-    record
-        .occupants
-        .iter()
-        .filter_map(|key| key.rsplit('.').next())
-        .filter_map(|occupant| state.presence_mirror.get(occupant))
-        .fold(record.last_used_ms, u64::max)
-}
 
 /// How long after entering an occupant whose session is gone counts as orphaned (its session
 /// was destroyed while it entered). Far above mirror lag, so a brand-new session never counts.
@@ -220,7 +102,7 @@ pub async fn reap_once(state: &ApiState, counted_from_ms: u64) {
         if now.saturating_sub(last_active) <= ttl_ms {
             continue;
         }
-        match sessions::end_session(state, &tag, &record, ExitReason::Timeout).await {
+        match end_session(state, &tag, &record, ExitReason::Timeout).await {
             Ok(()) => {
                 state.metrics.sessions_expired.inc();
             }

@@ -6,7 +6,9 @@
 use async_nats::jetstream::message::PublishMessage as Publish;
 use lingr_platform::telemetry;
 use lingr_platform::ApiError;
-use lingr_proto::{subjects, Event};
+use lingr_proto::event::timestamp_now;
+use lingr_proto::records::OccupantRecord;
+use lingr_proto::{subjects, Event, EventType};
 use tracing::{Instrument as _, Span};
 
 use crate::state::ApiState;
@@ -112,4 +114,19 @@ pub async fn newest_counter(state: &ApiState) -> Result<u64, ApiError> {
         .await
         .map_err(|err| ApiError::unavailable("reading the stream state", err))?;
     Ok(info.state.last_sequence)
+}
+
+/// A new event of `kind` by `occupant`, not yet stored (no counter).
+pub(crate) fn new_event(kind: EventType, occupant: &OccupantRecord, nickname: &str) -> Event {
+    Event {
+        counter: 0,
+        kind,
+        room: occupant.room.clone(),
+        occupant_id: occupant.occupant_id.to_string(),
+        nickname: nickname.to_owned(),
+        text: None,
+        prev_nickname: None,
+        reason: None,
+        timestamp: timestamp_now(),
+    }
 }

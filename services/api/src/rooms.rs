@@ -13,30 +13,14 @@ use lingr_platform::kv::{self, Decision};
 use lingr_platform::metrics::observe_duration;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{Exited, Stored};
-use lingr_proto::event::timestamp_now;
 use lingr_proto::records::{self, OccupantRecord};
 use lingr_proto::{ErrorCode, Event, EventType, ExitReason, IdempotentId, MessageText, Nickname};
 
 use crate::idempotency::{self, Call};
-use crate::presence;
-use crate::publish::{newest_counter, publish};
+use crate::occupants;
+use crate::publish::{new_event, newest_counter, publish};
 use crate::sessions::{self, Caller};
 use crate::state::ApiState;
-
-/// A new event of `kind` by `occupant`, not yet stored (no counter).
-pub(crate) fn new_event(kind: EventType, occupant: &OccupantRecord, nickname: &str) -> Event {
-    Event {
-        counter: 0,
-        kind,
-        room: occupant.room.clone(),
-        occupant_id: occupant.occupant_id.to_string(),
-        nickname: nickname.to_owned(),
-        text: None,
-        prev_nickname: None,
-        reason: None,
-        timestamp: timestamp_now(),
-    }
-}
 
 /// The caller's session, ticket and live occupant.
 struct Authorized {
@@ -124,7 +108,7 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
     if let Some(call) = &call {
         idempotency::remember_say(state, call, &published.event).await;
     }
-    presence::touch(state, &occupant.occupant_id).await;
+    occupants::touch(state, &occupant.occupant_id).await;
     Ok(stored(published.event))
 }
 
@@ -167,7 +151,7 @@ async fn change_nickname(state: &ApiState, params: &Params) -> Result<Stored, Ap
         _ => Decision::Keep,
     })
     .await?;
-    presence::touch(state, &occupant.occupant_id).await;
+    occupants::touch(state, &occupant.occupant_id).await;
     Ok(stored(published.event))
 }
 
@@ -180,7 +164,7 @@ pub async fn exit(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
 async fn exit_room(state: &ApiState, params: &Params) -> Result<Exited, ApiError> {
     let who = authorize(state, params).await?;
     state.limit_call(&who.caller.tag).await?;
-    let counter = match presence::leave(state, &who.occupant, ExitReason::Exit).await? {
+    let counter = match occupants::leave(state, &who.occupant, ExitReason::Exit).await? {
         Some(counter) => counter,
         None => newest_counter(state).await?,
     };

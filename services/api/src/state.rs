@@ -1,4 +1,4 @@
-//! The api's configuration, the handles every handler shares, and startup.
+//! The api's configuration and the handles every handler shares.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,15 +7,13 @@ use async_nats::jetstream::{self, kv};
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
-use lingr_platform::nats;
-use lingr_platform::role::{Context, Started};
 use lingr_platform::server::ClientAddr;
 use lingr_platform::ApiError;
 use lingr_proto::records::{OccupantRecord, SessionRecord};
 use lingr_proto::ticket::TicketKey;
-use lingr_proto::{subjects, ErrorCode};
+use lingr_proto::ErrorCode;
 
-use crate::rate_limit::{RateLimit, SharedLimiter};
+use crate::rate_limit::SharedLimiter;
 
 /// The api's own flags.
 #[derive(Debug, Clone, clap::Args)]
@@ -166,7 +164,7 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
-    fn register(metrics: &Metrics) -> Self {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
         Self {
             events_published: metrics
                 .counter("lingr_api_events_published", "Events stored in JetStream."),
@@ -198,68 +196,4 @@ impl ApiMetrics {
             ),
         }
     }
-}
-
-/// Creates the stream and buckets (waiting for NATS if need be), starts the mirrors and the
-/// reaper.
-///
-/// # Errors
-/// When `shutdown` fires before NATS answers.
-pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Started> {
-    let client = context.client.clone();
-    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
-    let js = nats::jetstream(client.clone());
-    let layout = context.layout();
-    let (events, sessions, occupants, presence, rooms, rates, idempotency) =
-        nats::retry("api setup", &shutdown, || async {
-            Ok((
-                layout.events().await?,
-                layout.bucket(subjects::SESSIONS_BUCKET).await?,
-                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
-                layout.bucket(subjects::PRESENCE_BUCKET).await?,
-                layout.bucket(subjects::ROOMS_BUCKET).await?,
-                layout.bucket(subjects::RATES_BUCKET).await?,
-                layout.bucket(subjects::IDEMPOTENCY_BUCKET).await?,
-            ))
-        })
-        .await?;
-    let (occupants_mirror, t1) = KvMirror::spawn(occupants.clone(), shutdown.clone());
-    let (presence_mirror, t2) = KvMirror::spawn(presence.clone(), shutdown.clone());
-    let (sessions_mirror, t3) = KvMirror::spawn(sessions.clone(), shutdown.clone());
-    let ready = vec![
-        occupants_mirror.ready_signal(),
-        presence_mirror.ready_signal(),
-        sessions_mirror.ready_signal(),
-    ];
-    let limiter = |limit: Option<RateLimit>| {
-        limit.map(|limit| Arc::new(SharedLimiter::new(limit, rates.clone())))
-    };
-    let state = ApiState {
-        call_limiter: limiter(RateLimit::new(config.call_rate, config.call_burst)),
-        session_limiter: limiter(RateLimit::new(config.session_rate, config.session_burst)),
-        config: Arc::new(config),
-        client,
-        js,
-        events,
-        sessions,
-        occupants,
-        presence,
-        rooms,
-        idempotency,
-        occupants_mirror,
-        presence_mirror,
-        sessions_mirror,
-        tickets: context.tickets.clone(),
-        metrics: ApiMetrics::register(metrics),
-    };
-    let reaper = tokio::spawn(crate::presence::reap_forever(
-        state.clone(),
-        Arc::clone(&context.link),
-        shutdown,
-    ));
-    Ok(Started {
-        router: crate::router(state),
-        ready,
-        tasks: vec![t1, t2, t3, reaper],
-    })
 }

@@ -7,10 +7,12 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use anyhow::Context as _;
 use async_nats::jetstream::consumer::{push, DeliverPolicy};
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
 use lingr_platform::readiness::Signal;
+use lingr_platform::supervise;
 use lingr_platform::telemetry;
 use lingr_proto::subjects;
 use tokio_util::sync::CancellationToken;
@@ -27,22 +29,19 @@ pub async fn follow(
     metrics: CometMetrics,
     shutdown: CancellationToken,
 ) {
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = consume(&stream, &client, &hub, &ready, &metrics) => {
-                // Not ready while it is not consuming (after the grace: see readiness).
-                ready.down();
-                if let Err(err) = result {
-                    tracing::warn!(error = %format!("{err:#}"), applied = hub.applied(), "event feed interrupted; resuming");
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-        }
-    }
+    let (stream, client, hub, ready, metrics) = (&stream, &client, &hub, &ready, &metrics);
+    supervise::restart_until_cancelled(
+        "event feed",
+        &shutdown,
+        Duration::from_millis(100),
+        || async move {
+            let consumed = consume(stream, client, hub, ready, metrics).await;
+            // Not ready while it is not consuming (after the grace: see readiness).
+            ready.down();
+            consumed.with_context(|| format!("resuming after counter {}", hub.applied()))
+        },
+    )
+    .await;
 }
 
 async fn consume(

@@ -5,7 +5,8 @@
 //! JetStream ([`backfill`]), so every replica answers gaplessly, including one just started.
 //! Replicas never talk to each other and the api never calls them.
 //!
-//! - [`state`]: configuration, shared handles and startup.
+//! - [`state`]: configuration, shared handles and limits; [`start`] builds them and starts
+//!   the feed, the mirror and the presence flusher.
 //! - [`hub`]: per-room buffers of serialized events and their waiters.
 //! - [`feed`]: the ordered consumer that fills the hub from JetStream.
 //! - [`backfill`]: reading a room's older events straight from the stream.
@@ -19,8 +20,20 @@ pub mod observe;
 pub mod presence;
 pub mod state;
 
+use std::sync::Arc;
+
 use axum::Router;
 use lingr_platform::http::api_route;
+use lingr_platform::mirror::KvMirror;
+use lingr_platform::nats;
+use lingr_platform::readiness::Signal;
+use lingr_platform::role::{Context, Started};
+use lingr_proto::subjects;
+
+use crate::backfill::Backfiller;
+use crate::hub::Hub;
+use crate::presence::Presence;
+use crate::state::{held_limit, sweep_forever, CometMetrics, Slots};
 
 pub use state::{CometConfig, CometState};
 
@@ -30,4 +43,79 @@ pub fn router(state: CometState) -> Router {
         .route("/api/room/observe", api_route(observe::observe))
         // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
         .with_state(std::sync::Arc::new(state))
+}
+
+/// Opens the stream and the occupants bucket (waiting for NATS), then starts the feed.
+///
+/// # Errors
+/// When `shutdown` fires before NATS answers.
+pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Started> {
+    let client = context.client.clone();
+    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
+    let layout = context.layout();
+    let (mut stream, occupants, presence_bucket) =
+        nats::retry("comet setup", &shutdown, || async {
+            Ok((
+                layout.events().await?,
+                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
+                layout.bucket(subjects::PRESENCE_BUCKET).await?,
+            ))
+        })
+        .await?;
+    let newest = stream.info().await?.state.last_sequence;
+    let metrics = CometMetrics::register(metrics);
+    let hub = Arc::new(Hub::new(config.room_buffer, newest));
+    let presence = Arc::new(Presence::default());
+    let departures = {
+        let presence = Arc::clone(&presence);
+        move |key: &str| {
+            // Occupant keys are `<room>.<occupant>`: end that occupant's held observes.
+            if let Some((_, occupant)) = key.split_once('.') {
+                presence.depart(occupant);
+            }
+        }
+    };
+    let (occupants_mirror, mirror_task) = KvMirror::spawn_with(
+        occupants.clone(),
+        shutdown.clone(),
+        Some(Box::new(departures)),
+    );
+    let feed_ready = Signal::new();
+    let state = CometState {
+        slots: Arc::new(Slots::new(
+            held_limit(config.max_held_observes),
+            &config,
+            metrics.held.clone(),
+        )),
+        config: Arc::new(config),
+        hub: Arc::clone(&hub),
+        backfiller: Arc::new(Backfiller::new(stream.clone())),
+        occupants,
+        occupants_mirror: Arc::clone(&occupants_mirror),
+        tickets: context.tickets.clone(),
+        presence: Arc::clone(&presence),
+        shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
+    };
+    let feed = tokio::spawn(crate::feed::follow(
+        stream,
+        client,
+        Arc::clone(&hub),
+        Arc::clone(&feed_ready),
+        metrics,
+        shutdown.clone(),
+    ));
+    let flush_every = state.config.presence_flush;
+    let flusher_shutdown = shutdown.clone();
+    let flusher = tokio::spawn(async move {
+        presence
+            .flush_forever(presence_bucket, flush_every, flusher_shutdown)
+            .await
+    });
+    let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
+    Ok(Started {
+        router: router(state),
+        ready: vec![feed_ready, occupants_mirror.ready_signal()],
+        tasks: vec![feed, mirror_task, flusher, sweeper],
+    })
 }

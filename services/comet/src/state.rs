@@ -1,4 +1,4 @@
-//! The comet's configuration, shared handles, limits on held observes, and startup.
+//! The comet's configuration, shared handles, and limits on held observes.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,12 +9,9 @@ use async_nats::jetstream::kv;
 use lingr_platform::config::parse_seconds;
 use lingr_platform::metrics::{Counter, Family, Gauge, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
-use lingr_platform::readiness::Signal;
-use lingr_platform::role::{Context, Started};
 use lingr_platform::server::ClientAddr;
-use lingr_platform::{nats, ApiError};
+use lingr_platform::ApiError;
 use lingr_proto::records::OccupantRecord;
-use lingr_proto::subjects;
 use lingr_proto::ticket::TicketKey;
 use lingr_proto::ErrorCode;
 use tokio_util::sync::CancellationToken;
@@ -107,7 +104,7 @@ pub struct CometMetrics {
 pub type Outcome = [(&'static str, &'static str); 1];
 
 impl CometMetrics {
-    fn register(metrics: &Metrics) -> Self {
+    pub(crate) fn register(metrics: &Metrics) -> Self {
         Self {
             held: metrics.gauge("lingr_comet_held_observes", "Observes held now."),
             events_applied: metrics.counter(
@@ -167,7 +164,7 @@ fn too_many_observes(detail: &'static str) -> ApiError {
 }
 
 impl Slots {
-    fn new(max_held: usize, config: &CometConfig, gauge: Gauge) -> Self {
+    pub(crate) fn new(max_held: usize, config: &CometConfig, gauge: Gauge) -> Self {
         Self {
             held: AtomicUsize::new(0),
             max_held,
@@ -261,88 +258,13 @@ impl Drop for Slot {
     }
 }
 
-/// Opens the stream and the occupants bucket (waiting for NATS), then starts the feed.
-///
-/// # Errors
-/// When `shutdown` fires before NATS answers.
-pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Started> {
-    let client = context.client.clone();
-    let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
-    let layout = context.layout();
-    let (mut stream, occupants, presence_bucket) =
-        nats::retry("comet setup", &shutdown, || async {
-            Ok((
-                layout.events().await?,
-                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
-                layout.bucket(subjects::PRESENCE_BUCKET).await?,
-            ))
-        })
-        .await?;
-    let newest = stream.info().await?.state.last_sequence;
-    let metrics = CometMetrics::register(metrics);
-    let hub = Arc::new(Hub::new(config.room_buffer, newest));
-    let presence = Arc::new(Presence::default());
-    let departures = {
-        let presence = Arc::clone(&presence);
-        move |key: &str| {
-            // Occupant keys are `<room>.<occupant>`: end that occupant's held observes.
-            if let Some((_, occupant)) = key.split_once('.') {
-                presence.depart(occupant);
-            }
-        }
-    };
-    let (occupants_mirror, mirror_task) = KvMirror::spawn_with(
-        occupants.clone(),
-        shutdown.clone(),
-        Some(Box::new(departures)),
-    );
-    let feed_ready = Signal::new();
-    let state = CometState {
-        slots: Arc::new(Slots::new(
-            held_limit(config.max_held_observes),
-            &config,
-            metrics.held.clone(),
-        )),
-        config: Arc::new(config),
-        hub: Arc::clone(&hub),
-        backfiller: Arc::new(Backfiller::new(stream.clone())),
-        occupants,
-        occupants_mirror: Arc::clone(&occupants_mirror),
-        tickets: context.tickets.clone(),
-        presence: Arc::clone(&presence),
-        shutdown: shutdown.clone(),
-        metrics: metrics.clone(),
-    };
-    let feed = tokio::spawn(crate::feed::follow(
-        stream,
-        client,
-        Arc::clone(&hub),
-        Arc::clone(&feed_ready),
-        metrics,
-        shutdown.clone(),
-    ));
-    let flush_every = state.config.presence_flush;
-    let flusher_shutdown = shutdown.clone();
-    let flusher = tokio::spawn(async move {
-        presence
-            .flush_forever(presence_bucket, flush_every, flusher_shutdown)
-            .await
-    });
-    let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
-    Ok(Started {
-        router: crate::router(state),
-        ready: vec![feed_ready, occupants_mirror.ready_signal()],
-        tasks: vec![feed, mirror_task, flusher, sweeper],
-    })
-}
-
 /// Descriptors kept free beside held observes: NATS, the listener, logs, and room to accept the
 /// connections that are refused with 503 instead of failing to accept them at all.
 const FD_HEADROOM: u64 = 128;
 
 /// The configured limit on held observes, lowered to fit the process's open-files limit: each
 /// held observe is a socket, and running out of descriptors would leave clients hanging.
-fn held_limit(configured: usize) -> usize {
+pub(crate) fn held_limit(configured: usize) -> usize {
     let Some(files) = lingr_platform::config::open_files_limit() else {
         return configured;
     };
@@ -360,7 +282,7 @@ fn held_limit(configured: usize) -> usize {
     configured.min(fits)
 }
 
-async fn sweep_forever(hub: Arc<Hub>, idle: Duration, shutdown: CancellationToken) {
+pub(crate) async fn sweep_forever(hub: Arc<Hub>, idle: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_secs(1)));
     loop {
         tokio::select! {

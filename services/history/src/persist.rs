@@ -15,6 +15,7 @@ use async_nats::jetstream::Message;
 use futures::StreamExt as _;
 use lingr_platform::metrics::{Counter, Gauge, Histogram, Metrics};
 use lingr_platform::readiness::Signal;
+use lingr_platform::supervise;
 use lingr_platform::telemetry;
 use lingr_proto::{subjects, Event};
 use tokio_util::sync::CancellationToken;
@@ -88,22 +89,19 @@ pub async fn persist_forever(
     shutdown: CancellationToken,
 ) {
     let failing = AtomicBool::new(false);
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            result = consume(&stream, &store, &ready, &metrics, &failing) => {
-                // Not ready while it is not persisting (after the grace: see readiness).
-                ready.down();
-                if let Err(err) = result {
-                    tracing::warn!(error = %format!("{err:#}"), "history consumer interrupted; resuming");
-                }
-            }
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
+    let (stream, store, ready, metrics, failing) = (&stream, &store, &ready, &metrics, &failing);
+    supervise::restart_until_cancelled(
+        "history consumer",
+        &shutdown,
+        Duration::from_millis(200),
+        || async move {
+            let consumed = consume(stream, store, ready, metrics, failing).await;
+            // Not ready while it is not persisting (after the grace: see readiness).
+            ready.down();
+            consumed
+        },
+    )
+    .await;
 }
 
 async fn consume(
