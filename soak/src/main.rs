@@ -311,21 +311,24 @@ impl Report {
     }
 }
 
-/// A small xorshift generator: which process to kill needs no cryptography.
+/// SplitMix64: which process to kill needs no cryptography, only well-mixed draws (a plain
+/// xorshift seeded from a clock's nanoseconds picked the same few processes run after run).
 struct Random(u64);
 
 impl Random {
     fn seeded() -> Self {
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.subsec_nanos());
-        Self(u64::from(nanos) | 1)
+            .map_or(0, |d| d.as_nanos());
+        Self((nanos as u64) ^ u64::from(std::process::id()).rotate_left(32))
     }
 
     fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        usize::try_from(self.0 % n.max(1) as u64).unwrap_or(0)
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        usize::try_from(z % n.max(1) as u64).unwrap_or(0)
     }
 }
