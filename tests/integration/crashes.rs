@@ -159,3 +159,48 @@ async fn history_killed_after_its_commit_and_before_its_acks_keeps_every_event_o
     api.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_occupant_whose_api_died_before_publishing_its_enter_is_listed_to_nobody() {
+    let app = TestApp::new(Db::Postgres).await;
+    let (mut crashing, crashing_base) = doomed(&app, "api", "api::enter::before-publish").await;
+    let api = app.start(api_only(fast_api())).await;
+    let c = &app.client;
+    let session = c.session(&crashing_base, Some("ghost")).await;
+    let lost = c
+        .http()
+        .get(format!("{crashing_base}/api/room/enter"))
+        .query(&[("session", session.as_str()), ("room", "haunted")])
+        .send()
+        .await;
+    assert!(lost.is_err(), "the api died before answering: {lost:?}");
+    killed_at_its_fault_point(&mut crashing).await;
+    let occupants = app
+        .jetstream()
+        .await
+        .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
+        .await
+        .expect("occupants bucket");
+    let mut stored = occupants.keys().await.expect("keys");
+    use futures::StreamExt as _;
+    assert!(
+        stored.next().await.is_some(),
+        "the crash left its occupant stored, without an enter event"
+    );
+
+    let bob = c.join(&api.base(), "haunted", "bob").await;
+    let listed: Vec<&str> = bob.entered["room"]["occupants"]
+        .as_array()
+        .expect("occupants")
+        .iter()
+        .filter_map(|o| o["id"].as_str())
+        .collect();
+    assert_eq!(
+        listed,
+        [bob.occupant_id.as_str()],
+        "nobody saw the ghost enter, so nobody is told it is here"
+    );
+    assert_eq!(stream_counters(&app, "haunted").await, [bob.counter]);
+    api.stop().await;
+    app.cleanup().await;
+}

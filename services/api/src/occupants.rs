@@ -57,6 +57,10 @@ pub async fn admit(
     let Some(nickname) = &occupant.nickname else {
         return newest_counter(state).await;
     };
+    // The worst instant for a crash: stored and in its session, its enter never published.
+    fail::fail_point!("api::enter::before-publish", |_| {
+        lingr_platform::faults::crash()
+    });
     let event = new_event(EventType::Enter, occupant, nickname.as_str());
     let msg_id = format!("enter:{}", occupant.occupant_id);
     let counter = match publish(state, event, Some(msg_id)).await {
