@@ -107,7 +107,9 @@ async fn an_api_killed_after_storing_a_say_and_before_answering_loses_nothing_an
 async fn history_killed_after_its_commit_and_before_its_acks_keeps_every_event_once() {
     let app = TestApp::new(Db::Postgres).await;
     let api = app.start(api_only(fast_api())).await;
+    let comet = app.start(comet_only(CometConfig::default())).await;
     let c = &app.client;
+    let bob = c.join(&api.base(), "unacked", "bob").await;
     let alice = c.join(&api.base(), "unacked", "alice").await;
     let mut said = Vec::new();
     for i in 0..20 {
@@ -144,18 +146,26 @@ async fn history_killed_after_its_commit_and_before_its_acks_keeps_every_event_o
                     .consumer_info(lingr_proto::subjects::HISTORY_CONSUMER)
                     .await
                     .ok()?;
-                // Each delivery takes a consumer sequence: past the stream's 21 events means
+                // Each delivery takes a consumer sequence: past the stream's 22 events means
                 // some came twice.
-                let redelivered = info.delivered.consumer_sequence > 21;
+                let redelivered = info.delivered.consumer_sequence > 22;
                 (redelivered && info.num_ack_pending == 0 && info.num_pending == 0).then_some(())
             }
         },
     )
     .await;
     let rows = history_matches_stream(&app, "unacked").await;
-    assert_eq!(rows.len(), 21, "the enter and every say, once each");
+    assert_eq!(rows.len(), 22, "two enters and every say, once each");
     assert!(said.iter().all(|s| rows.contains(s)));
+    let seen = observed_through(c, &comet.base(), &bob, *said.last().expect("a say")).await;
+    let mut expected = vec![alice.counter];
+    expected.extend(&said);
+    assert_eq!(
+        seen, expected,
+        "bob saw alice enter and every say, once each, in order"
+    );
     history.stop().await;
+    comet.stop().await;
     api.stop().await;
     app.cleanup().await;
 }

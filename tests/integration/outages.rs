@@ -16,7 +16,9 @@ use serde_json::Value;
 use crate::support::client::{counters, events, Member};
 use crate::support::postgres::PrivatePostgres;
 use crate::support::topology::{comet_flags, launch_role, spawn_role};
-use crate::support::{api_only, eventually, fast_api, history_only, sigterm, Client, Db, TestApp};
+use crate::support::{
+    api_only, comet_only, eventually, fast_api, history_only, sigterm, Client, Db, TestApp,
+};
 
 /// Long enough that a stalled scheduler on two cores cannot fake a silence.
 const PRESENCE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -89,6 +91,7 @@ async fn fails_fast<F: std::future::Future<Output = crate::support::client::Answ
 async fn an_outage_twice_the_presence_timeout_times_nobody_out_and_loses_nothing() {
     let mut app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(api_config())).await;
+    let history = app.start(history_only()).await;
     // A process of its own, so it can be late: stopped (SIGSTOP) while NATS is away and
     // continued only some seconds after NATS is back, it records its observers' presence after
     // the reaper has run many passes, as a comet reconnecting after a longer backoff would.
@@ -204,8 +207,10 @@ async fn an_outage_twice_the_presence_timeout_times_nobody_out_and_loses_nothing
             "{who} saw each acknowledged say once, in order"
         );
     }
+    crate::guarantees::history_matches_stream(&app, "outage").await;
     sigterm(&comet).await;
     let _ = comet.wait().await;
+    history.stop().await;
     api.stop().await;
     app.cleanup().await;
 }
@@ -229,10 +234,14 @@ async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_e
     app.database_url = postgres.url();
     // The default presence timeout: nobody times out while the test reads history.
     let api = app.start(api_only(fast_api())).await;
+    let comet = app.start(comet_only(CometConfig::default())).await;
     let history = app.start(history_only()).await;
     let (base, history_base) = (api.base(), history.base());
     let c = app.client.clone();
     let alice = c.join(&base, "ledger", "alice").await;
+    let bob = c.join(&base, "ledger", "bob").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bob_task, bob_seen) = observe_through_outages(&c, comet.base(), &bob, Arc::clone(&stop));
     let writer = {
         let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
         tokio::spawn(async move {
@@ -261,7 +270,21 @@ async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_e
     let said = writer.await.expect("writer");
     assert_eq!(said.len(), 120, "says never needed the database");
     let rows = crate::guarantees::history_matches_stream(&app, "ledger").await;
-    assert_eq!(rows.len(), 121, "the enter and every say, once each");
+    assert_eq!(rows.len(), 122, "two enters and every say, once each");
+    let last = *said.last().expect("a say");
+    eventually("bob to see every say", Duration::from_secs(20), || async {
+        counters(&bob_seen.lock().expect("seen"))
+            .contains(&last)
+            .then_some(())
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    bob_task.await.expect("bob's observer");
+    assert_eq!(
+        counters(&bob_seen.lock().expect("seen")),
+        said,
+        "bob saw each acknowledged say once, in order"
+    );
     let page = eventually(
         "pages to be served again",
         Duration::from_secs(20),
@@ -279,6 +302,7 @@ async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_e
         .collect();
     assert_eq!(paged, rows[rows.len() - 5..]);
     history.stop().await;
+    comet.stop().await;
     api.stop().await;
     app.cleanup().await;
 }
