@@ -19,7 +19,7 @@ use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry::{global, Context};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
 use tracing::{Level, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -42,7 +42,13 @@ pub fn init(service: &str) -> Telemetry {
     global::set_text_map_propagator(TraceContextPropagator::new());
     let (provider, export_error) = tracer_provider(service);
     let exporting = provider.is_some();
-    let provider = provider.unwrap_or_else(|| SdkTracerProvider::builder().build());
+    // Without an exporter, spans are not recorded unless the caller's trace is sampled: the
+    // context still travels, and a room of thousands of observers costs no span per delivery.
+    let provider = provider.unwrap_or_else(|| {
+        SdkTracerProvider::builder()
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
+            .build()
+    });
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("lingr"))
         // Only Lingr's own spans: the exporter's HTTP and gRPC clients would trace themselves.
@@ -82,20 +88,27 @@ pub fn init(service: &str) -> Telemetry {
 }
 
 impl Telemetry {
-    /// Exports the spans still batched, waiting at most the SDK's five seconds.
+    /// Exports the spans still batched, waiting at most [`FLUSH_LIMIT`]: a collector that is
+    /// away must not hold the process past its drain timeout.
     pub async fn shutdown(self) {
         if !self.exporting {
             return;
         }
         let provider = self.provider;
         // Blocking: it waits for the batch thread, whose gRPC export needs this runtime free.
-        match tokio::task::spawn_blocking(move || provider.shutdown()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(err)) => tracing::warn!(error = %err, "flushing traces at exit failed"),
-            Err(err) => tracing::warn!(error = %err, "flushing traces at exit failed"),
+        let flushed =
+            tokio::task::spawn_blocking(move || provider.shutdown_with_timeout(FLUSH_LIMIT)).await;
+        if let Err(err) = flushed
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+        {
+            tracing::warn!(error = %err, "flushing traces at exit failed");
         }
     }
 }
+
+/// The longest the exit waits for the last spans to be exported.
+pub const FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn set(variable: &str) -> bool {
     std::env::var(variable).is_ok_and(|v| !v.trim().is_empty())

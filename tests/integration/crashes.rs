@@ -85,10 +85,17 @@ async fn an_api_killed_after_storing_a_say_and_before_answering_loses_nothing_an
         .await;
     assert!(lost.is_err(), "the api died before answering: {lost:?}");
     killed_at_its_fault_point(&mut crashing).await;
+    let stored = stream_counters(&app, "worst-instant").await;
+    assert_eq!(
+        stored.len(),
+        3,
+        "the say was stored before the crash: {stored:?}"
+    );
 
     // The client retries on another replica, as it must when it got no answer.
     let retried = c.get(&api.base(), "room/say", &params).await.ok();
     let said = retried["counter"].as_u64().expect("counter");
+    assert_eq!(said, stored[2], "the retry is answered with the stored say");
     assert_eq!(
         stream_counters(&app, "worst-instant").await,
         [alice.counter, bob.counter, said],

@@ -386,27 +386,24 @@ async fn observes_needing_the_stream_answer_503_promptly_while_nats_is_away() {
     // A fresh comet holds none of the room's events: every observe must read the stream.
     let comet = app.start(comet_only(CometConfig::default())).await;
     app.kill_nats().await;
-    let started = std::time::Instant::now();
     let mut observes = Vec::new();
     for member in herd {
         let (c, base) = (c.clone(), comet.base());
         observes.push(tokio::spawn(async move {
-            c.observe(&base, &member, member.counter, 30).await
+            let asked = std::time::Instant::now();
+            let answer = c.observe(&base, &member, member.counter, 30).await;
+            (answer, asked.elapsed())
         }));
     }
     for observe in observes {
-        let answer = tokio::time::timeout(Duration::from_secs(20), observe)
+        let (answer, took) = tokio::time::timeout(Duration::from_secs(20), observe)
             .await
             .expect("answered while NATS is away")
             .expect("task");
         answer.assert_error(503, "unavailable");
+        // Guarantee 8: each within 5 s, not its turn behind the others' failures.
+        assert!(took <= Duration::from_secs(5), "an observe took {took:?}");
     }
-    // Each waits at most its own 5 s, not its turn behind the others' failures.
-    assert!(
-        started.elapsed() < Duration::from_secs(12),
-        "six observes took {:?}",
-        started.elapsed()
-    );
     app.restart_nats().await;
     comet.stop().await;
     api.stop().await;

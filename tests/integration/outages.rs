@@ -165,13 +165,15 @@ async fn an_outage_twice_the_presence_timeout_times_nobody_out_and_loses_nothing
     )
     .await;
     said.push(after);
-    tokio::time::sleep(PRESENCE_TIMEOUT / 2).await;
+    tokio::time::sleep(PRESENCE_TIMEOUT / 5).await;
     signal(&comet, "-CONT").await;
-    // Long enough for the reaper to time out anyone it wrongly took for silent.
-    let resumed = Instant::now();
-    while resumed.elapsed() < PRESENCE_TIMEOUT * 2 {
-        tokio::time::sleep(PRESENCE_TIMEOUT / 5).await;
-    }
+    // Reaper passes enough for two timeouts: time to take anyone wrongly for silent.
+    let passes = 2 * PRESENCE_TIMEOUT.as_millis() / api_config().reap_interval.as_millis();
+    let target = reaper_passes(&c, &base).await + u64::try_from(passes).expect("passes");
+    eventually("the reaper to run on", PRESENCE_TIMEOUT * 6, || async {
+        (reaper_passes(&c, &base).await >= target).then_some(())
+    })
+    .await;
     said.push(c.say_ok(&base, &bob, "still here").await);
     eventually(
         "both observers to see every say",
@@ -213,6 +215,12 @@ async fn an_outage_twice_the_presence_timeout_times_nobody_out_and_loses_nothing
     history.stop().await;
     api.stop().await;
     app.cleanup().await;
+}
+
+async fn reaper_passes(c: &Client, api: &str) -> u64 {
+    c.metric(api, "lingr_api_reaper_passes_total")
+        .await
+        .unwrap_or_default()
 }
 
 /// Sends `signal` (`-STOP`, `-CONT`) to a child process.
@@ -259,14 +267,14 @@ async fn postgresql_stopped_and_restarted_under_a_steady_writer_leaves_history_e
         (page["messages"].as_array()?.len() > 10).then_some(())
     })
     .await;
-    postgres.stop();
+    postgres.stop().await;
     fails_fast(
         "a page of history",
         c.messages(&history_base, "ledger", &[]),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    postgres.resume();
+    postgres.resume().await;
     let said = writer.await.expect("writer");
     assert_eq!(said.len(), 120, "says never needed the database");
     let rows = crate::guarantees::history_matches_stream(&app, "ledger").await;

@@ -6,7 +6,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::topology::spawn_role_with;
-use crate::support::{all_roles, fast_api, history_only, sigterm, Db, TestApp};
+use futures::StreamExt as _;
+
+use crate::guarantees::stream_counters;
+use crate::support::{all_roles, eventually, fast_api, history_only, sigterm, Db, TestApp};
 use lingr_comet::CometConfig;
 
 /// Whether the occupants bucket holds `occupant_id` in any room.
@@ -68,13 +71,13 @@ async fn set_nickname_racing_exit_never_brings_the_occupant_back() {
 async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
     let app = TestApp::new(Db::Default).await;
     let history = app.start(history_only()).await;
-    // The exit's record is deleted half a second after its event is stored: an enter lands
-    // in between, every time.
+    // The exit's record is deleted two seconds after its event is stored: an enter lands in
+    // between, every time.
     let (mut api, base) = spawn_role_with(
         &app,
         "api",
         Vec::new(),
-        &[("FAILPOINTS", "api::leave::exit-published=return(500)")],
+        &[("FAILPOINTS", "api::leave::exit-published=return(2000)")],
         Stdio::inherit(),
     )
     .await;
@@ -82,7 +85,6 @@ async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
     for round in 0..3 {
         let room = format!("crossing{round}");
         let alice = c.join(&base, &room, "alice").await;
-        let exiting = std::time::Instant::now();
         let exit = {
             let (c, base, alice) = (c.clone(), base.clone(), alice.clone());
             tokio::spawn(async move {
@@ -95,14 +97,17 @@ async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
             })
         };
         // The exit event is stored at once; its occupant lingers through the fault point.
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        eventually("the exit to be stored", Duration::from_secs(10), || async {
+            (stream_counters(&app, &room).await.len() == 2).then_some(())
+        })
+        .await;
         let bob = c.join(&base, &room, "bob").await;
-        let exited = exit.await.expect("exit task").ok();
         assert!(
-            exiting.elapsed() >= Duration::from_millis(500),
-            "the fault point did not hold the exit: build lingr with --features failpoints \
-             (./scripts/test does)"
+            !exit.is_finished(),
+            "the fault point did not hold the exit through bob's enter: build lingr with \
+             --features failpoints (./scripts/test does)"
         );
+        let exited = exit.await.expect("exit task").ok();
         let exit_counter = exited["counter"].as_u64().expect("exit counter");
         assert!(
             exit_counter < bob.counter,
@@ -129,18 +134,17 @@ async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
 #[tokio::test]
 async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothing() {
     let app = TestApp::new(Db::Default).await;
-    // The enter waits half a second after storing its occupant: the destroy lands in between.
+    // The enter waits two seconds after storing its occupant: the destroy lands in between.
     let (mut api, base) = spawn_role_with(
         &app,
         "api",
         Vec::new(),
-        &[("FAILPOINTS", "api::enter::occupant-stored=return(500)")],
+        &[("FAILPOINTS", "api::enter::occupant-stored=return(2000)")],
         Stdio::inherit(),
     )
     .await;
     let c = &app.client;
     let session = c.session(&base, Some("alice")).await;
-    let entering = std::time::Instant::now();
     let enter = {
         let (c, base, session) = (c.clone(), base.clone(), session.clone());
         tokio::spawn(async move {
@@ -152,24 +156,31 @@ async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothi
             .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    c.get(&base, "session/destroy", &[("session", &session)])
-        .await
-        .ok();
-    let entered = enter.await.expect("enter task");
-    assert!(
-        entering.elapsed() >= Duration::from_millis(500),
-        "the fault point did not hold the enter: build lingr with --features failpoints \
-         (./scripts/test does)"
-    );
-    entered.assert_error(401, "invalid_session");
     let js = app.jetstream().await;
     let occupants = js
         .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
         .await
         .expect("occupants bucket");
+    eventually(
+        "the occupant to be stored",
+        Duration::from_secs(10),
+        || async {
+            let mut keys = occupants.keys().await.ok()?;
+            keys.next().await.map(|_| ())
+        },
+    )
+    .await;
+    c.get(&base, "session/destroy", &[("session", &session)])
+        .await
+        .ok();
+    assert!(
+        !enter.is_finished(),
+        "the fault point did not hold the enter through the destroy: build lingr with \
+         --features failpoints (./scripts/test does)"
+    );
+    let entered = enter.await.expect("enter task");
+    entered.assert_error(401, "invalid_session");
     let mut keys = occupants.keys().await.expect("keys");
-    use futures::StreamExt as _;
     assert!(
         keys.next().await.is_none(),
         "the refused enter left an occupant behind"

@@ -25,7 +25,7 @@ use crate::sessions::{self, Caller};
 use crate::state::ApiState;
 
 /// How long `room/enter` waits for history's recent messages.
-const HISTORY_WAIT: Duration = Duration::from_secs(3);
+const HISTORY_WAIT: Duration = Duration::from_millis(1_500);
 
 /// `room/enter`: `session`, `room`, `nickname`?, `idempotent_id`?.
 #[tracing::instrument(skip_all)]
@@ -182,7 +182,7 @@ async fn occupants_of(
         .last_sequence;
     if !state
         .occupants_mirror
-        .caught_up_to(latest, Duration::from_secs(2))
+        .caught_up_to(latest, Duration::from_secs(1))
         .await
     {
         tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");

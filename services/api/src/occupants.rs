@@ -11,8 +11,9 @@ use lingr_proto::records::{OccupantRecord, SessionRecord};
 use lingr_proto::{ErrorCode, EventType, ExitReason, OccupantId, RoomId};
 
 use crate::publish::{new_event, newest_counter, publish};
-use crate::records::{encode, millis, session_expired, update_session};
+use crate::records::{encode, session_expired, update_session};
 use crate::state::ApiState;
+use lingr_platform::clock::millis;
 
 /// Stores `occupant`, adds it to its session (as `session` was when the call loaded it) and
 /// announces it; returns the counter of its enter event (for an anonymous observer, the
@@ -76,22 +77,40 @@ pub async fn admit(
 
 /// Marks the occupant as announced, so that leaving raises an exit event; on the revision
 /// read, so an occupant that has already left (reaped, session destroyed) stays gone.
+///
+/// An occupant made to leave between its enter event and this (its session destroyed, the
+/// reaper) left without an exit event, since its enter did not look stored yet: its exit is
+/// published here, so nobody who saw it enter keeps it for good, and the enter is refused.
 async fn announce(
     state: &ApiState,
     occupant: &OccupantRecord,
     counter: u64,
 ) -> Result<(), ApiError> {
-    kv::update::<OccupantRecord, _>(&state.occupants, &occupant.key(), |current| match current {
-        Some(stored) if stored.session_tag == occupant.session_tag => {
-            Decision::Write(OccupantRecord {
-                enter_counter: Some(counter),
-                ..stored.clone()
-            })
-        }
-        _ => Decision::Keep,
-    })
-    .await?;
-    Ok(())
+    let announced =
+        kv::update::<OccupantRecord, _>(
+            &state.occupants,
+            &occupant.key(),
+            |current| match current {
+                Some(stored) if stored.session_tag == occupant.session_tag && !stored.leaving => {
+                    Decision::Write(OccupantRecord {
+                        enter_counter: Some(counter),
+                        ..stored.clone()
+                    })
+                }
+                _ => Decision::Keep,
+            },
+        )
+        .await?
+        .is_some_and(|stored| stored.enter_counter == Some(counter) && !stored.leaving);
+    if announced {
+        return Ok(());
+    }
+    let entered = OccupantRecord {
+        enter_counter: Some(counter),
+        ..occupant.clone()
+    };
+    announce_exit(state, &entered, ExitReason::SessionDestroyed).await?;
+    Err(session_expired())
 }
 
 /// Takes back an enter whose event could not be stored, so no occupant is left that nobody saw
@@ -154,18 +173,23 @@ pub async fn leave(
     state: &ApiState,
     occupant: &OccupantRecord,
     reason: ExitReason,
-) -> Result<Option<u64>, ApiError> {
+) -> Result<Left, ApiError> {
     let key = occupant.key();
     // On the revision read: a record already deleted stays so, and its exit was published
     // before the delete by whoever made it leave.
-    let marked = kv::update::<OccupantRecord, _>(&state.occupants, &key, |current| match current {
-        Some(stored) if stored.session_tag == occupant.session_tag && !stored.leaving => {
-            Decision::Write(OccupantRecord {
-                leaving: true,
-                ..stored.clone()
-            })
-        }
-        _ => Decision::Keep,
+    let mut first = false;
+    let marked = kv::update::<OccupantRecord, _>(&state.occupants, &key, |current| {
+        let decision = match current {
+            Some(stored) if stored.session_tag == occupant.session_tag && !stored.leaving => {
+                Decision::Write(OccupantRecord {
+                    leaving: true,
+                    ..stored.clone()
+                })
+            }
+            _ => Decision::Keep,
+        };
+        first = matches!(decision, Decision::Write(_));
+        decision
     })
     .await?
     .filter(|stored| stored.session_tag == occupant.session_tag);
@@ -191,7 +215,16 @@ pub async fn leave(
         record.occupants.retain(|k| *k != key)
     })
     .await?;
-    Ok(counter)
+    Ok(Left { counter, first })
+}
+
+/// What [`leave`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct Left {
+    /// The exit event's counter, if the occupant had one to publish.
+    pub counter: Option<u64>,
+    /// Whether this call began the leave (another caller, a racing exit or reaper, may have).
+    pub first: bool,
 }
 
 /// Publishes the exit of an occupant whose enter was stored (anonymous observers and

@@ -45,8 +45,3 @@ pub fn encode<T: serde::Serialize>(record: &T) -> Result<Bytes, ApiError> {
         .map(Bytes::from)
         .map_err(|err| ApiError::internal("serializing a record", err))
 }
-
-/// A duration in whole milliseconds.
-pub fn millis(duration: std::time::Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}

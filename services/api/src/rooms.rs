@@ -55,7 +55,8 @@ async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiE
         .ok_or_else(dead)?;
     let occupant: OccupantRecord = serde_json::from_slice(&raw)
         .map_err(|err| ApiError::internal("parsing an occupant", err))?;
-    if occupant.session_tag != caller.tag {
+    // A leaving occupant has its exit stored or on the way: it can do nothing more.
+    if occupant.session_tag != caller.tag || occupant.leaving {
         return Err(dead());
     }
     Ok(Authorized { caller, occupant })
@@ -164,7 +165,10 @@ pub async fn exit(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
 async fn exit_room(state: &ApiState, params: &Params) -> Result<Exited, ApiError> {
     let who = authorize(state, params).await?;
     state.limit_call(&who.caller.tag).await?;
-    let counter = match occupants::leave(state, &who.occupant, ExitReason::Exit).await? {
+    let counter = match occupants::leave(state, &who.occupant, ExitReason::Exit)
+        .await?
+        .counter
+    {
         Some(counter) => counter,
         None => newest_counter(state).await?,
     };

@@ -14,8 +14,9 @@ use lingr_proto::records::SessionRecord;
 use lingr_proto::{ExitReason, Nickname, SessionToken};
 
 use crate::occupants;
-use crate::records::{encode, millis, session_expired};
+use crate::records::{encode, session_expired};
 use crate::state::ApiState;
+use lingr_platform::clock::millis;
 
 /// `session/create` with an optional `nickname`.
 #[tracing::instrument(skip_all)]

@@ -29,7 +29,8 @@ const DEFAULT_TIMEOUT_S: u64 = 30;
 /// The longest hold a client may ask for, in seconds.
 const MAX_TIMEOUT_S: u64 = 60;
 
-/// The handler.
+/// `room/observe`: `session`, `ticket`, `counter`, `timeout`?: the room's events after
+/// `counter`, held until one comes or `timeout` passes.
 #[tracing::instrument(skip_all)]
 pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Reply {
     match observe_room(&state, &params).await {
@@ -127,7 +128,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
 
 /// How long an observe waits for its room's older events (its turn, a walk permit and the
 /// walk), like any call needing NATS: then it answers 503 rather than hang (guarantee 8).
-const BACKFILL_LIMIT: Duration = Duration::from_secs(5);
+const BACKFILL_LIMIT: Duration = CALL_DEADLINE;
 
 /// Reads the room's events in `(from, upto]` from the stream into the room, unless the
 /// observe that had the turn before did so already, or failed a moment ago (then the stream
@@ -219,7 +220,7 @@ fn note_deliveries(
             let waited = now.duration_since(origin.stored_at).unwrap_or_default();
             observe_duration(&state.metrics.fanout, waited);
         }
-        if let Some(parent) = &origin.trace {
+        if let Some(parent) = origin.trace.as_ref().filter(|t| t.is_sampled()) {
             let span = tracing::info_span!(
                 "comet deliver",
                 otel.kind = "consumer",
@@ -273,7 +274,8 @@ async fn check_present(state: &CometState, ticket: &Ticket) -> Result<bool, ApiE
         }
     };
     match record {
-        Some(record) if record.session_tag == ticket.session_tag => Ok(mirrored),
+        // A leaving occupant has its exit stored or on the way: nothing more to observe.
+        Some(record) if record.session_tag == ticket.session_tag && !record.leaving => Ok(mirrored),
         _ => Err(dead_ticket()),
     }
 }

@@ -111,9 +111,17 @@ async fn consume(
     metrics: &PersistMetrics,
     failing: &AtomicBool,
 ) -> anyhow::Result<()> {
-    let consumer = stream
+    let mut consumer = stream
         .get_or_create_consumer(subjects::HISTORY_CONSUMER, consumer_config())
         .await?;
+    // A batch that failed here may have been written by another replica since: with nothing
+    // left to write, nothing is failing.
+    if failing.load(Ordering::Relaxed) {
+        let info = consumer.info().await?;
+        if info.num_pending == 0 && info.num_ack_pending == 0 {
+            failing.store(false, Ordering::Relaxed);
+        }
+    }
     let mut batches = consumer.messages().await?.ready_chunks(BATCH);
     if !failing.load(Ordering::Relaxed) {
         ready.up();
@@ -155,7 +163,8 @@ async fn insert(store: &Store, rows: &[Row]) -> anyhow::Result<()> {
     store.insert(rows).await
 }
 
-/// Records how long ago the oldest of `messages` (about to be written) was stored.
+/// Records how long ago the oldest of `messages` (about to be written) was stored, and how many
+/// events wait behind them.
 fn note_unwritten(metrics: &PersistMetrics, messages: &[Message]) {
     let now = time::OffsetDateTime::now_utc();
     let oldest = messages
@@ -166,10 +175,19 @@ fn note_unwritten(metrics: &PersistMetrics, messages: &[Message]) {
         let age = (now - oldest).max(time::Duration::ZERO);
         metrics.unwritten.set(age.whole_seconds());
     }
+    note_pending(metrics, messages);
 }
 
-/// Records how long the committed `messages` waited since they were stored, and how many
-/// are still to come.
+/// Records how many events the stream holds for history beyond `messages`.
+fn note_pending(metrics: &PersistMetrics, messages: &[Message]) {
+    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
+        metrics
+            .pending
+            .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
+    }
+}
+
+/// Records how long the committed `messages` waited since they were stored.
 fn note_progress(metrics: &PersistMetrics, messages: &[Message]) {
     let now = time::OffsetDateTime::now_utc();
     for message in messages {
@@ -177,11 +195,6 @@ fn note_progress(metrics: &PersistMetrics, messages: &[Message]) {
             let waited = (now - info.published).max(time::Duration::ZERO);
             metrics.lag.observe(waited.as_seconds_f64());
         }
-    }
-    if let Some(info) = messages.last().and_then(|m| m.info().ok()) {
-        metrics
-            .pending
-            .set(i64::try_from(info.pending).unwrap_or(i64::MAX));
     }
 }
 

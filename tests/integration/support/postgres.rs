@@ -38,7 +38,7 @@ impl PrivatePostgres {
             server.path("data"),
             server.path("initdb.log"),
         ));
-        server.resume();
+        server.as_owner(&server.pg_ctl(&server.start_args()));
         server
     }
 
@@ -48,26 +48,40 @@ impl PrivatePostgres {
     }
 
     /// Stops it at once, without a checkpoint.
-    pub fn stop(&self) {
-        self.pg_ctl("-m immediate stop");
+    pub async fn stop(&self) {
+        self.in_background(self.pg_ctl("-m immediate stop")).await;
     }
 
-    /// Starts it (again), waiting until it accepts connections.
-    pub fn resume(&self) {
-        self.pg_ctl(&format!(
+    /// Starts it again, waiting until it accepts connections.
+    pub async fn resume(&self) {
+        self.in_background(self.pg_ctl(&self.start_args())).await;
+    }
+
+    fn start_args(&self) -> String {
+        format!(
             "-w -l '{}' -o \"-p {} -k '{}' -c listen_addresses=127.0.0.1\" start",
             self.path("server.log"),
             self.port,
             self.path(""),
-        ));
+        )
     }
 
-    fn pg_ctl(&self, args: &str) {
-        self.as_owner(&format!(
+    fn pg_ctl(&self, args: &str) -> String {
+        format!(
             "'{}' -D '{}' {args} >/dev/null",
             self.bin.join("pg_ctl").display(),
             self.path("data")
-        ));
+        )
+    }
+
+    /// Runs `command` as the owner off the test's runtime, whose threads serve the roles the
+    /// test started in-process.
+    async fn in_background(&self, command: String) {
+        let status = tokio::task::spawn_blocking(move || owner_shell(&command).status())
+            .await
+            .expect("pg_ctl task")
+            .expect("a shell");
+        assert!(status.success(), "pg_ctl failed: {status}");
     }
 
     fn path(&self, name: &str) -> String {
