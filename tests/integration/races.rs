@@ -114,14 +114,9 @@ async fn an_exit_stored_before_an_enter_is_not_in_that_enters_occupant_list() {
             "round {round}: the exit ({exit_counter}) was stored before bob's enter ({})",
             bob.counter
         );
-        let listed: Vec<&str> = bob.entered["room"]["occupants"]
-            .as_array()
-            .expect("occupants")
-            .iter()
-            .filter_map(|o| o["id"].as_str())
-            .collect();
+        let listed = bob.listed_occupants();
         assert!(
-            !listed.contains(&alice.occupant_id.as_str()),
+            !listed.contains(&alice.occupant_id),
             "round {round}: bob was told alice is here, and will never see her leave: {listed:?}"
         );
     }

@@ -82,6 +82,18 @@ pub struct Member {
     pub entered: Value,
 }
 
+impl Member {
+    /// The ids of the occupants its enter answer listed.
+    pub fn listed_occupants(&self) -> Vec<String> {
+        self.entered["room"]["occupants"]
+            .as_array()
+            .expect("occupants")
+            .iter()
+            .filter_map(|o| o["id"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
 /// The client.
 #[derive(Clone)]
 pub struct Client {
