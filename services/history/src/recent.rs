@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_nats::jetstream::stream::Stream;
 use futures::StreamExt as _;
 use lingr_platform::metrics::Counter;
+use lingr_platform::supervise;
 use lingr_proto::api::{RecentReply, RecentRequest};
 use lingr_proto::{subjects, Event};
 use tokio::sync::{watch, Notify, Semaphore};
@@ -27,7 +28,8 @@ const POLL: Duration = Duration::from_millis(20);
 /// Requests answered at once by one replica.
 pub const CONCURRENT: usize = 64;
 
-/// Serves requests until `shutdown` fires.
+/// Serves requests until `shutdown` fires, subscribing again whenever the subscription fails or
+/// ends.
 pub async fn serve_forever(
     client: async_nats::Client,
     stream: Stream,
@@ -35,47 +37,75 @@ pub async fn serve_forever(
     refused: Counter,
     shutdown: CancellationToken,
 ) {
-    let mut requests = match client
-        .queue_subscribe(subjects::HISTORY_RECENT, subjects::HISTORY_QUEUE.to_owned())
-        .await
-    {
-        Ok(requests) => requests,
-        Err(err) => {
-            tracing::error!(error = %err, "cannot subscribe for recent-message requests");
-            return;
-        }
-    };
     let persisted = Arc::new(Persisted::default());
     let watcher = tokio::spawn(Arc::clone(&persisted).watch(stream, shutdown.clone()));
     let places = Arc::new(Semaphore::new(CONCURRENT));
-    loop {
-        let request = tokio::select! {
-            () = shutdown.cancelled() => break,
-            request = requests.next() => match request { Some(r) => r, None => break },
-        };
-        let Some(reply_to) = request.reply else {
-            continue;
-        };
-        let Ok(place) = Arc::clone(&places).try_acquire_owned() else {
-            refused.inc();
-            tracing::debug!("too many recent-message requests at once; answering one empty");
-            send(&client, reply_to, &incomplete()).await;
-            continue;
-        };
-        let (client, store, persisted) = (client.clone(), store.clone(), Arc::clone(&persisted));
-        tokio::spawn(async move {
-            let _place = place;
-            let reply = match serde_json::from_slice::<RecentRequest>(&request.payload) {
-                Ok(asked) => answer(&persisted, &store, &asked).await,
-                Err(_) => {
-                    tracing::warn!("malformed recent-messages request");
-                    incomplete()
-                }
-            };
-            send(&client, reply_to, &reply).await;
-        });
-    }
+    let serving = Serving {
+        client,
+        store,
+        refused,
+        persisted,
+        places,
+    };
+    let (serving, stop) = (&serving, &shutdown);
+    supervise::restart_until_cancelled(
+        "answering recent-message requests",
+        &shutdown,
+        Duration::from_secs(1),
+        || async move { serving.serve(stop).await },
+    )
+    .await;
     let _ = watcher.await;
+}
+
+/// What answering requests shares.
+struct Serving {
+    client: async_nats::Client,
+    store: Store,
+    refused: Counter,
+    persisted: Arc<Persisted>,
+    places: Arc<Semaphore>,
+}
+
+impl Serving {
+    /// Subscribes and answers until the subscription ends or `shutdown` fires.
+    async fn serve(&self, shutdown: &CancellationToken) -> anyhow::Result<()> {
+        let mut requests = self
+            .client
+            .queue_subscribe(subjects::HISTORY_RECENT, subjects::HISTORY_QUEUE.to_owned())
+            .await?;
+        loop {
+            let request = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                request = requests.next() => match request {
+                    Some(request) => request,
+                    None => anyhow::bail!("the subscription ended"),
+                },
+            };
+            let Some(reply_to) = request.reply else {
+                continue;
+            };
+            let Ok(place) = Arc::clone(&self.places).try_acquire_owned() else {
+                self.refused.inc();
+                tracing::debug!("too many recent-message requests at once; answering one empty");
+                send(&self.client, reply_to, &incomplete()).await;
+                continue;
+            };
+            let (client, store) = (self.client.clone(), self.store.clone());
+            let persisted = Arc::clone(&self.persisted);
+            tokio::spawn(async move {
+                let _place = place;
+                let reply = match serde_json::from_slice::<RecentRequest>(&request.payload) {
+                    Ok(asked) => answer(&persisted, &store, &asked).await,
+                    Err(_) => {
+                        tracing::warn!("malformed recent-messages request");
+                        incomplete()
+                    }
+                };
+                send(&client, reply_to, &reply).await;
+            });
+        }
+    }
 }
 
 fn incomplete() -> RecentReply {
