@@ -215,3 +215,62 @@ async fn an_occupant_whose_api_died_before_publishing_its_enter_is_listed_to_nob
     api.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_occupant_whose_api_died_after_publishing_its_enter_gets_its_exit_when_reaped() {
+    let app = TestApp::new(Db::Postgres).await;
+    let (mut crashing, crashing_base) = doomed(&app, "api", "api::enter::published").await;
+    // A short presence timeout, so the reaper makes the stranded occupant leave soon.
+    let reaping = lingr_api::ApiConfig {
+        presence_timeout: Duration::from_secs(3),
+        reap_interval: Duration::from_millis(300),
+        ..fast_api()
+    };
+    let api = app.start(api_only(reaping)).await;
+    let comet = app
+        .start(comet_only(CometConfig {
+            presence_flush: Duration::from_millis(300),
+            ..CometConfig::default()
+        }))
+        .await;
+    let c = &app.client;
+    let bob = c.join(&api.base(), "stranded", "bob").await;
+    let session = c.session(&crashing_base, Some("ghost")).await;
+    let lost = c
+        .http()
+        .get(format!("{crashing_base}/api/room/enter"))
+        .query(&[("session", session.as_str()), ("room", "stranded")])
+        .send()
+        .await;
+    assert!(lost.is_err(), "the api died before answering: {lost:?}");
+    killed_at_its_fault_point(&mut crashing).await;
+
+    // Bob saw the ghost enter; he must see it leave, or keep it for good.
+    let mut seen = Vec::new();
+    let mut counter = bob.counter;
+    let exit = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let answer = c.observe(&comet.base(), &bob, counter, 5).await.ok();
+            counter = answer["counter"].as_u64().expect("counter");
+            seen.extend(events(&answer));
+            if let Some(exit) = seen.iter().find(|e| e["type"] == "exit") {
+                return exit.clone();
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the ghost never left: bob saw {seen:?}"));
+    let enter = seen
+        .iter()
+        .find(|e| e["type"] == "enter")
+        .expect("bob saw the ghost enter");
+    assert_eq!(enter["nickname"], "ghost");
+    assert_eq!(
+        exit["occupant_id"], enter["occupant_id"],
+        "the same occupant left"
+    );
+    assert_eq!(exit["reason"], "timeout");
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}

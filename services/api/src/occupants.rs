@@ -4,11 +4,15 @@
 //! every occupant of a session leave. Every record change is a compare-and-set on the
 //! revision read, so racing calls of one occupant cannot bring back one that has left.
 
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{push, DeliverPolicy};
+use futures::StreamExt as _;
 use lingr_platform::clock::now_ms;
 use lingr_platform::kv::{self, Decision};
 use lingr_platform::ApiError;
 use lingr_proto::records::{OccupantRecord, SessionRecord};
-use lingr_proto::{ErrorCode, EventType, ExitReason, OccupantId, RoomId};
+use lingr_proto::{subjects, ErrorCode, Event, EventType, ExitReason, OccupantId, RoomId};
 
 use crate::publish::{new_event, newest_counter, publish};
 use crate::records::{encode, session_expired, update_session};
@@ -71,6 +75,8 @@ pub async fn admit(
             return Err(error);
         }
     };
+    // The other worst instant: its event stored, and not yet noted on its record.
+    fail::fail_point!("api::enter::published", |_| lingr_platform::faults::crash());
     announce(state, occupant, counter).await?;
     Ok(counter)
 }
@@ -235,11 +241,15 @@ async fn announce_exit(
     occupant: &OccupantRecord,
     reason: ExitReason,
 ) -> Result<Option<u64>, ApiError> {
-    let announced = occupant
-        .nickname
-        .as_ref()
-        .filter(|_| occupant.enter_counter.is_some());
-    let counter = match announced {
+    let Some(nickname) = &occupant.nickname else {
+        return Ok(None);
+    };
+    let entered = match occupant.enter_counter {
+        Some(counter) => Some(counter),
+        // Its api may have stored the enter event and died before noting it: look.
+        None => stored_enter(state, occupant).await?,
+    };
+    let counter = match entered.map(|_| nickname) {
         Some(nickname) => {
             let mut event = new_event(EventType::Exit, occupant, nickname.as_str());
             event.reason = Some(reason);
@@ -249,6 +259,53 @@ async fn announce_exit(
         None => None,
     };
     Ok(counter)
+}
+
+/// How long a look for an unannounced enter event waits for the stream's next message before
+/// concluding there is none.
+const ENTER_LOOKUP_WAIT: Duration = Duration::from_secs(2);
+
+/// The counter of `occupant`'s enter event, if the stream holds one: read from its room's
+/// events since shortly before it was stored. Only for occupants whose enter was never noted
+/// (rare: an api died between the event and the note), so the read's cost does not matter.
+///
+/// # Errors
+/// `unavailable` when the stream cannot be read.
+async fn stored_enter(
+    state: &ApiState,
+    occupant: &OccupantRecord,
+) -> Result<Option<u64>, ApiError> {
+    let unavailable = |err: &dyn std::fmt::Display| {
+        ApiError::unavailable("looking for an enter event", err.to_string())
+    };
+    let since_ms = i128::from(occupant.entered_ms.saturating_sub(5_000));
+    let start_time = time::OffsetDateTime::from_unix_timestamp_nanos(since_ms * 1_000_000)
+        .map_err(|err| unavailable(&err))?;
+    let consumer = state
+        .events
+        .create_consumer(push::OrderedConfig {
+            deliver_subject: state.client.new_inbox(),
+            filter_subject: subjects::room_events(&occupant.room),
+            deliver_policy: DeliverPolicy::ByStartTime { start_time },
+            ..Default::default()
+        })
+        .await
+        .map_err(|err| unavailable(&err))?;
+    let mut messages = consumer.messages().await.map_err(|err| unavailable(&err))?;
+    while let Ok(Some(message)) = tokio::time::timeout(ENTER_LOOKUP_WAIT, messages.next()).await {
+        let message = message.map_err(|err| unavailable(&err))?;
+        let info = message.info().map_err(|err| unavailable(&err))?;
+        let event: Option<Event> = serde_json::from_slice(&message.payload).ok();
+        if event.is_some_and(|e| {
+            e.kind == EventType::Enter && e.occupant_id == occupant.occupant_id.as_str()
+        }) {
+            return Ok(Some(info.stream_sequence));
+        }
+        if info.pending == 0 {
+            break;
+        }
+    }
+    Ok(None)
 }
 
 /// Records that an occupant is active now, unless it was recorded moments ago.
