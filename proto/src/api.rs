@@ -26,7 +26,10 @@ pub struct Occupant {
 pub struct RoomSnapshot {
     /// The room id.
     pub id: String,
-    /// Who is in the room (anonymous observers are not listed).
+    /// How many are in the room (anonymous observers are not counted).
+    pub occupant_count: usize,
+    /// Who is in the room, the first [`ENTER_OCCUPANTS`] by occupant id (anonymous observers
+    /// are not listed); `room/occupants` pages through the rest.
     pub occupants: Vec<Occupant>,
     /// The last (at most 30) message events before the enter, oldest first.
     pub messages: Vec<Event>,
@@ -48,6 +51,25 @@ pub struct Entered {
 
 /// How many message events `room/enter` returns at most.
 pub const ENTER_MESSAGES: usize = 30;
+
+/// Most occupants `room/enter` lists.
+pub const ENTER_OCCUPANTS: usize = 100;
+
+/// Occupants `room/occupants` lists by default, and at most.
+pub const OCCUPANTS_DEFAULT: usize = 100;
+/// See [`OCCUPANTS_DEFAULT`].
+pub const OCCUPANTS_MAX: usize = 500;
+
+/// `room/occupants`: a page of a room's occupants, in occupant-id order.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OccupantsPage {
+    /// The page.
+    pub occupants: Vec<Occupant>,
+    /// How many are in the room.
+    pub occupant_count: usize,
+    /// Whether more follow the last on this page.
+    pub has_more: bool,
+}
 
 /// `room/say` and `room/set_nickname`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

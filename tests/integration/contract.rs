@@ -701,3 +701,77 @@ async fn the_trace_context_of_a_say_travels_with_its_event_in_nats() {
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn enter_lists_at_most_100_occupants_with_the_count_and_room_occupants_pages_the_rest() {
+    let app = TestApp::new(Db::Default).await;
+    let server = app
+        .start(crate::support::all_roles(
+            crate::support::fast_api(),
+            lingr_comet::CometConfig::default(),
+        ))
+        .await;
+    let base = server.base();
+    let c = &app.client;
+    let mut ids = Vec::new();
+    for i in 0..104 {
+        ids.push(
+            c.join(&base, "crowded", &format!("guest{i}"))
+                .await
+                .occupant_id,
+        );
+    }
+    // An anonymous observer is neither listed nor counted.
+    let watcher = c.session(&base, None).await;
+    c.enter_with(&base, &watcher, "crowded", None).await;
+    let last = c.join(&base, "crowded", "latecomer").await;
+    ids.push(last.occupant_id.clone());
+    ids.sort();
+    assert_eq!(last.entered["room"]["occupant_count"], 105);
+    let listed = last.listed_occupants();
+    assert_eq!(listed, ids[..100], "the first 100 by occupant id");
+
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut params = vec![("room", "crowded".to_owned()), ("limit", "40".to_owned())];
+        if let Some(after) = &after {
+            params.push(("after", after.clone()));
+        }
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = c.get(&base, "room/occupants", &params).await.ok();
+        assert_eq!(page["occupant_count"], 105);
+        let ids_on_page: Vec<String> = page["occupants"]
+            .as_array()
+            .expect("occupants")
+            .iter()
+            .filter_map(|o| o["id"].as_str().map(str::to_owned))
+            .collect();
+        assert!(ids_on_page.len() <= 40);
+        after = ids_on_page.last().cloned();
+        paged.extend(ids_on_page);
+        if page["has_more"] != true {
+            break;
+        }
+    }
+    assert_eq!(paged, ids, "every occupant once, in order");
+    c.get(
+        &base,
+        "room/occupants",
+        &[("room", "crowded"), ("limit", "501")],
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    c.get(
+        &base,
+        "room/occupants",
+        &[("room", "crowded"), ("after", "nobody")],
+    )
+    .await
+    .assert_error(400, "invalid_parameter");
+    c.get(&base, "room/occupants", &[("room", "empty-and-unknown")])
+        .await
+        .assert_error(404, "room_not_found");
+    server.stop().await;
+    app.cleanup().await;
+}

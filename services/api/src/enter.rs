@@ -13,14 +13,15 @@ use lingr_platform::clock::now_ms;
 use lingr_platform::kv;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{
-    Entered, Occupant, RecentReply, RecentRequest, RoomSnapshot, ENTER_MESSAGES,
+    Entered, RecentReply, RecentRequest, RoomSnapshot, ENTER_MESSAGES, ENTER_OCCUPANTS,
 };
-use lingr_proto::records::{self, OccupantRecord};
+use lingr_proto::records::OccupantRecord;
 use lingr_proto::ticket::Ticket;
 use lingr_proto::{subjects, Event, IdempotentId, Nickname, OccupantId, RoomId};
 
 use crate::idempotency::{self, Call, EnterClaim};
 use crate::occupants;
+use crate::roster;
 use crate::sessions::{self, Caller};
 use crate::state::ApiState;
 
@@ -92,13 +93,15 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         session_tag: caller.tag,
         anonymous: nickname.is_none(),
     });
+    let listed = roster::as_of(state, &room, counter).await?;
     Ok(Entered {
         ticket,
         occupant_id: occupant_id.to_string(),
         counter,
         room: RoomSnapshot {
             id: room.to_string(),
-            occupants: occupants_of(state, &room, counter).await?,
+            occupant_count: listed.len(),
+            occupants: listed.into_iter().take(ENTER_OCCUPANTS).collect(),
             messages: recent_messages(state, &room, messages_before).await,
         },
     })
@@ -159,65 +162,6 @@ fn random_occupant_id() -> Result<OccupantId, ApiError> {
 }
 
 /// The room's participants, as of every occupant write made before this call.
-/// How long an enter waits for another occupant's enter that is being published (stored, not
-/// yet announced) before leaving it out of its list.
-const PENDING_ENTER_WAIT: Duration = Duration::from_secs(1);
-
-/// An occupant stored longer ago than this without an announced enter belongs to an enter that
-/// failed or crashed half-way (the reaper removes it): not worth waiting for.
-const ABANDONED_ENTER_MS: u64 = 5_000;
-
-/// The room's named occupants whose enter event is at or before `counter` (the caller's own
-/// enter, or for an anonymous observer the newest event): every later one reaches the caller
-/// by observing. Listing an occupant whose enter event was never stored would show the caller
-/// someone nobody saw enter, and who will never be seen to leave.
-async fn occupants_of(
-    state: &ApiState,
-    room: &RoomId,
-    counter: u64,
-) -> Result<Vec<Occupant>, ApiError> {
-    let latest = lingr_platform::nats::bucket_state(&state.occupants)
-        .await
-        .map_err(|err| ApiError::unavailable("reading the occupants bucket", format!("{err:#}")))?
-        .last_sequence;
-    if !state
-        .occupants_mirror
-        .caught_up_to(latest, Duration::from_secs(1))
-        .await
-    {
-        tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
-    }
-    let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
-    let listed = loop {
-        let listed: Vec<OccupantRecord> = state
-            .occupants_mirror
-            .with_prefix(&records::room_prefix(room))
-            .into_iter()
-            .map(|(_, occupant)| occupant)
-            // A leaving occupant's exit may be stored before this enter's event.
-            .filter(|o| o.nickname.is_some() && !o.leaving)
-            .collect();
-        let now = now_ms();
-        let pending = listed.iter().any(|o| {
-            o.enter_counter.is_none() && now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS
-        });
-        if !pending || tokio::time::Instant::now() >= waiting_until {
-            break listed;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Ok(listed
-        .into_iter()
-        .filter(|o| o.enter_counter.is_some_and(|c| c <= counter))
-        .filter_map(|o| {
-            o.nickname.map(|n| Occupant {
-                id: o.occupant_id.to_string(),
-                nickname: n.to_string(),
-            })
-        })
-        .collect())
-}
-
 /// The last message events before `before`, from history. If history does not answer in
 /// time the enter still succeeds, with no messages: the client can page with get_messages.
 async fn recent_messages(state: &ApiState, room: &RoomId, before: u64) -> Vec<Event> {

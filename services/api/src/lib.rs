@@ -9,6 +9,7 @@
 //! - [`sessions`]: `session/create`, `session/destroy`, and loading a caller's session.
 //! - [`enter`]: `room/enter`, the room snapshot it answers with.
 //! - [`rooms`]: `room/say`, `room/set_nickname`, `room/exit`.
+//! - [`roster`]: who is in a room: enter's snapshot and `room/occupants`.
 //! - [`presence`]: the reaper that times out silent occupants and expires unused sessions.
 //! - [`occupants`]: the occupant lifecycle: admitted, kept present, made to leave.
 //! - [`idempotency`]: retries by `idempotent_id`, answered once and never bent.
@@ -26,6 +27,7 @@ pub mod publish;
 pub mod rate_limit;
 pub mod records;
 pub mod rooms;
+pub mod roster;
 pub mod sessions;
 pub mod state;
 
@@ -50,6 +52,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/session/create", api_route(sessions::create))
         .route("/api/session/destroy", api_route(sessions::destroy))
         .route("/api/room/enter", api_route(enter::enter))
+        .route("/api/room/occupants", api_route(roster::occupants))
         .route("/api/room/say", api_route(rooms::say))
         .route("/api/room/set_nickname", api_route(rooms::set_nickname))
         .route("/api/room/exit", api_route(rooms::exit))
