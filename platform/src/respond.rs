@@ -141,6 +141,25 @@ impl Params {
             .transpose()
     }
 
+    /// The `limit` parameter of a paging call: `default` when absent, else 1 to `max`.
+    ///
+    /// # Errors
+    /// `invalid_parameter` when given outside that range.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.u64("limit")? {
+            None => Ok(default),
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| (1..=max).contains(n))
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::InvalidParameter,
+                        format!("limit must be 1-{max}"),
+                    )
+                }),
+        }
+    }
+
     /// Answers with `value`'s fields after `"status":"ok"`, or with the error.
     pub fn reply<T: Serialize>(&self, result: Result<T, ApiError>) -> Reply {
         match result.and_then(|value| {

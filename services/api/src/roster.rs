@@ -88,16 +88,7 @@ async fn page_of(state: &ApiState, params: &Params) -> Result<OccupantsPage, Api
         .map(OccupantId::parse)
         .transpose()
         .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "after must be an occupant id"))?;
-    let limit = match params.u64("limit")? {
-        None => OCCUPANTS_DEFAULT,
-        Some(n) if (1..=OCCUPANTS_MAX as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "limit must be 1-500",
-            ))
-        }
-    };
+    let limit = params.limit(OCCUPANTS_DEFAULT, OCCUPANTS_MAX)?;
     let listed = as_of(state, &room, u64::MAX).await?;
     if listed.is_empty() && !room_exists(state, &room).await? {
         return Err(ApiError::new(ErrorCode::RoomNotFound, "no such room"));

@@ -32,16 +32,7 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
         (before, None) => Page::Before(before),
         (None, Some(after)) => Page::After(after),
     };
-    let limit = match params.u64("limit")? {
-        None => GET_MESSAGES_DEFAULT,
-        Some(n) if (1..=GET_MESSAGES_MAX as u64).contains(&n) => n as usize,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "limit must be 1-200",
-            ))
-        }
-    };
+    let limit = params.limit(GET_MESSAGES_DEFAULT, GET_MESSAGES_MAX)?;
     let (bodies, has_more) = state
         .store
         .page(room.as_str(), page, limit)
