@@ -5,7 +5,6 @@
 //!
 //! Run it with `scripts/soak` (it builds `lingr` and finds nats-server and PostgreSQL).
 
-mod cluster;
 mod traffic;
 
 use std::path::PathBuf;
@@ -16,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 
-use cluster::Cluster;
+use lingr_cluster::{Cluster, Role, Settings};
 use traffic::{Client, Observed, Written};
 
 /// The run's settings.
@@ -47,9 +46,32 @@ struct Args {
     logs: Option<PathBuf>,
 }
 
-const ROLES: [&str; 7] = [
-    "api", "api", "comet", "comet", "comet", "history", "history",
-];
+/// api ×2, comet ×3, history ×2. One address makes every call of the run: no per-address
+/// limits, and a call rate above the writers'.
+fn roles() -> Vec<Role> {
+    let api = Role::new(
+        "api",
+        &[
+            "--session-rate",
+            "0",
+            "--call-rate",
+            "100",
+            "--call-burst",
+            "100",
+        ],
+    );
+    let comet = Role::new("comet", &["--observes-per-address", "0"]);
+    let history = Role::new("history", &[]);
+    vec![
+        api.clone(),
+        api,
+        comet.clone(),
+        comet.clone(),
+        comet,
+        history.clone(),
+        history,
+    ]
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -57,9 +79,15 @@ async fn main() -> anyhow::Result<()> {
     let temp = tempfile::tempdir()?;
     let dir = args.logs.clone().unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir)?;
-    let mut cluster = Cluster::start(args.lingr.clone(), args.postgres.clone(), &dir, &ROLES)
-        .await
-        .context("starting the cluster")?;
+    let mut cluster = Cluster::start(Settings {
+        lingr: args.lingr.clone(),
+        postgres: args.postgres.clone(),
+        dir: dir.clone(),
+        roles: roles(),
+        log_filter: "warn".into(),
+    })
+    .await
+    .context("starting the cluster")?;
     println!(
         "soak: cluster up (logs in {}); {} rooms for {} s",
         dir.display(),

@@ -1,8 +1,9 @@
-//! The cluster under test, on one machine: a nats-server with JetStream, a fresh PostgreSQL
-//! database, and `lingr` processes (api ×2, comet ×3, history ×2 by default), each on a port
-//! of its own that it keeps across restarts, logging into the run's directory.
+//! A Lingr cluster on one machine, for the soak run and the benchmarks: a nats-server with
+//! JetStream, a fresh PostgreSQL database, and `lingr` processes (each role with its own flags),
+//! each on a port of its own that it keeps across restarts, logging into the run's directory.
 
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -10,7 +11,41 @@ use anyhow::Context as _;
 use tokio::process::{Child, Command};
 
 /// The secret every process of the run signs tickets with.
-const SECRET: &str = "soak-run-secret-0123456789abcdef";
+pub const SECRET: &str = "cluster-run-secret-0123456789abcdef";
+
+/// One process to start: its role and the flags it gets beyond the cluster's own.
+#[derive(Debug, Clone)]
+pub struct Role {
+    /// `api`, `comet` or `history`.
+    pub name: &'static str,
+    /// Extra command-line flags.
+    pub flags: Vec<String>,
+}
+
+impl Role {
+    /// A role with extra flags.
+    pub fn new(name: &'static str, flags: &[&str]) -> Self {
+        Self {
+            name,
+            flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+        }
+    }
+}
+
+/// What a cluster is made of.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The `lingr` binary.
+    pub lingr: PathBuf,
+    /// A PostgreSQL URL allowed to create databases.
+    pub postgres: String,
+    /// Where logs and NATS's storage go.
+    pub dir: PathBuf,
+    /// The processes, started in this order.
+    pub roles: Vec<Role>,
+    /// The `RUST_LOG` of every process.
+    pub log_filter: String,
+}
 
 /// One `lingr` process and how to start it again.
 pub struct Process {
@@ -18,8 +53,17 @@ pub struct Process {
     pub role: &'static str,
     /// Its base URL.
     pub base: String,
-    listen: String,
+    /// Its address.
+    pub listen: SocketAddr,
+    flags: Vec<String>,
     child: Option<Child>,
+}
+
+impl Process {
+    /// Its process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
 }
 
 /// Everything the run started.
@@ -30,24 +74,23 @@ pub struct Cluster {
     pub nats_url: String,
     /// The history database URL.
     pub database_url: String,
-    lingr: PathBuf,
-    dir: PathBuf,
+    /// nats-server's monitoring endpoint (`/varz` and the like).
+    pub nats_monitor: String,
+    settings: Settings,
     nats: Child,
-    admin_url: String,
     database: String,
 }
 
 impl Cluster {
-    /// Starts NATS, creates the database and starts `roles`, waiting until each is ready.
-    pub async fn start(
-        lingr: PathBuf,
-        admin_url: String,
-        dir: &Path,
-        roles: &[&'static str],
-    ) -> anyhow::Result<Self> {
+    /// Starts NATS, creates the database and starts every role, waiting until each is ready.
+    pub async fn start(settings: Settings) -> anyhow::Result<Self> {
+        let admin_url = settings.postgres.clone();
+        let dir = settings.dir.clone();
         let nats_port = free_port()?;
+        let monitor_port = free_port()?;
         let nats = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string()])
+            .args(["-m", &monitor_port.to_string()])
             .arg("-sd")
             .arg(dir.join("nats"))
             .stdout(Stdio::null())
@@ -55,29 +98,29 @@ impl Cluster {
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server (is it installed?)")?;
-        let database = format!("lingr_soak_{}", std::process::id());
+        let database = format!("lingr_cluster_{}_{nats_port}", std::process::id());
         create_database(&admin_url, &database).await?;
         let database_url = admin_url
             .rsplit_once('/')
             .map_or(admin_url.clone(), |(base, _)| format!("{base}/{database}"));
         let mut processes = Vec::new();
-        for role in roles {
-            let listen = format!("127.0.0.1:{}", free_port()?);
+        for role in &settings.roles {
+            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
             processes.push(Process {
-                role,
+                role: role.name,
                 base: format!("http://{listen}"),
                 listen,
+                flags: role.flags.clone(),
                 child: None,
             });
         }
         let mut cluster = Self {
             processes,
             nats_url: format!("nats://127.0.0.1:{nats_port}"),
+            nats_monitor: format!("http://127.0.0.1:{monitor_port}"),
             database_url,
-            lingr,
-            dir: dir.to_owned(),
+            settings,
             nats,
-            admin_url,
             database,
         };
         for index in 0..cluster.processes.len() {
@@ -87,6 +130,16 @@ impl Cluster {
             wait_ready(&process.base).await?;
         }
         Ok(cluster)
+    }
+
+    /// The processes of `role`.
+    pub fn of<'a>(&'a self, role: &'a str) -> impl Iterator<Item = &'a Process> {
+        self.processes.iter().filter(move |p| p.role == role)
+    }
+
+    /// The pid of the nats-server.
+    pub fn nats_pid(&self) -> Option<u32> {
+        self.nats.id()
     }
 
     /// The base URLs of every process of `role`.
@@ -121,24 +174,29 @@ impl Cluster {
 
     fn launch(&mut self, index: usize) -> anyhow::Result<()> {
         let process = &mut self.processes[index];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join(format!("{}-{index}.log", process.role)))?;
-        let child = Command::new(&self.lingr)
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(
+            self.settings
+                .dir
+                .join(format!("{}-{index}.log", process.role)),
+        )?;
+        let child = Command::new(&self.settings.lingr)
             .arg(process.role)
-            .args(["--listen", &process.listen, "--nats", &self.nats_url])
+            .args([
+                "--listen",
+                &process.listen.to_string(),
+                "--nats",
+                &self.nats_url,
+            ])
             .args(["--database", &self.database_url])
-            // One address makes every call of the run: no per-address limits.
-            .args(role_flags(process.role))
+            .args(&process.flags)
             .env("LINGR_SECRET", SECRET)
             .env("LINGR_DRAIN_DELAY", "1")
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", &self.settings.log_filter)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", self.lingr.display()))?;
+            .with_context(|| format!("starting {}", self.settings.lingr.display()))?;
         process.child = Some(child);
         Ok(())
     }
@@ -151,22 +209,7 @@ impl Cluster {
             }
         }
         let _ = self.nats.kill().await;
-        let _ = drop_database(&self.admin_url, &self.database).await;
-    }
-}
-
-fn role_flags(role: &str) -> Vec<&'static str> {
-    match role {
-        "api" => vec![
-            "--session-rate",
-            "0",
-            "--call-rate",
-            "100",
-            "--call-burst",
-            "100",
-        ],
-        "comet" => vec!["--observes-per-address", "0"],
-        _ => Vec::new(),
+        let _ = drop_database(&self.settings.postgres, &self.database).await;
     }
 }
 

@@ -1,0 +1,347 @@
+//! The observer side, run in worker processes (a process may open at most 20,000 files): each
+//! observer holds one long-poll at a time on its own connection, from one of several source
+//! addresses, and reports how long each benchmark message took from its publish to it.
+//!
+//! Talks to the coordinator by lines: `prepared` once every observer has its credentials,
+//! then (after `go` on stdin) `opened N`, `lat ROUND MICROS...` as messages arrive and
+//! `err TEXT` for each failure; stdin closing ends the process.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::http::{Answer, Connection};
+use crate::lingr::{self, Member};
+
+/// Which server's long-poll protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Protocol {
+    /// `room/observe` with session, ticket and counter.
+    Lingr,
+    /// nchan's long-poll, resumed by Last-Modified and Etag.
+    Nchan,
+    /// pushpin's GRIP hold, asked again after each answer.
+    Pushpin,
+}
+
+/// A worker's share of the observers.
+#[derive(Debug, clap::Args)]
+pub struct Share {
+    /// The protocol spoken.
+    #[arg(long, value_enum)]
+    pub protocol: Protocol,
+    /// Where observes go, comma-separated; observer i uses number i modulo their count.
+    #[arg(long, value_delimiter = ',')]
+    pub servers: Vec<SocketAddr>,
+    /// lingr's api (for sessions and tickets).
+    #[arg(long)]
+    pub api: Option<SocketAddr>,
+    /// Rooms `bench0`..; observer i is in room i modulo this.
+    #[arg(long)]
+    pub rooms: usize,
+    /// The first observer's index.
+    #[arg(long)]
+    pub first: usize,
+    /// How many observers.
+    #[arg(long)]
+    pub count: usize,
+    /// Source addresses, comma-separated; observer i uses number i modulo their count.
+    #[arg(long, value_delimiter = ',')]
+    pub sources: Vec<Ipv4Addr>,
+    /// Observes per lingr session (the comet's default limit is 4).
+    #[arg(long, default_value_t = 4)]
+    pub per_session: usize,
+}
+
+/// The benchmark message for `round`, stamped with the time it is sent.
+pub fn message(round: usize) -> String {
+    format!("bench-{round}-{}", unix_nanos())
+}
+
+fn unix_nanos() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// The round of a benchmark message and how long ago it was sent.
+fn delivery(text: &str) -> Option<(usize, Duration)> {
+    let mut parts = text.trim().strip_prefix("bench-")?.split('-');
+    let round = parts.next()?.parse().ok()?;
+    let sent: u128 = parts.next()?.parse().ok()?;
+    let micros = unix_nanos().saturating_sub(sent) / 1000;
+    Some((round, Duration::from_micros(u64::try_from(micros).ok()?)))
+}
+
+/// Room number `index`'s name.
+pub fn room_name(index: usize) -> String {
+    format!("bench{index}")
+}
+
+enum Report {
+    Delivered(usize, Duration),
+    Failed(String),
+}
+
+/// Runs a worker until stdin closes.
+pub async fn run(share: Share) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !share.servers.is_empty() && !share.sources.is_empty(),
+        "no servers or sources"
+    );
+    let members = prepare(&share).await?;
+    println!("prepared");
+    let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+    while let Some(line) = stdin.next_line().await? {
+        if line == "go" {
+            break;
+        }
+    }
+    let (reports, received) = mpsc::unbounded_channel();
+    let printer = tokio::spawn(print_reports(received));
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let mut opened = Vec::new();
+    for offset in 0..share.count {
+        let index = share.first + offset;
+        let observer = Observer {
+            protocol: share.protocol,
+            server: share.servers[index % share.servers.len()],
+            source: share.sources[index % share.sources.len()],
+            room: room_name(index % share.rooms),
+            member: members.get(offset).cloned(),
+            last_modified: None,
+            etag: None,
+        };
+        let (first_sent, sent) = tokio::sync::oneshot::channel();
+        tokio::spawn(observer.run(reports.clone(), std::sync::Arc::clone(&opening), first_sent));
+        opened.push(sent);
+    }
+    let mut count = 0;
+    for sent in opened {
+        count += usize::from(sent.await.unwrap_or(false));
+    }
+    println!("opened {count}");
+    // The observers run until the coordinator closes stdin.
+    while stdin.next_line().await?.is_some() {}
+    drop(reports);
+    printer.abort();
+    Ok(())
+}
+
+/// Each observer's credentials (lingr only): one session per `per_session` observers of a room.
+async fn prepare(share: &Share) -> anyhow::Result<Vec<Member>> {
+    if share.protocol != Protocol::Lingr {
+        return Ok(Vec::new());
+    }
+    let api = share.api.context("lingr observers need --api")?;
+    let rooms: Vec<usize> = (0..share.count)
+        .map(|o| (share.first + o) % share.rooms)
+        .collect();
+    // Sessions per room, made 16 at a time.
+    let mut sessions_needed: Vec<(usize, usize)> = Vec::new();
+    for room in 0..share.rooms {
+        let observers = rooms.iter().filter(|r| **r == room).count();
+        sessions_needed.extend((0..observers.div_ceil(share.per_session)).map(|s| (room, s)));
+    }
+    let mut joined: Vec<Vec<Member>> = vec![Vec::new(); share.rooms];
+    let lanes = 16;
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let mine: Vec<usize> = sessions_needed
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % lanes == lane)
+            .map(|(_, (room, _))| *room)
+            .collect();
+        let source = share.sources[lane % share.sources.len()];
+        tasks.push(tokio::spawn(async move {
+            let mut connection = Connection::open(api, source).await?;
+            let mut members = Vec::new();
+            for room in mine {
+                members.push((
+                    room,
+                    lingr::join(&mut connection, &room_name(room), None).await?,
+                ));
+            }
+            anyhow::Ok(members)
+        }));
+    }
+    for task in tasks {
+        for (room, member) in task.await?? {
+            joined[room].push(member);
+        }
+    }
+    // Observer o of room r takes that room's session number (its rank in the room) / per_session.
+    let mut rank = vec![0usize; share.rooms];
+    let mut members = Vec::with_capacity(share.count);
+    for room in rooms {
+        let member = joined[room]
+            .get(rank[room] / share.per_session)
+            .cloned()
+            .context("fewer sessions than observers")?;
+        rank[room] += 1;
+        members.push(member);
+    }
+    Ok(members)
+}
+
+struct Observer {
+    protocol: Protocol,
+    server: SocketAddr,
+    source: Ipv4Addr,
+    room: String,
+    member: Option<Member>,
+    last_modified: Option<String>,
+    etag: Option<String>,
+}
+
+impl Observer {
+    async fn run(
+        mut self,
+        reports: mpsc::UnboundedSender<Report>,
+        opening: std::sync::Arc<tokio::sync::Semaphore>,
+        first_sent: tokio::sync::oneshot::Sender<bool>,
+    ) {
+        let mut first_sent = Some(first_sent);
+        loop {
+            let permit = opening.acquire().await;
+            let opened = Connection::open(self.server, self.source).await;
+            drop(permit);
+            let mut connection = match opened {
+                Ok(connection) => connection,
+                Err(err) => {
+                    let _ = reports.send(Report::Failed(format!("connect: {err}")));
+                    if let Some(sent) = first_sent.take() {
+                        let _ = sent.send(false);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if let Some(sent) = first_sent.take() {
+                let _ = sent.send(true);
+            }
+            loop {
+                let target = self.target();
+                let headers = self.headers();
+                let headers: Vec<(&str, &str)> =
+                    headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+                match connection.get(&target, &headers).await {
+                    Ok(answer) => {
+                        match self.absorb(&answer) {
+                            Ok(texts) => {
+                                for (round, latency) in texts.iter().filter_map(|t| delivery(t)) {
+                                    let _ = reports.send(Report::Delivered(round, latency));
+                                }
+                            }
+                            Err(failure) => {
+                                let _ = reports.send(Report::Failed(failure));
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                        if answer.closes {
+                            break;
+                        }
+                    }
+                    Err(err) => {
+                        let _ = reports.send(Report::Failed(format!("observe: {err}")));
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn target(&self) -> String {
+        match (&self.protocol, &self.member) {
+            (Protocol::Lingr, Some(member)) => {
+                let counter = member.counter.to_string();
+                let query = serde_urlencoded::to_string([
+                    ("session", member.session.as_str()),
+                    ("ticket", member.ticket.as_str()),
+                    ("counter", counter.as_str()),
+                    ("timeout", "60"),
+                ])
+                .unwrap_or_default();
+                format!("/api/room/observe?{query}")
+            }
+            _ => format!("/sub?room={}", self.room),
+        }
+    }
+
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if let Some(value) = &self.last_modified {
+            headers.push(("If-Modified-Since", value.clone()));
+        }
+        if let Some(value) = &self.etag {
+            headers.push(("If-None-Match", value.clone()));
+        }
+        headers
+    }
+
+    /// The message texts an answer carries, after noting where to resume.
+    fn absorb(&mut self, answer: &Answer) -> Result<Vec<String>, String> {
+        match self.protocol {
+            Protocol::Lingr => {
+                let body: serde_json::Value = serde_json::from_slice(&answer.body)
+                    .map_err(|_| format!("status {} without JSON", answer.status))?;
+                if answer.status != 200 {
+                    return Err(format!("status {} {}", answer.status, body["error"]));
+                }
+                if let (Some(member), Some(counter)) = (&mut self.member, body["counter"].as_u64())
+                {
+                    member.counter = counter;
+                }
+                Ok(body["events"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e["text"].as_str().map(str::to_owned))
+                    .collect())
+            }
+            Protocol::Nchan => match answer.status {
+                200 => {
+                    self.last_modified = answer.header("last-modified").map(str::to_owned);
+                    self.etag = answer.header("etag").map(str::to_owned);
+                    Ok(vec![String::from_utf8_lossy(&answer.body).into_owned()])
+                }
+                304 | 408 => Ok(Vec::new()),
+                status => Err(format!("status {status}")),
+            },
+            Protocol::Pushpin => match answer.status {
+                200 => Ok(vec![String::from_utf8_lossy(&answer.body).into_owned()]),
+                status => Err(format!("status {status}")),
+            },
+        }
+    }
+}
+
+async fn print_reports(mut received: mpsc::UnboundedReceiver<Report>) {
+    use std::fmt::Write as _;
+    let mut pending: std::collections::BTreeMap<usize, String> = Default::default();
+    loop {
+        let deadline = tokio::time::sleep(Duration::from_millis(200));
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                report = received.recv() => match report {
+                    Some(Report::Delivered(round, latency)) => {
+                        let line = pending.entry(round).or_default();
+                        let _ = write!(line, " {}", latency.as_micros());
+                    }
+                    Some(Report::Failed(text)) => println!("err {}", text.replace('\n', " ")),
+                    None => return,
+                },
+                () = &mut deadline => break,
+            }
+        }
+        for (round, line) in std::mem::take(&mut pending) {
+            println!("lat {round}{line}");
+        }
+    }
+}
