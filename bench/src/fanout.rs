@@ -48,6 +48,10 @@ pub struct Args {
     /// (pushpin; default 2 s plus 1.5 ms per observer).
     #[arg(long)]
     settle: Option<f64>,
+    /// Fail unless every observer was held and got every round's message (the smoke run in
+    /// the test command).
+    #[arg(long)]
+    check: bool,
     #[command(flatten)]
     servers: Servers,
 }
@@ -135,6 +139,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     server.stop().await;
     let report = outcome?;
     report.print(&args);
+    if args.check {
+        let short: Vec<String> = report
+            .rounds
+            .iter()
+            .filter(|(_, figures)| figures.count < args.observers)
+            .map(|(round, figures)| format!("round {round}: {}/{}", figures.count, args.observers))
+            .collect();
+        anyhow::ensure!(
+            report.held >= args.observers && short.is_empty(),
+            "held {}/{}; rounds short of deliveries: {short:?}",
+            report.held,
+            args.observers
+        );
+    }
     Ok(())
 }
 

@@ -85,6 +85,6 @@ fn main() -> anyhow::Result<()> {
 
 /// The command line that reproduces this run.
 pub fn reproduce() -> String {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    format!("reproduce: target/release/lingr-bench {}", args.join(" "))
+    let args: Vec<String> = std::env::args().collect();
+    format!("reproduce: {}", args.join(" "))
 }

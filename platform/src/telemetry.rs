@@ -49,8 +49,14 @@ pub fn init(service: &str) -> Telemetry {
             .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOff)))
             .build()
     });
+    // Nothing reads the OTel context as "current" (propagation goes through each tracing
+    // span's own context), and per-span busy/idle timings are not wanted: both would cost work
+    // on every poll of every instrumented future, held observes included.
     let spans = tracing_opentelemetry::layer()
         .with_tracer(provider.tracer("lingr"))
+        .with_context_activation(false)
+        .with_tracked_inactivity(false)
+        .with_threads(false)
         // Only Lingr's own spans: the exporter's HTTP and gRPC clients would trace themselves.
         .with_filter(filter_fn(|meta| {
             meta.target().starts_with("lingr") && *meta.level() <= Level::INFO

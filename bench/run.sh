@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Reproduces every figure of docs/BENCHMARKS.md in one run on this machine: installs the peers
+# (nginx with libnginx-mod-nchan, pushpin) and nats-server from Debian's packages when missing,
+# uses the PostgreSQL on 127.0.0.1:5432 (or starts a private one), builds release binaries and
+# runs each scenario of lingr-bench, writing every output to bench/results/<date>/ and the
+# summary lines to bench/results/<date>/summary.txt, then draws the plots.
+#
+#   bench/run.sh [--quick]     (--quick: 1,000 observers instead of 10,000 and the most, for a try)
+#
+# It takes about 25 minutes. Nothing of it runs in the test command except a smoke run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+
+ensure_nats_server
+ensure_test_postgres
+for package in nginx libnginx-mod-nchan pushpin; do
+    if ! dpkg -s "$package" >/dev/null 2>&1; then
+        echo "== installing $package from Debian's packages"
+        apt_install "$package"
+    fi
+done
+# Debian starts the packages' own services on install; the benchmark runs private instances,
+# and the system ones would only take memory and ports.
+as_root service nginx stop >/dev/null 2>&1 || true
+as_root service pushpin stop >/dev/null 2>&1 || true
+
+echo "== building lingr and lingr-bench (release)"
+cargo build --quiet --release --locked -p lingr -p lingr-bench
+ulimit -n "$(ulimit -Hn)"
+
+out="bench/results/$(date -u +%Y-%m-%d)"
+mkdir -p "$out"
+bench=target/release/lingr-bench
+big=10000
+most=19000
+if [ "${1:-}" = "--quick" ]; then big=1000; most=2000; fi
+
+run() {
+    local name=$1; shift
+    echo "== $name: $bench $*"
+    # A scenario that fails is recorded as such; the others still run.
+    "$bench" "$@" 2>&1 | tee "$out/$name.txt" || echo "FAILED: $bench $*" | tee -a "$out/$name.txt"
+    grep '^summary' "$out/$name.txt" | sed "s/^summary /summary name=$name /" >>"$out/summary.txt" || true
+}
+: >"$out/summary.txt"
+
+# Scenarios 1, 2 and 6: held observes and fan-out, the same generator against each server.
+for target in lingr nchan pushpin; do
+    run "fanout-1000-$target" fanout --target "$target" --observers 1000 --rounds 5
+    run "fanout-$big-$target" fanout --target "$target" --observers "$big" --rounds 5
+done
+run "fanout-$most-lingr" fanout --target lingr --observers "$most" --rounds 5
+run "fanout-$most-nchan" fanout --target nchan --observers "$most" --rounds 5
+# Scenario 1 at scale: 100,000 across six comets (a process opens at most 20,000 files), in ten
+# rooms that publish at once.
+if [ "${1:-}" != "--quick" ]; then
+    run fanout-100000-lingr fanout --target lingr --observers 100000 --comets 6 --rooms 10 --rounds 3
+fi
+# Scenario 4: says through the api.
+run say-1000 say --rate 1000 --duration 20
+# Scenario 5: say latency against comet replicas, ours and the synchronous fan-out.
+run replicas replicas --replicas 1,2,4,8,16 --rate 200 --duration 10
+
+python3 bench/plot.py "$out/summary.txt" docs/benchmarks
+echo "== figures in $out; plots in docs/benchmarks/"
