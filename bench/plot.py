@@ -74,7 +74,7 @@ def bars(title, unit, groups, path):
 
 def lines(title, unit, xs, series, path):
     """series: [(name, [y per x])]"""
-    width, height, left, bottom, top = 640, 360, 70, 50, 40
+    width, height, left, bottom, top = 700, 380, 70, 70, 40
     plot_w, plot_h = width - left - 20, height - top - bottom
     peak = max([y for _, ys in series for y in ys] + [1e-9]) * 1.15
     def px(i):
@@ -99,7 +99,7 @@ def lines(title, unit, xs, series, path):
         dash = ' stroke-dasharray="5,3"' if "p99" in name else ""
         points = " ".join(f"{px(i):.1f},{py(y):.1f}" for i, y in enumerate(ys))
         out.append(f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2"{dash}/>')
-        x = left + 10 + s * 150
+        x = left + 10 + s * 155
         out.append(f'<line x1="{x}" y1="{height - 13}" x2="{x + 20}" y2="{height - 13}" stroke="{colour}" '
                    f'stroke-width="2"{dash}/>')
         out.append(f'<text x="{x + 24}" y="{height - 9}">{name}</text>')
