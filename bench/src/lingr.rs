@@ -20,6 +20,8 @@ pub struct Options {
     pub postgres: String,
     /// How many comet processes.
     pub comets: usize,
+    /// A command each comet runs under (a profiler), split on spaces; empty for none.
+    pub comet_wrapper: String,
 }
 
 /// A running cluster.
@@ -59,7 +61,13 @@ impl Lingr {
             ],
         )];
         for _ in 0..options.comets {
-            roles.push(Role::new("comet", &["--observes-per-address", "0"]));
+            let mut comet = Role::new("comet", &["--observes-per-address", "0"]);
+            comet.wrapper = options
+                .comet_wrapper
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
+            roles.push(comet);
         }
         roles.push(Role::new("history", &[]));
         let cluster = Cluster::start(Settings {

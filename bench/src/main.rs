@@ -58,6 +58,10 @@ pub struct Servers {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub postgres: String,
+    /// A command each lingr comet runs under, for profiling (e.g. `heaptrack -o /tmp/comet`);
+    /// the figures it gives are the profiler's, not the comet's.
+    #[arg(long, default_value = "")]
+    pub comet_wrapper: String,
 }
 
 fn main() -> anyhow::Result<()> {

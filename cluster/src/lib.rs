@@ -20,6 +20,9 @@ pub struct Role {
     pub name: &'static str,
     /// Extra command-line flags.
     pub flags: Vec<String>,
+    /// A command the process runs under (a profiler such as `heaptrack` or `perf record`),
+    /// with its arguments; empty to run `lingr` directly.
+    pub wrapper: Vec<String>,
 }
 
 impl Role {
@@ -28,6 +31,7 @@ impl Role {
         Self {
             name,
             flags: flags.iter().map(|f| (*f).to_owned()).collect(),
+            wrapper: Vec::new(),
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct Process {
     /// Its address.
     pub listen: SocketAddr,
     flags: Vec<String>,
+    wrapper: Vec<String>,
     child: Option<Child>,
 }
 
@@ -111,6 +116,7 @@ impl Cluster {
                 base: format!("http://{listen}"),
                 listen,
                 flags: role.flags.clone(),
+                wrapper: role.wrapper.clone(),
                 child: None,
             });
         }
@@ -179,7 +185,15 @@ impl Cluster {
                 .dir
                 .join(format!("{}-{index}.log", process.role)),
         )?;
-        let child = Command::new(&self.settings.lingr)
+        let mut command = match process.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(&self.settings.lingr);
+                command
+            }
+            None => Command::new(&self.settings.lingr),
+        };
+        let child = command
             .arg(process.role)
             .args([
                 "--listen",
