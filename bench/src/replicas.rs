@@ -56,7 +56,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             binary: args.servers.lingr.clone(),
             postgres: args.servers.postgres.clone(),
             comets: replicas,
-                comet_wrapper: args.servers.comet_wrapper.clone(),
+            comet_wrapper: args.servers.comet_wrapper.clone(),
         };
         let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
         let ours = says(&args, &cluster, &[]).await;

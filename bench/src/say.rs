@@ -33,7 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         binary: args.servers.lingr.clone(),
         postgres: args.servers.postgres.clone(),
         comets: 1,
-                comet_wrapper: args.servers.comet_wrapper.clone(),
+        comet_wrapper: args.servers.comet_wrapper.clone(),
     };
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &cluster).await;
