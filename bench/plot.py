@@ -27,6 +27,28 @@ def number(text):
         return 0.0
 
 
+def frame(title, unit, width, height, left, top, plot_h, peak, decimals):
+    """The SVG's start: background, title, horizontal grid lines with their values, unit."""
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           f'font-family="sans-serif" font-size="12">',
+           f'<rect width="{width}" height="{height}" fill="white"/>',
+           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
+    for tick in range(5):
+        value = peak * tick / 4
+        y = top + plot_h - plot_h * tick / 4
+        out.append(f'<line x1="{left}" y1="{y}" x2="{width - 20}" y2="{y}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value:.{decimals}f}</text>')
+    out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
+               f'text-anchor="middle">{unit}</text>')
+    return out
+
+
+def finish(out, path):
+    """Closes the SVG and writes it."""
+    out.append("</svg>")
+    Path(path).write_text("\n".join(out) + "\n")
+
+
 def bars(title, unit, groups, path):
     """groups: [(group label, [(series, value)])]"""
     width, height, left, bottom, top = 640, 360, 70, 50, 40
@@ -39,17 +61,7 @@ def bars(title, unit, groups, path):
     plot_w, plot_h = width - left - 20, height - top - bottom
     group_w = plot_w / max(len(groups), 1)
     bar_w = group_w * 0.8 / max(len(series), 1)
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
-    for tick in range(5):
-        value = peak * tick / 4
-        y = top + plot_h - plot_h * tick / 4
-        out.append(f'<line x1="{left}" y1="{y}" x2="{width - 20}" y2="{y}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{y + 4}" text-anchor="end">{value:.0f}</text>')
-    out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
-               f'text-anchor="middle">{unit}</text>')
+    out = frame(title, unit, width, height, left, top, plot_h, peak, 0)
     for g, (label, values) in enumerate(groups):
         x0 = left + g * group_w + group_w * 0.1
         for name, value in values:
@@ -68,8 +80,7 @@ def bars(title, unit, groups, path):
         out.append(f'<rect x="{x}" y="{height - 18}" width="10" height="10" '
                    f'fill="{COLOURS.get(name, "#718096")}"/>')
         out.append(f'<text x="{x + 14}" y="{height - 9}">{name}</text>')
-    out.append("</svg>")
-    Path(path).write_text("\n".join(out) + "\n")
+    finish(out, path)
 
 
 def lines(title, unit, xs, series, path):
@@ -81,16 +92,7 @@ def lines(title, unit, xs, series, path):
         return left + plot_w * i / max(len(xs) - 1, 1)
     def py(y):
         return top + plot_h - plot_h * y / peak
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
-           f'font-family="sans-serif" font-size="12">',
-           f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<text x="{width / 2}" y="20" text-anchor="middle" font-size="14">{title}</text>']
-    for tick in range(5):
-        value = peak * tick / 4
-        out.append(f'<line x1="{left}" y1="{py(value)}" x2="{width - 20}" y2="{py(value)}" stroke="#ddd"/>')
-        out.append(f'<text x="{left - 6}" y="{py(value) + 4}" text-anchor="end">{value:.1f}</text>')
-    out.append(f'<text x="14" y="{top + plot_h / 2}" transform="rotate(-90 14 {top + plot_h / 2})" '
-               f'text-anchor="middle">{unit}</text>')
+    out = frame(title, unit, width, height, left, top, plot_h, peak, 1)
     for i, x in enumerate(xs):
         out.append(f'<text x="{px(i)}" y="{height - bottom + 18}" text-anchor="middle">{x}</text>')
     out.append(f'<text x="{left + plot_w / 2}" y="{height - bottom + 34}" text-anchor="middle">comet replicas</text>')
@@ -103,8 +105,7 @@ def lines(title, unit, xs, series, path):
         out.append(f'<line x1="{x}" y1="{height - 13}" x2="{x + 20}" y2="{height - 13}" stroke="{colour}" '
                    f'stroke-width="2"{dash}/>')
         out.append(f'<text x="{x + 24}" y="{height - 9}">{name}</text>')
-    out.append("</svg>")
-    Path(path).write_text("\n".join(out) + "\n")
+    finish(out, path)
 
 
 def main():

@@ -266,8 +266,14 @@ impl Pushpin {
 }
 
 /// Sends SIGTERM and waits for the process to end (an nginx master stops its workers, and
-/// pushpin's runner its services, only then: SIGKILL would orphan them), killing it after 10 s.
+/// pushpin's runner its services, only then), killing it after 10 s; whatever of its tree
+/// is still running after that (workers a master left behind) is killed too, so no peer
+/// process outlives its scenario and takes the machine from the next.
 async fn stop_gracefully(mut child: Child) {
+    let tree = child
+        .id()
+        .map(|pid| crate::procs::with_descendants(&[pid]))
+        .unwrap_or_default();
     if let Some(pid) = child.id() {
         let _ = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -275,12 +281,18 @@ async fn stop_gracefully(mut child: Child) {
             .await;
         if tokio::time::timeout(Duration::from_secs(10), child.wait())
             .await
-            .is_ok()
+            .is_err()
         {
-            return;
+            let _ = child.kill().await;
         }
     }
-    let _ = child.kill().await;
+    for pid in tree {
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .await;
+    }
 }
 
 /// Starts a private nginx serving `locations` on `address`, with nchan loaded when asked.

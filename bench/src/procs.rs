@@ -64,7 +64,8 @@ fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
-fn with_descendants(roots: &[u32]) -> Vec<u32> {
+/// `roots` and every process under them.
+pub fn with_descendants(roots: &[u32]) -> Vec<u32> {
     let all: Vec<u32> = std::fs::read_dir("/proc")
         .map(|dir| {
             dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
