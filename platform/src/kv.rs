@@ -125,6 +125,22 @@ where
     Err(KvError::Contended)
 }
 
+/// Whether room `room` has been created (its entry in the rooms bucket), for the calls that
+/// answer 404 for an unknown room.
+///
+/// # Errors
+/// 503 when the bucket cannot be read.
+pub async fn room_exists(
+    rooms: &kv::Store,
+    room: &lingr_proto::RoomId,
+) -> Result<bool, crate::ApiError> {
+    let entry = rooms
+        .get(room.as_str())
+        .await
+        .map_err(|err| crate::ApiError::unavailable("reading a room", err))?;
+    Ok(entry.is_some())
+}
+
 impl From<KvError> for crate::ApiError {
     fn from(error: KvError) -> Self {
         match error {

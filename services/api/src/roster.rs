@@ -90,7 +90,7 @@ async fn page_of(state: &ApiState, params: &Params) -> Result<OccupantsPage, Api
         .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "after must be an occupant id"))?;
     let limit = params.limit(OCCUPANTS_DEFAULT, OCCUPANTS_MAX)?;
     let listed = as_of(state, &room, u64::MAX).await?;
-    if listed.is_empty() && !room_exists(state, &room).await? {
+    if listed.is_empty() && !lingr_platform::kv::room_exists(&state.rooms, &room).await? {
         return Err(ApiError::new(ErrorCode::RoomNotFound, "no such room"));
     }
     let occupant_count = listed.len();
@@ -105,13 +105,4 @@ async fn page_of(state: &ApiState, params: &Params) -> Result<OccupantsPage, Api
         occupant_count,
         has_more: rest.next().is_some(),
     })
-}
-
-async fn room_exists(state: &ApiState, room: &RoomId) -> Result<bool, ApiError> {
-    let entry = state
-        .rooms
-        .get(room.as_str())
-        .await
-        .map_err(|err| ApiError::unavailable("reading a room", err))?;
-    Ok(entry.is_some())
 }

@@ -38,7 +38,7 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
         .page(room.as_str(), page, limit)
         .await
         .map_err(|err| ApiError::unavailable("reading history", format!("{err:#}")))?;
-    if bodies.is_empty() && !room_exists(state, &room).await? {
+    if bodies.is_empty() && !lingr_platform::kv::room_exists(&state.rooms, &room).await? {
         return Err(ApiError::new(ErrorCode::RoomNotFound, "no such room"));
     }
     let messages = bodies
@@ -47,13 +47,4 @@ async fn page_of(state: &HistoryState, params: &Params) -> Result<Messages, ApiE
         .collect::<Result<Vec<_>, _>>()
         .map_err(|err| ApiError::internal("parsing a stored event", err))?;
     Ok(Messages { messages, has_more })
-}
-
-async fn room_exists(state: &HistoryState, room: &RoomId) -> Result<bool, ApiError> {
-    let entry = state
-        .rooms
-        .get(room.as_str())
-        .await
-        .map_err(|err| ApiError::unavailable("reading a room", err))?;
-    Ok(entry.is_some())
 }
