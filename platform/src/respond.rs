@@ -259,17 +259,22 @@ async fn read_body(req: Request, limit: Duration) -> Result<Pairs, ApiError> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared_len.is_some_and(|len| len > MAX_BODY_BYTES) {
+    if declared_len.is_some_and(|len| len > MAX_DRAINED_BYTES) {
         return Err(too_large());
     }
     let is_json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(is_json_media_type);
-    let read = axum::body::to_bytes(req.into_body(), MAX_BODY_BYTES);
-    let body = match tokio::time::timeout(limit, read).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(_)) => return Err(too_large()),
+    let body = match tokio::time::timeout(limit, collect_or_drain(req.into_body())).await {
+        Ok(Ok(Some(body))) => body,
+        Ok(Ok(None)) => return Err(too_large()),
+        Ok(Err(_)) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidBody,
+                "the request body could not be read",
+            ))
+        }
         Err(_) => {
             return Err(ApiError::new(
                 ErrorCode::RequestTimeout,
@@ -283,6 +288,33 @@ async fn read_body(req: Request, limit: Duration) -> Result<Pairs, ApiError> {
         decode_urlencoded(&body, Source::Form)
     };
     decoded.map_err(ApiError::from)
+}
+
+/// The most of a refused body that is read and thrown away before the 413 is sent.
+///
+/// Closing a socket with unread data makes the kernel reset the connection, and a reset can
+/// reach the client (or a proxy in front, which then answers 502) before the 413 does. Reading
+/// a body a little too large to the end avoids that and keeps the connection usable; a body
+/// larger than this is refused at once, since a client sending one is not owed the bandwidth.
+const MAX_DRAINED_BYTES: usize = 1024 * 1024;
+
+/// The body if it fits in [`MAX_BODY_BYTES`]; `None` if it does not, once it has been read to
+/// its end or to [`MAX_DRAINED_BYTES`], whichever comes first.
+async fn collect_or_drain(body: Body) -> Result<Option<Bytes>, axum::Error> {
+    use futures::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut kept = BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= MAX_BODY_BYTES {
+            kept.extend_from_slice(&chunk);
+        } else if seen > MAX_DRAINED_BYTES {
+            break;
+        }
+    }
+    Ok((seen <= MAX_BODY_BYTES).then(|| kept.freeze()))
 }
 
 /// A finished answer, JSON or JSONP.

@@ -300,6 +300,42 @@ async fn a_body_that_trickles_in_gets_408_in_time() {
     world.stop().await;
 }
 
+/// Sends a POST of `session/create` declaring `declared` bytes of body and sending `sent`.
+async fn post_oversized(stream: &mut TcpStream, declared: usize, sent: usize) {
+    let head = format!(
+        "POST /api/session/create HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {declared}\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("send head");
+    // The server may answer and close before all of it is sent; that is what is being tested.
+    let _ = stream.write_all(&vec![b'x'; sent]).await;
+}
+
+#[tokio::test]
+async fn a_body_a_little_too_large_is_read_to_its_end_so_its_413_arrives_on_a_usable_connection() {
+    let world = World::start(&[]).await;
+    let mut stream = TcpStream::connect(address(world.api()))
+        .await
+        .expect("connect");
+    // Closing with this much unread would reset the connection and could lose the 413.
+    post_oversized(&mut stream, 64 * 1024, 64 * 1024).await;
+    assert_eq!(read_response(&mut stream).await, 413);
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("send the next request");
+    assert_eq!(read_response(&mut stream).await, 200);
+
+    // A body far past any limit is not owed the bandwidth: refused at once and closed.
+    let mut flood = TcpStream::connect(address(world.api()))
+        .await
+        .expect("connect");
+    post_oversized(&mut flood, 64 * 1024 * 1024, 0).await;
+    assert_eq!(read_response(&mut flood).await, 413);
+    wait_closed(&mut flood, Duration::from_secs(10)).await;
+    world.normal_client_is_served("oversized-bodies").await;
+    world.stop().await;
+}
+
 #[tokio::test]
 async fn idle_connections_past_the_connection_cap_make_room_for_new_clients() {
     let world = World::start(&["--max-connections", "24", "--idle-timeout", "600"]).await;
