@@ -3,8 +3,9 @@
 //! A task watches the bucket from its current state onward and applies every put and delete;
 //! [`KvMirror::is_ready`] turns true once the state as of the watch's start has been read, and
 //! [`KvMirror::live_since`] says whether the copy is following the bucket right now.
-//! Values are parsed once, as they arrive. An owner that must act when a key goes away (a
-//! comet ending the observes of an occupant who left) passes a removal hook.
+//! Values are parsed once, as they arrive. An owner that must act when a key changes passes
+//! [`Hooks`]: a comet ends the observes of an occupant who left, an api's reaper learns what to
+//! look at without scanning everything.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -20,34 +21,54 @@ use crate::readiness::Signal;
 /// Called with each key that leaves the mirror.
 pub type OnRemove = Box<dyn Fn(&str) + Send + Sync>;
 
+/// Called with each key and value put, also while a watch loads the bucket's state (so after
+/// a reconnect it hears every key again).
+pub type OnPut<T> = Box<dyn Fn(&str, &T) + Send + Sync>;
+
+/// What a mirror's owner is told as the bucket changes.
+pub struct Hooks<T> {
+    /// Each put.
+    pub on_put: Option<OnPut<T>>,
+    /// Each key deleted, or found gone when the mirror rebuilds after a reconnect.
+    pub on_remove: Option<OnRemove>,
+}
+
+impl<T> Default for Hooks<T> {
+    fn default() -> Self {
+        Self {
+            on_put: None,
+            on_remove: None,
+        }
+    }
+}
+
 /// A mirrored bucket of JSON values of type `T`.
 pub struct KvMirror<T> {
     entries: RwLock<BTreeMap<String, T>>,
     ready: Arc<Signal>,
     live: Arc<Signal>,
     applied: tokio::sync::watch::Sender<u64>,
-    on_remove: Option<OnRemove>,
+    hooks: Hooks<T>,
 }
 
 impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     /// Starts mirroring `store` until `shutdown` fires.
     pub fn spawn(store: kv::Store, shutdown: CancellationToken) -> (Arc<Self>, JoinHandle<()>) {
-        Self::spawn_with(store, shutdown, None)
+        Self::spawn_with(store, shutdown, Hooks::default())
     }
 
-    /// Starts mirroring `store`, calling `on_remove` with every key deleted from it, or
-    /// found gone when the mirror rebuilds after a reconnect.
+    /// Starts mirroring `store`, telling `hooks` about every change.
     pub fn spawn_with(
         store: kv::Store,
         shutdown: CancellationToken,
-        on_remove: Option<OnRemove>,
+        hooks: Hooks<T>,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let mirror = Arc::new(Self {
             entries: RwLock::new(BTreeMap::new()),
             ready: Signal::new(),
             live: Signal::new(),
             applied: tokio::sync::watch::Sender::new(0),
-            on_remove,
+            hooks,
         });
         let task = tokio::spawn(Arc::clone(&mirror).follow(store, shutdown));
         (mirror, task)
@@ -124,7 +145,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     fn swap_in(&self, loaded: BTreeMap<String, T>) {
         let gone: Vec<String> = match self.entries.write() {
             Ok(mut entries) => {
-                let gone = if self.on_remove.is_some() {
+                let gone = if self.hooks.on_remove.is_some() {
                     entries
                         .keys()
                         .filter(|k| !loaded.contains_key(*k))
@@ -144,7 +165,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     }
 
     fn removed(&self, key: &str) {
-        if let Some(hook) = &self.on_remove {
+        if let Some(hook) = &self.hooks.on_remove {
             hook(key);
         }
     }
@@ -196,6 +217,9 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                 },
                 Operation::Delete | Operation::Purge => None,
             };
+            if let (Some(hook), Some(value)) = (&self.hooks.on_put, &value) {
+                hook(&entry.key, value);
+            }
             let removed = match (fresh.as_mut(), value) {
                 (Some(loading), Some(value)) => {
                     loading.insert(entry.key, value);

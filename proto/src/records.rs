@@ -64,3 +64,39 @@ pub fn occupant_key(room: &RoomId, occupant: &OccupantId) -> String {
 pub fn room_prefix(room: &RoomId) -> String {
     format!("{}.", room.as_str())
 }
+
+/// A value of [`crate::subjects::PRESENCE_BUCKET`]: when occupants were last seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PresenceRecord {
+    /// Keyed by the occupant's id, written by an api when the occupant calls it: that moment
+    /// (Unix ms).
+    Occupant(u64),
+    /// Keyed by [`presence_batch_key`], rewritten by a comet replica every flush, so presence
+    /// costs a few writes per replica however many observe there.
+    Batch(PresenceBatch),
+}
+
+/// Occupants a comet replica saw observing since its previous flush, or observing still.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceBatch {
+    /// When the batch was written (Unix ms): each occupant in it was seen then.
+    pub at_ms: u64,
+    /// The occupants.
+    pub occupants: Vec<OccupantId>,
+}
+
+impl PresenceRecord {
+    /// When it was written (Unix ms).
+    pub fn at_ms(&self) -> u64 {
+        match self {
+            Self::Occupant(at_ms) | Self::Batch(PresenceBatch { at_ms, .. }) => *at_ms,
+        }
+    }
+}
+
+/// The presence-bucket key of part `part` of comet replica `replica`'s batch:
+/// `comet.<replica>.<part>`. Occupant ids (`o_…`) never collide with it.
+pub fn presence_batch_key(replica: &str, part: usize) -> String {
+    format!("comet.{replica}.{part}")
+}

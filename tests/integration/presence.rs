@@ -368,3 +368,111 @@ async fn an_occupant_who_only_says_stays_present() {
     server.stop().await;
     app.cleanup().await;
 }
+
+/// How many writes the presence bucket has taken so far.
+async fn presence_writes(app: &TestApp) -> u64 {
+    let js = app.jetstream().await;
+    let mut stream = js
+        .get_stream("KV_lingr_presence")
+        .await
+        .expect("presence stream");
+    stream.info().await.expect("info").state.last_sequence
+}
+
+/// The occupants listed by comet replicas' presence batches.
+async fn batched_occupants(app: &TestApp) -> Vec<String> {
+    use futures::StreamExt as _;
+    use lingr_proto::records::PresenceRecord;
+    let presence = app
+        .jetstream()
+        .await
+        .get_key_value("lingr_presence")
+        .await
+        .expect("presence bucket");
+    let keys: Vec<String> = presence
+        .keys()
+        .await
+        .expect("keys")
+        .filter_map(|key| async move { key.ok() })
+        .collect()
+        .await;
+    let mut listed = Vec::new();
+    for key in keys.iter().filter(|key| key.starts_with("comet.")) {
+        let raw = presence.get(key).await.expect("get").unwrap_or_default();
+        if let Ok(PresenceRecord::Batch(batch)) = serde_json::from_slice(&raw) {
+            listed.extend(batch.occupants.iter().map(|o| o.as_str().to_owned()));
+        }
+    }
+    listed
+}
+
+#[tokio::test]
+async fn observers_cost_one_presence_write_per_flush_and_one_reaper_look_per_timeout() {
+    const OBSERVERS: u64 = 20;
+    let app = TestApp::new(Db::Default).await;
+    let server = app
+        .start(crate::support::all_roles(quick_presence(), quick_flush()))
+        .await;
+    let base = server.base();
+    let c = app.client.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut members = Vec::new();
+    let mut observing = Vec::new();
+    for i in 0..OBSERVERS {
+        let member = c.join(&base, "crowd", &format!("member{i}")).await;
+        observing.push(keep_observing(
+            &c,
+            base.clone(),
+            &member,
+            Arc::clone(&stop),
+            Seen::default(),
+        ));
+        members.push(member);
+    }
+    eventually(
+        "every observer in the comet's batch",
+        Duration::from_secs(30),
+        || async {
+            let listed = batched_occupants(&app).await;
+            members
+                .iter()
+                .all(|m| listed.contains(&m.occupant_id))
+                .then_some(())
+        },
+    )
+    .await;
+
+    let (writes_before, checks_before) = (
+        presence_writes(&app).await,
+        metric(&c, &base, "lingr_api_reaper_checks_total").await,
+    );
+    let started = std::time::Instant::now();
+    // Three presence timeouts, thirty flushes and reaper passes.
+    reaper_passes(&c, std::slice::from_ref(&base), 30).await;
+    let elapsed = started.elapsed();
+    let writes = presence_writes(&app).await - writes_before;
+    let checks = metric(&c, &base, "lingr_api_reaper_checks_total").await - checks_before;
+    let flushes = elapsed.as_millis() / TICK.as_millis() + 2;
+    // One write per observer per flush was 20 times as many.
+    assert!(
+        u128::from(writes) <= flushes,
+        "{writes} presence writes in {elapsed:?} ({flushes} flushes at most) for {OBSERVERS} observers"
+    );
+    // Looking at everyone every pass was 30 looks each.
+    let timeouts = elapsed.as_millis() / PRESENCE_TIMEOUT.as_millis() + 2;
+    assert!(
+        u128::from(checks) <= u128::from(OBSERVERS) * timeouts,
+        "{checks} reaper looks in {elapsed:?} ({timeouts} timeouts) for {OBSERVERS} observers"
+    );
+    assert_eq!(
+        metric(&c, &base, "lingr_api_presence_timeouts_total").await,
+        0,
+        "observing keeps every occupant present"
+    );
+    stop.store(true, Ordering::SeqCst);
+    for task in observing {
+        task.await.expect("observer");
+    }
+    server.stop().await;
+    app.cleanup().await;
+}

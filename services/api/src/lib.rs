@@ -12,6 +12,8 @@
 //! - [`roster`]: who is in a room: enter's snapshot and `room/occupants`.
 //! - [`presence`]: the reaper that times out silent occupants and expires unused sessions.
 //! - [`occupants`]: the occupant lifecycle: admitted, kept present, made to leave.
+//! - [`last_seen`]: when each occupant was last seen, from the presence bucket.
+//! - [`due`]: the reaper's agenda of keys to look at, by when.
 //! - [`idempotency`]: retries by `idempotent_id`, answered once and never bent.
 //! - [`publish`]: building events, publishing them idempotently, reading back a stored one.
 //! - [`records`]: session records changed with compare-and-set, and records as JSON.
@@ -19,8 +21,10 @@
 //! - [`rate_limit`]: token buckets per session (say, enter, set_nickname, exit) and per client
 //!   address (`session/create`).
 
+pub mod due;
 pub mod enter;
 pub mod idempotency;
+pub mod last_seen;
 pub mod occupants;
 pub mod presence;
 pub mod publish;
@@ -35,11 +39,14 @@ use std::sync::Arc;
 
 use axum::Router;
 use lingr_platform::http::{self, api_route};
-use lingr_platform::mirror::KvMirror;
+use lingr_platform::mirror::{Hooks, KvMirror};
 use lingr_platform::nats;
 use lingr_platform::role::{Context, Started};
+use lingr_proto::records::PresenceRecord;
 use lingr_proto::subjects;
 
+use crate::due::Due;
+use crate::last_seen::LastSeen;
 use crate::rate_limit::{RateLimit, SharedLimiter};
 use crate::state::ApiMetrics;
 
@@ -85,9 +92,36 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
             ))
         })
         .await?;
-    let (occupants_mirror, t1) = KvMirror::spawn(occupants.clone(), shutdown.clone());
-    let (presence_mirror, t2) = KvMirror::spawn(presence.clone(), shutdown.clone());
-    let (sessions_mirror, t3) = KvMirror::spawn(sessions.clone(), shutdown.clone());
+    let last_seen = Arc::new(LastSeen::default());
+    let (occupants_due, sessions_due) = (Arc::new(Due::default()), Arc::new(Due::default()));
+    let occupant_left = {
+        let last_seen = Arc::clone(&last_seen);
+        move |key: &str| {
+            // Occupant keys are `<room>.<occupant>`.
+            if let Some((_, occupant)) = key.split_once('.') {
+                last_seen.forget(occupant);
+            }
+        }
+    };
+    let (occupants_mirror, t1) = KvMirror::spawn_with(
+        occupants.clone(),
+        shutdown.clone(),
+        occupants_due.hooks(Some(Box::new(occupant_left))),
+    );
+    let seen = {
+        let last_seen = Arc::clone(&last_seen);
+        move |key: &str, value: &PresenceRecord| last_seen.record(key, value)
+    };
+    let (presence_mirror, t2) = KvMirror::spawn_with(
+        presence.clone(),
+        shutdown.clone(),
+        Hooks {
+            on_put: Some(Box::new(seen)),
+            on_remove: None,
+        },
+    );
+    let (sessions_mirror, t3) =
+        KvMirror::spawn_with(sessions.clone(), shutdown.clone(), sessions_due.hooks(None));
     let ready = vec![
         occupants_mirror.ready_signal(),
         presence_mirror.ready_signal(),
@@ -110,7 +144,10 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         idempotency,
         occupants_mirror,
         presence_mirror,
+        last_seen,
         sessions_mirror,
+        occupants_due,
+        sessions_due,
         tickets: context.tickets.clone(),
         metrics: ApiMetrics::register(metrics),
     };

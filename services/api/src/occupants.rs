@@ -314,7 +314,7 @@ pub async fn touch(state: &ApiState, occupant: &OccupantId) {
     // A value fresher than a ninth of the timeout (10 s of 90) needs no rewrite: a chatty
     // occupant costs one presence write per interval, not one per say.
     let refresh_ms = (millis(state.config.presence_timeout) / 9).min(10_000);
-    let seen = state.presence_mirror.get(occupant.as_str()).unwrap_or(0);
+    let seen = state.last_seen.get(occupant.as_str()).unwrap_or(0);
     if now.saturating_sub(seen) < refresh_ms {
         return;
     }
@@ -334,7 +334,7 @@ pub fn session_last_active(state: &ApiState, record: &SessionRecord) -> u64 {
         .occupants
         .iter()
         .filter_map(|key| key.rsplit('.').next())
-        .filter_map(|occupant| state.presence_mirror.get(occupant))
+        .filter_map(|occupant| state.last_seen.get(occupant))
         .fold(record.last_used_ms, u64::max)
 }
 

@@ -9,10 +9,12 @@ use lingr_platform::metrics::{Counter, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::server::ClientAddr;
 use lingr_platform::ApiError;
-use lingr_proto::records::{OccupantRecord, SessionRecord};
+use lingr_proto::records::{OccupantRecord, PresenceRecord, SessionRecord};
 use lingr_proto::ticket::TicketKey;
 use lingr_proto::ErrorCode;
 
+use crate::due::Due;
+use crate::last_seen::LastSeen;
 use crate::rate_limit::SharedLimiter;
 
 /// The api's own flags.
@@ -75,7 +77,7 @@ pub struct ApiState {
     pub sessions: kv::Store,
     /// Occupants by `<room>.<occupant>`.
     pub occupants: kv::Store,
-    /// Last-seen times by occupant id.
+    /// Last-seen times: by occupant id (the api's) and comet replicas' batches.
     pub presence: kv::Store,
     /// Rooms that exist.
     pub rooms: kv::Store,
@@ -84,9 +86,15 @@ pub struct ApiState {
     /// A live copy of the occupants bucket.
     pub occupants_mirror: Arc<KvMirror<OccupantRecord>>,
     /// A live copy of the presence bucket.
-    pub presence_mirror: Arc<KvMirror<u64>>,
+    pub presence_mirror: Arc<KvMirror<PresenceRecord>>,
+    /// When each occupant was last seen, kept up to date by the presence mirror.
+    pub last_seen: Arc<LastSeen>,
     /// A live copy of the sessions bucket.
     pub sessions_mirror: Arc<KvMirror<SessionRecord>>,
+    /// Occupant keys the reaper looks at next, and when.
+    pub occupants_due: Arc<Due>,
+    /// Session tags the reaper looks at next, and when.
+    pub sessions_due: Arc<Due>,
     /// Signs tickets.
     pub tickets: TicketKey,
     /// Limits say, enter, set_nickname and exit per session (none when turned off).
@@ -157,6 +165,8 @@ pub struct ApiMetrics {
     pub sessions_expired: Counter,
     /// Passes the reaper has completed.
     pub reaper_passes: Counter,
+    /// Occupants and sessions the reaper looked at.
+    pub reaper_checks: Counter,
     /// Publishes JetStream did not acknowledge.
     pub publish_errors: Counter,
     /// Seconds from a say's arrival to its answer.
@@ -185,6 +195,10 @@ impl ApiMetrics {
             reaper_passes: metrics.counter(
                 "lingr_api_reaper_passes",
                 "Passes of the presence and session reaper.",
+            ),
+            reaper_checks: metrics.counter(
+                "lingr_api_reaper_checks",
+                "Occupants and sessions the reaper looked at: each about once per presence timeout or session TTL, not every pass.",
             ),
             publish_errors: metrics.counter(
                 "lingr_api_publish_errors",

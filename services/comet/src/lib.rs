@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use lingr_platform::http::api_route;
-use lingr_platform::mirror::KvMirror;
+use lingr_platform::mirror::{Hooks, KvMirror};
 use lingr_platform::nats;
 use lingr_platform::readiness::Signal;
 use lingr_platform::role::{Context, Started};
@@ -65,7 +65,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let newest = stream.info().await?.state.last_sequence;
     let metrics = CometMetrics::register(metrics);
     let hub = Arc::new(Hub::new(config.room_buffer, newest));
-    let presence = Arc::new(Presence::default());
+    let presence = Arc::new(Presence::new()?);
     let departures = {
         let presence = Arc::clone(&presence);
         move |key: &str| {
@@ -78,7 +78,10 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let (occupants_mirror, mirror_task) = KvMirror::spawn_with(
         occupants.clone(),
         shutdown.clone(),
-        Some(Box::new(departures)),
+        Hooks {
+            on_remove: Some(Box::new(departures)),
+            ..Hooks::default()
+        },
     );
     let feed_ready = Signal::new();
     let state = CometState {

@@ -1,23 +1,35 @@
 //! Telling the api who is observing, and the observes who has left. An occupant is present
 //! while it observes, so the comet records each observing occupant and, every flush interval,
-//! writes their last-seen time to the presence bucket: at most one write per occupant per
-//! interval, however often it observes. When an occupant leaves, only its own held observes are
-//! woken to end, whatever else waits in the room.
+//! writes them to the presence bucket as this replica's batch
+//! ([`lingr_proto::records::PresenceBatch`]), in parts of at most [`BATCH_PART_OCCUPANTS`]:
+//! a few writes per replica per interval, however many observe here and however often. When
+//! an occupant leaves, only its own held observes are woken to end, whatever else waits in the
+//! room.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
-use futures::StreamExt as _;
 use lingr_platform::clock::now_ms;
+use lingr_proto::records::{presence_batch_key, PresenceBatch, PresenceRecord};
+use lingr_proto::OccupantId;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// The most occupants in one part of a replica's batch: about 40 bytes each, so a part stays
+/// far below NATS's default 1 MB payload limit, and a comet at its connection limit (20,000)
+/// writes three parts.
+pub const BATCH_PART_OCCUPANTS: usize = 8192;
+
 /// Occupants seen since the last flush, and those holding an observe now.
-#[derive(Default)]
 pub struct Presence {
+    /// This process's name in batch keys: random, so a restarted comet never rewrites the
+    /// batch of the process it replaced (whose occupants then age out unless seen here).
+    replica: String,
+    /// How many parts the last flush wrote: parts past a shrunken batch are deleted.
+    parts_written: AtomicUsize,
     inner: Mutex<Seen>,
 }
 
@@ -55,6 +67,20 @@ impl Departure {
 }
 
 impl Presence {
+    /// Presence of a new replica.
+    ///
+    /// # Errors
+    /// When the system random source fails.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut id = [0u8; 8];
+        lingr_platform::config::random_bytes(&mut id)?;
+        Ok(Self {
+            replica: lingr_proto::values::hex(&id),
+            parts_written: AtomicUsize::new(0),
+            inner: Mutex::new(Seen::default()),
+        })
+    }
+
     /// An observe by `occupant` starts; the returned signal tells if the occupant leaves.
     pub fn start(&self, occupant: &str) -> Arc<Departure> {
         let Ok(mut seen) = self.inner.lock() else {
@@ -96,13 +122,18 @@ impl Presence {
     }
 
     /// Everyone to report now, clearing what was touched.
-    fn take(&self) -> Vec<String> {
+    fn take(&self) -> Vec<OccupantId> {
         let Ok(mut seen) = self.inner.lock() else {
             return Vec::new();
         };
         let mut report: HashSet<String> = std::mem::take(&mut seen.touched);
         report.extend(seen.holding.keys().cloned());
-        report.into_iter().collect()
+        drop(seen);
+        // Each came from a verified ticket, so each parses.
+        report
+            .into_iter()
+            .filter_map(|occupant| OccupantId::parse(&occupant).ok())
+            .collect()
     }
 
     /// Writes last-seen times every `interval` until `shutdown` fires, then once more.
@@ -127,21 +158,41 @@ impl Presence {
     }
 
     async fn flush(&self, bucket: &kv::Store) {
-        let now = bytes::Bytes::from(now_ms().to_string());
+        let at_ms = now_ms();
         let occupants = self.take();
-        let failures = futures::stream::iter(occupants)
-            .map(|occupant| {
-                let now = now.clone();
-                async move { bucket.put(occupant.as_str(), now).await.is_err() }
+        let parts: Vec<bytes::Bytes> = occupants
+            .chunks(BATCH_PART_OCCUPANTS)
+            .filter_map(|part| {
+                let batch = PresenceRecord::Batch(PresenceBatch {
+                    at_ms,
+                    occupants: part.to_vec(),
+                });
+                serde_json::to_vec(&batch).ok().map(bytes::Bytes::from)
             })
-            .buffer_unordered(64)
-            .filter(|failed| std::future::ready(*failed))
-            .count()
-            .await;
+            .collect();
+        let written = parts.len();
+        let before = self.parts_written.swap(written, Ordering::SeqCst);
+        let writes = parts.into_iter().enumerate().map(|(part, batch)| {
+            let key = presence_batch_key(&self.replica, part);
+            async move { bucket.put(key, batch).await.is_err() }
+        });
+        let failed_writes = futures::future::join_all(writes).await;
+        // Parts a shrunken batch no longer fills. Deleting one lowers nobody's last-seen time:
+        // the api keeps the latest time it saw each occupant at.
+        let deletes = (written..before).map(|part| {
+            let key = presence_batch_key(&self.replica, part);
+            async move { bucket.delete(key).await.is_err() }
+        });
+        let failed_deletes = futures::future::join_all(deletes).await;
+        let failures = failed_writes
+            .iter()
+            .chain(&failed_deletes)
+            .filter(|failed| **failed)
+            .count();
         if failures > 0 {
             tracing::warn!(
                 failures,
-                "some presence writes failed; they are retried next flush only if still observing"
+                "some presence writes failed; their occupants are written again next flush only if still observing"
             );
         }
     }
