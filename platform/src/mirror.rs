@@ -115,6 +115,17 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         )
     }
 
+    /// Shows `visit` every key and value whose key starts with `prefix`, in key order, without
+    /// copying them (the copy is read-locked meanwhile, so `visit` must be quick).
+    pub fn visit_prefix(&self, prefix: &str, mut visit: impl FnMut(&str, &T)) {
+        if let Ok(entries) = self.entries.read() {
+            entries
+                .range(prefix.to_owned()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .for_each(|(k, v)| visit(k, v));
+        }
+    }
+
     /// The newest bucket revision applied so far.
     pub fn revision(&self) -> u64 {
         *self.applied.borrow()

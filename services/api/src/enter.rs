@@ -93,15 +93,19 @@ async fn enter_room(state: &ApiState, params: &Params) -> Result<Entered, ApiErr
         session_tag: caller.tag,
         anonymous: nickname.is_none(),
     });
-    let listed = roster::as_of(state, &room, counter).await?;
+    let first_page = roster::Page {
+        after: None,
+        limit: ENTER_OCCUPANTS,
+    };
+    let listed = roster::as_of(state, &room, counter, first_page).await?;
     Ok(Entered {
         ticket,
         occupant_id: occupant_id.to_string(),
         counter,
         room: RoomSnapshot {
             id: room.to_string(),
-            occupant_count: listed.len(),
-            occupants: listed.into_iter().take(ENTER_OCCUPANTS).collect(),
+            occupant_count: listed.count,
+            occupants: listed.page,
             messages: recent_messages(state, &room, messages_before).await,
         },
     })

@@ -11,7 +11,7 @@ use axum::extract::State;
 use lingr_platform::clock::now_ms;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{Occupant, OccupantsPage, OCCUPANTS_DEFAULT, OCCUPANTS_MAX};
-use lingr_proto::records::{self, OccupantRecord};
+use lingr_proto::records;
 use lingr_proto::{ErrorCode, OccupantId, RoomId};
 
 use crate::state::ApiState;
@@ -24,15 +24,39 @@ const PENDING_ENTER_WAIT: Duration = Duration::from_secs(1);
 /// failed or crashed half-way (the reaper removes it): not worth waiting for.
 const ABANDONED_ENTER_MS: u64 = 5_000;
 
+/// What a client is told of a room's occupants: how many there are, and a page of them.
+#[derive(Debug, Default)]
+pub struct Roster {
+    /// Every occupant listed.
+    pub count: usize,
+    /// Those after the page's start, at most its limit, in occupant-id order.
+    pub page: Vec<Occupant>,
+    /// Whether more follow the page.
+    pub has_more: bool,
+}
+
+/// Where a page of a roster starts and how long it is.
+#[derive(Debug, Clone, Copy)]
+pub struct Page<'a> {
+    /// List occupants whose id sorts after this one.
+    pub after: Option<&'a OccupantId>,
+    /// The most to list.
+    pub limit: usize,
+}
+
 /// The room's named occupants whose enter event is at or before `counter` (the caller's own
 /// enter, or for an anonymous observer the newest event): every later one reaches the caller
 /// by observing. Listing an occupant whose enter event was never stored would show the caller
 /// someone nobody saw enter, and who will never be seen to leave.
+///
+/// The room is read in place in the mirror, copying only the page: an enter into a room of
+/// 20,000 costs a walk over them, not 20,000 copies.
 pub async fn as_of(
     state: &ApiState,
     room: &RoomId,
     counter: u64,
-) -> Result<Vec<Occupant>, ApiError> {
+    page: Page<'_>,
+) -> Result<Roster, ApiError> {
     let latest = lingr_platform::nats::bucket_state(&state.occupants)
         .await
         .map_err(|err| ApiError::unavailable("reading the occupants bucket", format!("{err:#}")))?
@@ -45,34 +69,50 @@ pub async fn as_of(
         tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
     }
     let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
-    let listed = loop {
-        let listed: Vec<OccupantRecord> = state
-            .occupants_mirror
-            .with_prefix(&records::room_prefix(room))
-            .into_iter()
-            .map(|(_, occupant)| occupant)
-            // A leaving occupant's exit may be stored before this enter's event.
-            .filter(|o| o.nickname.is_some() && !o.leaving)
-            .collect();
-        let now = now_ms();
-        let pending = listed.iter().any(|o| {
-            o.enter_counter.is_none() && now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS
-        });
+    loop {
+        let (roster, pending) = read_roster(state, room, counter, page);
         if !pending || tokio::time::Instant::now() >= waiting_until {
-            break listed;
+            return Ok(roster);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Ok(listed
-        .into_iter()
-        .filter(|o| o.enter_counter.is_some_and(|c| c <= counter))
-        .filter_map(|o| {
-            o.nickname.map(|n| Occupant {
-                id: o.occupant_id.to_string(),
-                nickname: n.to_string(),
-            })
-        })
-        .collect())
+    }
+}
+
+/// The roster as the mirror has it now, and whether an enter is being published (stored, not
+/// yet announced) that may belong in it.
+fn read_roster(state: &ApiState, room: &RoomId, counter: u64, page: Page<'_>) -> (Roster, bool) {
+    let now = now_ms();
+    let mut roster = Roster::default();
+    let mut pending = false;
+    let prefix = records::room_prefix(room);
+    state.occupants_mirror.visit_prefix(&prefix, |_, o| {
+        // A leaving occupant's exit may be stored before this enter's event.
+        let Some(nickname) = o.nickname.as_ref().filter(|_| !o.leaving) else {
+            return;
+        };
+        match o.enter_counter {
+            None => pending |= now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS,
+            Some(entered) if entered <= counter => {
+                roster.count += 1;
+                if page
+                    .after
+                    .is_some_and(|after| o.occupant_id.as_str() <= after.as_str())
+                {
+                    return;
+                }
+                if roster.page.len() < page.limit {
+                    roster.page.push(Occupant {
+                        id: o.occupant_id.to_string(),
+                        nickname: nickname.to_string(),
+                    });
+                } else {
+                    roster.has_more = true;
+                }
+            }
+            Some(_) => {}
+        }
+    });
+    (roster, pending)
 }
 
 /// `room/occupants`: `room`, `after`? (an occupant id), `limit`? (default 100, at most 500).
@@ -89,20 +129,17 @@ async fn page_of(state: &ApiState, params: &Params) -> Result<OccupantsPage, Api
         .transpose()
         .map_err(|_| ApiError::new(ErrorCode::InvalidParameter, "after must be an occupant id"))?;
     let limit = params.limit(OCCUPANTS_DEFAULT, OCCUPANTS_MAX)?;
-    let listed = as_of(state, &room, u64::MAX).await?;
-    if listed.is_empty() && !lingr_platform::kv::room_exists(&state.rooms, &room).await? {
+    let page = Page {
+        after: after.as_ref(),
+        limit,
+    };
+    let roster = as_of(state, &room, u64::MAX, page).await?;
+    if roster.count == 0 && !lingr_platform::kv::room_exists(&state.rooms, &room).await? {
         return Err(ApiError::new(ErrorCode::RoomNotFound, "no such room"));
     }
-    let occupant_count = listed.len();
-    let mut rest = listed.into_iter().skip_while(|o| {
-        after
-            .as_ref()
-            .is_some_and(|after| o.id.as_str() <= after.as_str())
-    });
-    let occupants: Vec<Occupant> = rest.by_ref().take(limit).collect();
     Ok(OccupantsPage {
-        occupants,
-        occupant_count,
-        has_more: rest.next().is_some(),
+        occupants: roster.page,
+        occupant_count: roster.count,
+        has_more: roster.has_more,
     })
 }
