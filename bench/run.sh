@@ -57,8 +57,21 @@ run "fanout-$most-nchan" fanout --target nchan --observers "$most" --rounds 5
 if [ "${1:-}" != "--quick" ]; then
     run fanout-100000-lingr fanout --target lingr --observers 100000 --comets 6 --rooms 10 --rounds 3
 fi
+# Scenario 3: many rooms at a steady say rate, observers in some; each comet's cost against
+# the rooms it serves (one comet serves nobody).
+if [ "${1:-}" = "--quick" ]; then
+    run rooms rooms --rooms 1000 --observed-rooms 20 --comets 2 --rate 200 --duration 10
+else
+    run rooms rooms --rooms 10000 --observed-rooms 100 --comets 2 --rate 500 --duration 30
+fi
+# Scenario 3b: enters into a room growing to 20,000, and a herd of 20,000 stale observes on a
+# comet just started.
+run "enter-$((big * 2))" enter --occupants "$((big * 2))"
+run "herd-$((big * 2))" herd --observers "$((big * 2))" --events 5000
 # Scenario 4: says through the api.
 run say-1000 say --rate 1000 --duration 20
+# History keeping up at 5,000 events a second (the rate the api reaches is printed).
+run say-5000 say --rate 5000 --duration 20 --writers 200
 # Scenario 5: say latency against comet replicas, ours and the synchronous fan-out.
 run replicas replicas --replicas 1,2,4,8,16 --rate 200 --duration 10
 

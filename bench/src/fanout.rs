@@ -14,7 +14,7 @@ use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
-use crate::workers::{Plan, Said, Workers};
+use crate::workers::{Deliveries, Plan, Said, Workers};
 use crate::Servers;
 
 /// The scenario's settings.
@@ -117,12 +117,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = match args.target {
         Protocol::Lingr => {
-            let options = lingr::Options {
-                binary: args.servers.lingr.clone(),
-                postgres: args.servers.postgres.clone(),
-                comets: args.comets,
-                comet_wrapper: args.servers.comet_wrapper.clone(),
-            };
+            let options = args.servers.lingr_options(args.comets);
             let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
             let mut connection =
                 Connection::open(cluster.api, std::net::Ipv4Addr::LOCALHOST).await?;
@@ -191,16 +186,14 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
             .unwrap_or(args.observers.div_ceil(15_000))
             .max(1),
         sources: args.sources,
+        once: false,
     })?;
-    let mut deliveries: BTreeMap<usize, Vec<Duration>> = BTreeMap::new();
-    let mut keep = |round: usize, mut latencies: Vec<Duration>| {
-        deliveries.entry(round).or_default().append(&mut latencies);
-    };
+    let mut deliveries = Deliveries::default();
     workers
         .wait_all(
             Duration::from_secs(900),
             |s| matches!(s, Said::Prepared).then_some(0),
-            &mut keep,
+            &mut deliveries,
         )
         .await
         .context("preparing observers")?;
@@ -216,7 +209,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
                 Said::Opened(n) => Some(*n),
                 _ => None,
             },
-            &mut keep,
+            &mut deliveries,
         )
         .await
         .context("opening observes")?;
@@ -254,18 +247,13 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
             }
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-        while deliveries.get(&round).map_or(0, Vec::len) < held {
+        while deliveries.count(round) < held {
             match tokio::time::timeout_at(deadline, workers.said.recv()).await {
-                Ok(Some(said)) => {
-                    let mut keep = |r: usize, mut l: Vec<Duration>| {
-                        deliveries.entry(r).or_default().append(&mut l);
-                    };
-                    workers.absorb(said, &mut keep);
-                }
+                Ok(Some(said)) => workers.absorb(said, &mut deliveries),
                 _ => break,
             }
         }
-        let mut latencies = deliveries.remove(&round).unwrap_or_default();
+        let mut latencies = deliveries.take(round);
         rounds.push((round, Percentiles::of(&mut latencies)));
     }
     let failures = std::mem::take(&mut workers.failures);

@@ -22,6 +22,9 @@ pub struct Options {
     pub comets: usize,
     /// A command each comet runs under (a profiler), split on spaces; empty for none.
     pub comet_wrapper: String,
+    /// More flags for the api (a scenario that sets up for longer than the presence timeout
+    /// raises it).
+    pub api_flags: Vec<String>,
 }
 
 /// A running cluster.
@@ -49,7 +52,7 @@ impl Lingr {
     /// creates thousands of sessions, so the per-address limits are off; the per-session ones
     /// stay as shipped.
     pub async fn start(options: &Options, dir: PathBuf) -> anyhow::Result<Self> {
-        let mut roles = vec![Role::new(
+        let mut api = Role::new(
             "api",
             &[
                 "--session-rate",
@@ -59,7 +62,9 @@ impl Lingr {
                 "--call-burst",
                 "1000",
             ],
-        )];
+        );
+        api.flags.extend(options.api_flags.iter().cloned());
+        let mut roles = vec![api];
         for _ in 0..options.comets {
             let mut comet = Role::new("comet", &["--observes-per-address", "0"]);
             comet.wrapper = options
@@ -95,6 +100,22 @@ impl Lingr {
     /// The comet processes' pids.
     pub fn comet_pids(&self) -> Vec<u32> {
         self.cluster.of("comet").filter_map(|p| p.pid()).collect()
+    }
+
+    /// Kills comet number `n` (`kill -9`) and starts a fresh process on its port: a replica
+    /// with empty room buffers, as after a rolling update. Returns once it is ready.
+    pub async fn replace_comet(&mut self, n: usize) -> anyhow::Result<()> {
+        let index = self
+            .cluster
+            .processes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| p.role == "comet")
+            .nth(n)
+            .map(|(index, _)| index)
+            .context("no such comet")?;
+        self.cluster.fault(index, "KILL").await?;
+        self.cluster.until_ready(index).await
     }
 
     /// History's address.

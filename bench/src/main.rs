@@ -3,13 +3,16 @@
 //! processes over several loopback source addresses, publishes rounds of messages and prints
 //! each scenario's figures with the command that reproduces them. It stops by itself.
 
+mod enter;
 mod fanout;
+mod herd;
 mod http;
 mod lingr;
 mod observers;
 mod peers;
 mod procs;
 mod replicas;
+mod rooms;
 mod say;
 mod stats;
 mod workers;
@@ -32,6 +35,13 @@ enum Scenario {
     /// while idle), then rounds of one message per room (latency from publish to each
     /// observer, deliveries per second).
     Fanout(fanout::Args),
+    /// Scenario 3: a steady say rate over many rooms, observers in some; each comet's cost
+    /// against the rooms it serves.
+    Rooms(rooms::Args),
+    /// Scenario 3b: enters into one room as it grows to N occupants.
+    Enter(enter::Args),
+    /// Scenario 3b: a herd of observes with stale counters on a comet just started.
+    Herd(herd::Args),
     /// Scenario 4: says per second through the api, their latency, and history keeping up.
     Say(say::Args),
     /// Scenario 5: say latency as comet replicas grow, ours against the original's
@@ -64,6 +74,19 @@ pub struct Servers {
     pub comet_wrapper: String,
 }
 
+impl Servers {
+    /// A lingr cluster of `comets` comets from these settings, the api's flags as shipped.
+    pub fn lingr_options(&self, comets: usize) -> lingr::Options {
+        lingr::Options {
+            binary: self.lingr.clone(),
+            postgres: self.postgres.clone(),
+            comets,
+            comet_wrapper: self.comet_wrapper.clone(),
+            api_flags: Vec::new(),
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Workers hold their observers on one thread each: the coordinator and the servers need the
@@ -79,6 +102,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.scenario {
             Scenario::Fanout(args) => fanout::run(args).await,
+            Scenario::Rooms(args) => rooms::run(args).await,
+            Scenario::Enter(args) => enter::run(args).await,
+            Scenario::Herd(args) => herd::run(args).await,
             Scenario::Say(args) => say::run(args).await,
             Scenario::Replicas(args) => replicas::run(args).await,
             Scenario::Chatserver(args) => replicas::stand_in(args).await,

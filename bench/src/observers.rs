@@ -54,7 +54,17 @@ pub struct Share {
     /// Observes per lingr session (the comet's default limit is 4).
     #[arg(long, default_value_t = 4)]
     pub per_session: usize,
+    /// Make one observe each and report how long it took to an answer with events: from its
+    /// request as round [`ONCE_ROUND`], from `go` as round [`ONCE_SINCE_GO_ROUND`] (a herd of
+    /// stale observes).
+    #[arg(long)]
+    pub once: bool,
 }
+
+/// The round a `--once` observe's latency from its request is reported as.
+pub const ONCE_ROUND: usize = 1;
+/// The round a `--once` observe's latency from `go` is reported as.
+pub const ONCE_SINCE_GO_ROUND: usize = 2;
 
 /// The benchmark message for `round`, stamped with the time it is sent.
 pub fn message(round: usize) -> String {
@@ -103,6 +113,7 @@ pub async fn run(share: Share) -> anyhow::Result<()> {
     let (reports, received) = mpsc::unbounded_channel();
     let printer = tokio::spawn(print_reports(received));
     let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let went = std::time::Instant::now();
     let mut opened = Vec::new();
     for offset in 0..share.count {
         let index = share.first + offset;
@@ -115,6 +126,22 @@ pub async fn run(share: Share) -> anyhow::Result<()> {
             last_modified: None,
             etag: None,
         };
+        if share.once {
+            let (reports, opening) = (reports.clone(), std::sync::Arc::clone(&opening));
+            let (first_sent, sent) = tokio::sync::oneshot::channel();
+            tokio::spawn(async move {
+                let report = observer.once(&opening).await;
+                let answered = matches!(report, Report::Delivered(..));
+                if answered {
+                    let since_go = Report::Delivered(ONCE_SINCE_GO_ROUND, went.elapsed());
+                    let _ = reports.send(since_go);
+                }
+                let _ = reports.send(report);
+                let _ = first_sent.send(answered);
+            });
+            opened.push(sent);
+            continue;
+        }
         let (first_sent, sent) = tokio::sync::oneshot::channel();
         tokio::spawn(observer.run(reports.clone(), std::sync::Arc::clone(&opening), first_sent));
         opened.push(sent);
@@ -253,6 +280,27 @@ impl Observer {
                     }
                 }
             }
+        }
+    }
+
+    /// One observe on a new connection: its latency from request to an answer with events.
+    async fn once(mut self, opening: &tokio::sync::Semaphore) -> Report {
+        let permit = opening.acquire().await;
+        let opened = Connection::open(self.server, self.source).await;
+        drop(permit);
+        let mut connection = match opened {
+            Ok(connection) => connection,
+            Err(err) => return Report::Failed(format!("connect: {err}")),
+        };
+        let target = self.target();
+        let asked = std::time::Instant::now();
+        match connection.get(&target, &[]).await {
+            Ok(answer) => match self.absorb(&answer) {
+                Ok(texts) if !texts.is_empty() => Report::Delivered(ONCE_ROUND, asked.elapsed()),
+                Ok(_) => Report::Failed("answered without events".into()),
+                Err(failure) => Report::Failed(failure),
+            },
+            Err(err) => Report::Failed(format!("observe: {err}")),
         }
     }
 

@@ -52,12 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     for &replicas in &args.replicas {
         let dir = tempfile::tempdir()?;
-        let options = lingr::Options {
-            binary: args.servers.lingr.clone(),
-            postgres: args.servers.postgres.clone(),
-            comets: replicas,
-            comet_wrapper: args.servers.comet_wrapper.clone(),
-        };
+        let options = args.servers.lingr_options(replicas);
         let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
         let ours = says(&args, &cluster, &[]).await;
         let stand_ins = start_stand_ins(replicas).await;

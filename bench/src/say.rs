@@ -29,12 +29,7 @@ pub struct Args {
 /// Runs the scenario and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let options = lingr::Options {
-        binary: args.servers.lingr.clone(),
-        postgres: args.servers.postgres.clone(),
-        comets: 1,
-        comet_wrapper: args.servers.comet_wrapper.clone(),
-    };
+    let options = args.servers.lingr_options(1);
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &cluster).await;
     cluster.stop().await;

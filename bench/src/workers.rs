@@ -25,6 +25,26 @@ pub enum Said {
     Failed(String),
 }
 
+/// Latencies reported so far, by round.
+#[derive(Debug, Default)]
+pub struct Deliveries(std::collections::BTreeMap<usize, Vec<Duration>>);
+
+impl Deliveries {
+    /// How many have been reported for `round`.
+    pub fn count(&self, round: usize) -> usize {
+        self.0.get(&round).map_or(0, Vec::len)
+    }
+
+    /// Takes the latencies of `round`.
+    pub fn take(&mut self, round: usize) -> Vec<Duration> {
+        self.0.remove(&round).unwrap_or_default()
+    }
+
+    fn keep(&mut self, round: usize, mut latencies: Vec<Duration>) {
+        self.0.entry(round).or_default().append(&mut latencies);
+    }
+}
+
 /// The running workers.
 pub struct Workers {
     children: Vec<(Child, ChildStdin)>,
@@ -50,6 +70,8 @@ pub struct Plan<'a> {
     pub processes: usize,
     /// Source addresses 127.0.0.2 onwards.
     pub sources: usize,
+    /// Each observer makes one observe and reports its own latency as round 1 (a herd).
+    pub once: bool,
 }
 
 impl Workers {
@@ -80,6 +102,9 @@ impl Workers {
                 .args(["--sources", &sources.join(",")]);
             if let Some(api) = plan.api {
                 command.args(["--api", &api.to_string()]);
+            }
+            if plan.once {
+                command.arg("--once");
             }
             let mut child = command
                 .stdin(Stdio::piped())
@@ -116,12 +141,12 @@ impl Workers {
     }
 
     /// Waits until every worker has said `want` (counted by `count`), for at most `limit`;
-    /// deliveries that come meanwhile are handed to `delivered`.
+    /// deliveries that come meanwhile go to `delivered`.
     pub async fn wait_all(
         &mut self,
         limit: Duration,
         mut count: impl FnMut(&Said) -> Option<usize>,
-        mut delivered: impl FnMut(usize, Vec<Duration>),
+        delivered: &mut Deliveries,
     ) -> anyhow::Result<usize> {
         let deadline = tokio::time::Instant::now() + limit;
         let mut workers = 0;
@@ -136,15 +161,15 @@ impl Workers {
                 total += n;
                 continue;
             }
-            self.absorb(said, &mut delivered);
+            self.absorb(said, delivered);
         }
         Ok(total)
     }
 
     /// Hands a line that no wait asked for to `delivered` or the failure counts.
-    pub fn absorb(&mut self, said: Said, delivered: &mut impl FnMut(usize, Vec<Duration>)) {
+    pub fn absorb(&mut self, said: Said, delivered: &mut Deliveries) {
         match said {
-            Said::Delivered(round, latencies) => delivered(round, latencies),
+            Said::Delivered(round, latencies) => delivered.keep(round, latencies),
             Said::Failed(text) => *self.failures.entry(text).or_default() += 1,
             Said::Prepared | Said::Opened(_) => {}
         }

@@ -178,6 +178,12 @@ impl Cluster {
         self.launch(index)
     }
 
+    /// Waits until process `index` answers ready, as after a [`Cluster::fault`].
+    pub async fn until_ready(&self, index: usize) -> anyhow::Result<()> {
+        let process = self.processes.get(index).context("no such process")?;
+        wait_ready(&process.base).await
+    }
+
     fn launch(&mut self, index: usize) -> anyhow::Result<()> {
         let process = &mut self.processes[index];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(

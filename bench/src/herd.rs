@@ -1,0 +1,199 @@
+//! Scenario 3b, second half: a herd of stale observes on a fresh replica. N observers enter
+//! and keep the counter their enter returned; the room then gets E more events; the comet is
+//! killed and started again (empty room buffers, as after a rolling update); then every
+//! observer asks it at once for what it missed. Measures how long each waited, how long until
+//! the last was answered, how many backfills the comet made, and its memory meanwhile.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::http::Connection;
+use crate::lingr::{self, Lingr};
+use crate::observers::{self, Protocol, ONCE_ROUND, ONCE_SINCE_GO_ROUND};
+use crate::procs::Sample;
+use crate::stats::{ms, Percentiles};
+use crate::workers::{Deliveries, Plan, Said, Workers};
+use crate::Servers;
+
+/// The scenario's settings.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Observers in the herd.
+    #[arg(long, default_value_t = 20_000)]
+    observers: usize,
+    /// Rooms they are spread over.
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    /// Events said in each room after the observers entered (how stale their counters are).
+    #[arg(long, default_value_t = 5_000)]
+    events: usize,
+    /// Loopback source addresses.
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    #[command(flatten)]
+    servers: Servers,
+}
+
+/// Connections each room's writer says over at once.
+const SAY_LANES: usize = 8;
+
+/// Runs the scenario and prints its figures.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let mut options = args.servers.lingr_options(1);
+    // Setting up and saying take longer than the shipped presence timeout, and anonymous
+    // observers who are not observing would time out meanwhile.
+    options.api_flags = vec!["--presence-timeout".into(), "3600".into()];
+    let mut cluster = Lingr::start(&options, dir.path().to_owned()).await?;
+    let outcome = measure(&args, &mut cluster).await;
+    cluster.stop().await;
+    outcome?.print(&args);
+    Ok(())
+}
+
+struct Report {
+    answered: usize,
+    from_request: Percentiles,
+    from_go: Percentiles,
+    backfills: Option<f64>,
+    fresh: Sample,
+    peak_rss_kib: u64,
+    after: Sample,
+    failures: std::collections::BTreeMap<String, usize>,
+}
+
+async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
+    let mut workers = Workers::start(&Plan {
+        protocol: Protocol::Lingr,
+        servers: &cluster.comets,
+        api: Some(cluster.api),
+        observers: args.observers,
+        rooms: args.rooms,
+        processes: args.observers.div_ceil(15_000).max(1),
+        sources: args.sources,
+        once: true,
+    })?;
+    let mut deliveries = Deliveries::default();
+    workers
+        .wait_all(
+            Duration::from_secs(900),
+            |s| matches!(s, Said::Prepared).then_some(0),
+            &mut deliveries,
+        )
+        .await
+        .context("preparing observers")?;
+    for room in 0..args.rooms {
+        say_many(cluster, &observers::room_name(room), args.events).await?;
+    }
+    cluster.replace_comet(0).await?;
+    let comet = cluster.comets[0];
+    let fresh = Sample::of(&cluster.comet_pids());
+
+    workers.go().await?;
+    let mut peak_rss_kib = fresh.rss_kib;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut sampling = tokio::time::interval(Duration::from_millis(50));
+    // Each answered observe reports twice (from its request, from `go`); a failed one once.
+    let done = |deliveries: &Deliveries, workers: &Workers| {
+        let failed: usize = workers.failures.values().sum();
+        deliveries
+            .count(ONCE_ROUND)
+            .min(deliveries.count(ONCE_SINCE_GO_ROUND))
+            + failed
+            >= args.observers
+    };
+    while !done(&deliveries, &workers) && Instant::now() < deadline {
+        tokio::select! {
+            said = workers.said.recv() => match said {
+                Some(said) => workers.absorb(said, &mut deliveries),
+                None => break,
+            },
+            _ = sampling.tick() => {
+                peak_rss_kib = peak_rss_kib.max(Sample::of(&cluster.comet_pids()).rss_kib);
+            }
+        }
+    }
+    let backfills = lingr::metric(comet, "lingr_comet_backfills_total").await;
+    let failures = std::mem::take(&mut workers.failures);
+    workers.stop().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = Sample::of(&cluster.comet_pids());
+    let mut from_request = deliveries.take(ONCE_ROUND);
+    let mut from_go = deliveries.take(ONCE_SINCE_GO_ROUND);
+    Ok(Report {
+        answered: from_request.len(),
+        from_request: Percentiles::of(&mut from_request),
+        from_go: Percentiles::of(&mut from_go),
+        backfills,
+        fresh,
+        peak_rss_kib,
+        after,
+        failures,
+    })
+}
+
+/// Says `count` messages in `room`, over [`SAY_LANES`] connections at once, each lane a member
+/// of its own (a session's say rate is limited).
+async fn say_many(cluster: &Lingr, room: &str, count: usize) -> anyhow::Result<()> {
+    let mut lanes = Vec::new();
+    for lane in 0..SAY_LANES {
+        let (api, room) = (cluster.api, room.to_owned());
+        let mine = (lane..count).step_by(SAY_LANES).count();
+        lanes.push(tokio::spawn(async move {
+            let mut connection = Connection::open(api, std::net::Ipv4Addr::LOCALHOST).await?;
+            let writer = lingr::join(&mut connection, &room, Some("writer")).await?;
+            for _ in 0..mine {
+                lingr::say(&mut connection, &writer, "missed while away").await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for lane in lanes {
+        lane.await??;
+    }
+    Ok(())
+}
+
+impl Report {
+    fn print(&self, args: &Args) {
+        println!(
+            "== herd: {} observers in {} room(s), counters {} events old, on a comet just started",
+            args.observers, args.rooms, args.events
+        );
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        println!(
+            "answered with events: {}/{}; from each request {}; from the herd's start {}",
+            self.answered, args.observers, self.from_request, self.from_go
+        );
+        println!(
+            "backfills: {}",
+            self.backfills.map_or("-".into(), |b| format!("{b:.0}"))
+        );
+        println!(
+            "comet memory: {:.1} MiB fresh, {:.1} MiB at most during the herd, {:.1} MiB 5 s after",
+            mib(self.fresh.rss_kib),
+            mib(self.peak_rss_kib),
+            mib(self.after.rss_kib)
+        );
+        for (failure, count) in &self.failures {
+            println!("failure ×{count}: {failure}");
+        }
+        println!(
+            "summary observers={} rooms={} events={} answered={} p50_ms={:.1} p99_ms={:.1} \
+             last_answer_ms={:.1} backfills={} fresh_mib={:.1} peak_mib={:.1} failures={}",
+            args.observers,
+            args.rooms,
+            args.events,
+            self.answered,
+            ms(self.from_request.p50),
+            ms(self.from_request.p99),
+            ms(self.from_go.max),
+            self.backfills.map_or("-".into(), |b| format!("{b:.0}")),
+            mib(self.fresh.rss_kib),
+            mib(self.peak_rss_kib),
+            self.failures.values().sum::<usize>(),
+        );
+        println!("{}", crate::reproduce());
+    }
+}

@@ -1,0 +1,325 @@
+//! Scenario 3: many rooms. Writers say at a steady total rate, round-robin over R rooms;
+//! observers sit in the first O of them, room r always on serving comet r mod K; one more
+//! comet serves nobody. Measures deliveries per second and their latency, and for each comet
+//! its CPU, memory and events taken in against the rooms it serves: a comet that serves no one
+//! should cost next to nothing.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use crate::http::Connection;
+use crate::lingr::{self, Lingr, Member};
+use crate::observers::{self, Protocol};
+use crate::procs::Sample;
+use crate::stats::{ms, Percentiles};
+use crate::workers::{Deliveries, Plan, Said, Workers};
+use crate::Servers;
+
+/// The scenario's settings.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Rooms said to.
+    #[arg(long, default_value_t = 10_000)]
+    rooms: usize,
+    /// Rooms with observers (the first this many); a multiple of --comets.
+    #[arg(long, default_value_t = 100)]
+    observed_rooms: usize,
+    /// Observers in each observed room.
+    #[arg(long, default_value_t = 10)]
+    observers_per_room: usize,
+    /// Comets serving observers (one more serves nobody).
+    #[arg(long, default_value_t = 2)]
+    comets: usize,
+    /// Says per second in all.
+    #[arg(long, default_value_t = 500)]
+    rate: u32,
+    /// Seconds of saying.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Loopback source addresses.
+    #[arg(long, default_value_t = 8)]
+    sources: usize,
+    #[command(flatten)]
+    servers: Servers,
+}
+
+/// Rooms one writer session is in (the api allows 64).
+const ROOMS_PER_WRITER: usize = 50;
+/// Connections saying at once.
+const SAY_LANES: usize = 16;
+
+/// Runs the scenario and prints its figures.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.comets > 0 && args.observed_rooms % args.comets == 0,
+        "--observed-rooms must be a multiple of --comets"
+    );
+    anyhow::ensure!(
+        args.observed_rooms <= args.rooms,
+        "more observed rooms than rooms"
+    );
+    let dir = tempfile::tempdir()?;
+    let mut options = args.servers.lingr_options(args.comets + 1);
+    // Setting up ten thousand rooms takes longer than the shipped presence timeout.
+    options.api_flags = vec!["--presence-timeout".into(), "3600".into()];
+    let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
+    let outcome = measure(&args, &cluster).await;
+    cluster.stop().await;
+    outcome?.print(&args);
+    Ok(())
+}
+
+/// One comet's cost over the saying.
+struct CometCost {
+    rooms_served: usize,
+    cpu_percent: f64,
+    rss_mib: f64,
+    events_per_second: f64,
+}
+
+struct Report {
+    said: usize,
+    elapsed: Duration,
+    delivered: Percentiles,
+    expected: usize,
+    comets: Vec<CometCost>,
+    failures: std::collections::BTreeMap<String, usize>,
+}
+
+async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
+    let writers = enter_writers(cluster.api, args.rooms).await?;
+    let serving = &cluster.comets[..args.comets];
+    let mut workers = Workers::start(&Plan {
+        protocol: Protocol::Lingr,
+        servers: serving,
+        api: Some(cluster.api),
+        observers: args.observed_rooms * args.observers_per_room,
+        rooms: args.observed_rooms,
+        processes: (args.observed_rooms * args.observers_per_room)
+            .div_ceil(15_000)
+            .max(1),
+        sources: args.sources,
+        once: false,
+    })?;
+    let mut deliveries = Deliveries::default();
+    workers
+        .wait_all(
+            Duration::from_secs(900),
+            |s| matches!(s, Said::Prepared).then_some(0),
+            &mut deliveries,
+        )
+        .await
+        .context("preparing observers")?;
+    workers.go().await?;
+    let observers = args.observed_rooms * args.observers_per_room;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while cluster.held().await.unwrap_or(0) < observers as u64 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let pids = cluster.comet_pids();
+    let before: Vec<(Sample, f64)> = sample_comets(cluster, &pids).await;
+    let started = Instant::now();
+    let mut saying = tokio::spawn(say_round_robin(
+        cluster.api,
+        writers,
+        args.rate,
+        Duration::from_secs(args.duration),
+    ));
+    let said = loop {
+        tokio::select! {
+            finished = &mut saying => break finished??,
+            said = workers.said.recv() => match said {
+                Some(said) => workers.absorb(said, &mut deliveries),
+                None => break saying.await??,
+            },
+        }
+    };
+    let elapsed = started.elapsed();
+    let after = sample_comets(cluster, &pids).await;
+    // Answers still on their way are counted, not the cost of waiting for them.
+    let settle = Instant::now() + Duration::from_secs(3);
+    while let Ok(Some(said)) = tokio::time::timeout_at(settle.into(), workers.said.recv()).await {
+        workers.absorb(said, &mut deliveries);
+    }
+    let failures = std::mem::take(&mut workers.failures);
+    workers.stop().await;
+    let served = args.observed_rooms / args.comets;
+    let comets = before
+        .iter()
+        .zip(&after)
+        .enumerate()
+        .map(|(n, ((b, b_events), (a, a_events)))| CometCost {
+            rooms_served: if n < args.comets { served } else { 0 },
+            cpu_percent: a.cpu_percent_since(b),
+            rss_mib: a.rss_kib as f64 / 1024.0,
+            events_per_second: (a_events - b_events) / a.at.duration_since(b.at).as_secs_f64(),
+        })
+        .collect();
+    // Says to observed rooms reach every observer of that room.
+    let to_observed = (0..said)
+        .filter(|n| n % args.rooms < args.observed_rooms)
+        .count();
+    Ok(Report {
+        said,
+        elapsed,
+        delivered: Percentiles::of(&mut deliveries.take(1)),
+        expected: to_observed * args.observers_per_room,
+        comets,
+        failures,
+    })
+}
+
+/// Each comet's memory and CPU, and the events it has taken in so far.
+async fn sample_comets(cluster: &Lingr, pids: &[u32]) -> Vec<(Sample, f64)> {
+    let mut samples = Vec::new();
+    for (pid, address) in pids.iter().zip(&cluster.comets) {
+        let events = lingr::metric(*address, "lingr_comet_events_applied_total")
+            .await
+            .unwrap_or(0.0);
+        samples.push((Sample::of(&[*pid]), events));
+    }
+    samples
+}
+
+/// A member in every room `bench0..rooms`, [`ROOMS_PER_WRITER`] rooms to a session; the
+/// member for room r is at index r.
+async fn enter_writers(api: std::net::SocketAddr, rooms: usize) -> anyhow::Result<Vec<Member>> {
+    let sessions = rooms.div_ceil(ROOMS_PER_WRITER);
+    let mut lanes = Vec::new();
+    for lane in 0..SAY_LANES {
+        let mine: Vec<usize> = (lane..sessions).step_by(SAY_LANES).collect();
+        lanes.push(tokio::spawn(async move {
+            let mut connection = Connection::open(api, Ipv4Addr::LOCALHOST).await?;
+            let mut members = Vec::new();
+            for session in mine {
+                let first = session * ROOMS_PER_WRITER;
+                let last = (first + ROOMS_PER_WRITER).min(rooms);
+                let created =
+                    lingr::call(&mut connection, "session/create", &[("nickname", "writer")])
+                        .await?;
+                let token = created["session"]
+                    .as_str()
+                    .context("no session")?
+                    .to_owned();
+                for room in first..last {
+                    let entered = lingr::call(
+                        &mut connection,
+                        "room/enter",
+                        &[("session", &token), ("room", &observers::room_name(room))],
+                    )
+                    .await?;
+                    members.push((
+                        room,
+                        Member {
+                            session: token.clone(),
+                            ticket: entered["ticket"].as_str().context("no ticket")?.to_owned(),
+                            counter: entered["counter"].as_u64().context("no counter")?,
+                        },
+                    ));
+                }
+            }
+            anyhow::Ok(members)
+        }));
+    }
+    let mut members = Vec::new();
+    for lane in lanes {
+        members.extend(lane.await??);
+    }
+    members.sort_by_key(|(room, _)| *room);
+    Ok(members.into_iter().map(|(_, member)| member).collect())
+}
+
+/// Says at `rate` a second in all for `duration`, say n going to room n mod rooms, over
+/// [`SAY_LANES`] connections; returns how many were said.
+async fn say_round_robin(
+    api: std::net::SocketAddr,
+    writers: Vec<Member>,
+    rate: u32,
+    duration: Duration,
+) -> anyhow::Result<usize> {
+    let writers = std::sync::Arc::new(writers);
+    let interval = Duration::from_secs_f64(SAY_LANES as f64 / f64::from(rate.max(1)));
+    let until = Instant::now() + duration;
+    let mut lanes = Vec::new();
+    for lane in 0..SAY_LANES {
+        let writers = std::sync::Arc::clone(&writers);
+        lanes.push(tokio::spawn(async move {
+            let mut connection = Connection::open(api, Ipv4Addr::LOCALHOST).await?;
+            let offset = interval.mul_f64(lane as f64 / SAY_LANES as f64);
+            let mut next = tokio::time::Instant::now() + offset;
+            let mut said = 0usize;
+            // Lane l says numbers l, l + lanes, ... so together they go round every room.
+            let mut n = lane;
+            while Instant::now() < until {
+                tokio::time::sleep_until(next).await;
+                next += interval;
+                let writer = &writers[n % writers.len()];
+                lingr::say(&mut connection, writer, &observers::message(1)).await?;
+                said += 1;
+                n += SAY_LANES;
+            }
+            anyhow::Ok(said)
+        }));
+    }
+    let mut said = 0;
+    for lane in lanes {
+        said += lane.await??;
+    }
+    Ok(said)
+}
+
+impl Report {
+    fn print(&self, args: &Args) {
+        println!(
+            "== rooms: {} says/s over {} rooms for {} s; {} observers in each of the first {} rooms, on {} comets; one more comet serves nobody",
+            args.rate, args.rooms, args.duration, args.observers_per_room, args.observed_rooms, args.comets
+        );
+        let rate = self.delivered.count as f64 / self.elapsed.as_secs_f64();
+        println!(
+            "said {} in {:.1} s; delivered {}/{}: {}; {rate:.0} deliveries/s",
+            self.said,
+            self.elapsed.as_secs_f64(),
+            self.delivered.count,
+            self.expected,
+            self.delivered
+        );
+        for (n, comet) in self.comets.iter().enumerate() {
+            println!(
+                "comet {n}: serves {} rooms; CPU {:.1} % of one core, {:.1} MiB, {:.0} events/s taken in",
+                comet.rooms_served, comet.cpu_percent, comet.rss_mib, comet.events_per_second
+            );
+        }
+        for (failure, count) in &self.failures {
+            println!("failure ×{count}: {failure}");
+        }
+        let serving: Vec<&CometCost> = self.comets.iter().filter(|c| c.rooms_served > 0).collect();
+        let idle = self.comets.iter().find(|c| c.rooms_served == 0);
+        let mean = |f: fn(&CometCost) -> f64| {
+            serving.iter().map(|c| f(c)).sum::<f64>() / serving.len().max(1) as f64
+        };
+        println!(
+            "summary scenario=rooms rooms={} observed_rooms={} observers={} rate={} said={} delivered={}/{} \
+             deliveries_per_s={rate:.0} p50_ms={:.1} p99_ms={:.1} serving_cpu_pct={:.1} serving_mib={:.1} \
+             idle_cpu_pct={:.1} idle_mib={:.1} idle_events_per_s={:.0} failures={}",
+            args.rooms,
+            args.observed_rooms,
+            args.observed_rooms * args.observers_per_room,
+            args.rate,
+            self.said,
+            self.delivered.count,
+            self.expected,
+            ms(self.delivered.p50),
+            ms(self.delivered.p99),
+            mean(|c| c.cpu_percent),
+            mean(|c| c.rss_mib),
+            idle.map_or(0.0, |c| c.cpu_percent),
+            idle.map_or(0.0, |c| c.rss_mib),
+            idle.map_or(0.0, |c| c.events_per_second),
+            self.failures.values().sum::<usize>(),
+        );
+        println!("{}", crate::reproduce());
+    }
+}
