@@ -53,7 +53,7 @@ const SAY_LANES: usize = 16;
 /// Runs the scenario and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.comets > 0 && args.observed_rooms % args.comets == 0,
+        args.comets > 0 && args.observed_rooms.is_multiple_of(args.comets),
         "--observed-rooms must be a multiple of --comets"
     );
     anyhow::ensure!(
