@@ -1,4 +1,4 @@
-//! Scenario 3: many rooms. Writers say at a steady total rate, round-robin over R rooms;
+//! Scenario 3: many rooms. Writers say at a steady total rate, going round R rooms;
 //! observers sit in the first O of them, room r always on serving comet r mod K; one more
 //! comet serves nobody. Measures deliveries per second and their latency, and for each comet
 //! its CPU, memory and events taken in against the rooms it serves: a comet that serves no one
@@ -125,10 +125,11 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
     let mut saying = tokio::spawn(say_round_robin(
         cluster.api,
         writers,
+        args.observed_rooms,
         args.rate,
         Duration::from_secs(args.duration),
     ));
-    let said = loop {
+    let (said, to_observed) = loop {
         tokio::select! {
             finished = &mut saying => break finished??,
             said = workers.said.recv() => match said {
@@ -158,14 +159,11 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
             events_per_second: (a_events - b_events) / a.at.duration_since(b.at).as_secs_f64(),
         })
         .collect();
-    // Says to observed rooms reach every observer of that room.
-    let to_observed = (0..said)
-        .filter(|n| n % args.rooms < args.observed_rooms)
-        .count();
     Ok(Report {
         said,
         elapsed,
         delivered: Percentiles::of(&mut deliveries.take(1)),
+        // A say to an observed room reaches every observer of that room.
         expected: to_observed * args.observers_per_room,
         comets,
         failures,
@@ -232,43 +230,53 @@ async fn enter_writers(api: std::net::SocketAddr, rooms: usize) -> anyhow::Resul
     Ok(members.into_iter().map(|(_, member)| member).collect())
 }
 
-/// Says at `rate` a second in all for `duration`, say n going to room n mod rooms, over
-/// [`SAY_LANES`] connections; returns how many were said.
+/// Says at `rate` a second in all for `duration` over [`SAY_LANES`] connections, each lane
+/// going round the rooms of its own writer sessions (calls of one session at once would contend
+/// for its rate-limit record); returns how many were said, and how many to observed rooms.
 async fn say_round_robin(
     api: std::net::SocketAddr,
     writers: Vec<Member>,
+    observed_rooms: usize,
     rate: u32,
     duration: Duration,
-) -> anyhow::Result<usize> {
+) -> anyhow::Result<(usize, usize)> {
     let writers = std::sync::Arc::new(writers);
     let interval = Duration::from_secs_f64(SAY_LANES as f64 / f64::from(rate.max(1)));
     let until = Instant::now() + duration;
     let mut lanes = Vec::new();
     for lane in 0..SAY_LANES {
         let writers = std::sync::Arc::clone(&writers);
+        let rooms: Vec<usize> = (0..writers.len())
+            .filter(|room| (room / ROOMS_PER_WRITER) % SAY_LANES == lane)
+            .collect();
         lanes.push(tokio::spawn(async move {
+            let (mut said, mut to_observed) = (0usize, 0usize);
+            if rooms.is_empty() {
+                return anyhow::Ok((said, to_observed));
+            }
             let mut connection = Connection::open(api, Ipv4Addr::LOCALHOST).await?;
             let offset = interval.mul_f64(lane as f64 / SAY_LANES as f64);
             let mut next = tokio::time::Instant::now() + offset;
-            let mut said = 0usize;
-            // Lane l says numbers l, l + lanes, ... so together they go round every room.
-            let mut n = lane;
-            while Instant::now() < until {
+            for &room in rooms.iter().cycle() {
+                if Instant::now() >= until {
+                    break;
+                }
                 tokio::time::sleep_until(next).await;
                 next += interval;
-                let writer = &writers[n % writers.len()];
-                lingr::say(&mut connection, writer, &observers::message(1)).await?;
+                lingr::say(&mut connection, &writers[room], &observers::message(1)).await?;
                 said += 1;
-                n += SAY_LANES;
+                to_observed += usize::from(room < observed_rooms);
             }
-            anyhow::Ok(said)
+            anyhow::Ok((said, to_observed))
         }));
     }
-    let mut said = 0;
+    let (mut said, mut to_observed) = (0, 0);
     for lane in lanes {
-        said += lane.await??;
+        let (lane_said, lane_to_observed) = lane.await??;
+        said += lane_said;
+        to_observed += lane_to_observed;
     }
-    Ok(said)
+    Ok((said, to_observed))
 }
 
 impl Report {

@@ -3,7 +3,10 @@
 //! Each checks the session, then the ticket's signature and that its occupant is still in the
 //! room (read from the occupants bucket, so a ticket is dead as soon as its occupant leaves),
 //! takes a token from the session's call bucket, then publishes and answers with what
-//! JetStream stored.
+//! JetStream stored. The ticket is checked first, on its own (a signature, no network); the
+//! session read, the occupant read and the token run at once, so a call waits for one round
+//! of NATS calls before its publish rather than three one after another. Errors keep their
+//! order: a bad session before a bad ticket before a refused token.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +17,9 @@ use lingr_platform::metrics::observe_duration;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{Exited, Stored};
 use lingr_proto::records::{self, OccupantRecord};
-use lingr_proto::{ErrorCode, Event, EventType, ExitReason, IdempotentId, MessageText, Nickname};
+use lingr_proto::{
+    ErrorCode, Event, EventType, ExitReason, IdempotentId, MessageText, Nickname, SessionToken,
+};
 
 use crate::idempotency::{self, Call};
 use crate::occupants;
@@ -39,18 +44,48 @@ impl Authorized {
     }
 }
 
-async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiError> {
-    let caller = sessions::load(state, params).await?;
-    let ticket = state.tickets.verify(params.required("ticket")?)?;
+/// Whether [`authorize`] takes a call token along with its reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Token {
+    Take,
+    /// Not yet: a retry of an idempotent call is answered without spending one.
+    Later,
+}
+
+async fn authorize(
+    state: &ApiState,
+    params: &Params,
+    token: Token,
+) -> Result<Authorized, ApiError> {
     let dead = || ApiError::new(ErrorCode::InvalidTicket, "unknown or expired ticket");
-    if ticket.session_tag != caller.tag {
-        return Err(dead());
-    }
+    let tag = SessionToken::parse(params.required("session")?)?.tag();
+    let ticket = match params.required("ticket").and_then(|raw| {
+        let ticket = state.tickets.verify(raw)?;
+        (ticket.session_tag == tag)
+            .then_some(ticket)
+            .ok_or_else(dead)
+    }) {
+        Ok(ticket) => ticket,
+        Err(refused) => {
+            // A bad session is reported before a bad ticket.
+            sessions::load(state, params).await?;
+            return Err(refused);
+        }
+    };
     let key = records::occupant_key(&ticket.room, &ticket.occupant_id);
-    let raw = state
-        .occupants
-        .get(key.as_str())
-        .await
+    let limited = async {
+        match token {
+            Token::Take => state.limit_call(&tag).await,
+            Token::Later => Ok(()),
+        }
+    };
+    let (caller, occupant, limited) = tokio::join!(
+        sessions::load(state, params),
+        state.occupants.get(key.as_str()),
+        limited
+    );
+    let caller = caller?;
+    let raw = occupant
         .map_err(|err| ApiError::unavailable("reading an occupant", err))?
         .ok_or_else(dead)?;
     let occupant: OccupantRecord = serde_json::from_slice(&raw)
@@ -59,6 +94,7 @@ async fn authorize(state: &ApiState, params: &Params) -> Result<Authorized, ApiE
     if occupant.session_tag != caller.tag || occupant.leaving {
         return Err(dead());
     }
+    limited?;
     Ok(Authorized { caller, occupant })
 }
 
@@ -72,7 +108,13 @@ pub async fn say(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
 }
 
 async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiError> {
-    let who = authorize(state, params).await?;
+    let idempotent = params.get("idempotent_id").is_some();
+    let token = if idempotent {
+        Token::Later
+    } else {
+        Token::Take
+    };
+    let who = authorize(state, params, token).await?;
     let nickname = who.nickname()?;
     let text = MessageText::parse(params.required("message")?)?;
     let occupant = &who.occupant;
@@ -94,8 +136,8 @@ async fn say_message(state: &ApiState, params: &Params) -> Result<Stored, ApiErr
         if let Some(event) = idempotency::replay_say(state, call).await? {
             return Ok(stored(event));
         }
+        state.limit_call(&who.caller.tag).await?;
     }
-    state.limit_call(&who.caller.tag).await?;
     let mut event = new_event(EventType::Message, occupant, nickname.as_str());
     event.text = Some(text.into_string());
     let msg_id = call.as_ref().map(|call| call.message_id("say"));
@@ -133,10 +175,9 @@ pub async fn set_nickname(State(state): State<Arc<ApiState>>, params: Params) ->
 }
 
 async fn change_nickname(state: &ApiState, params: &Params) -> Result<Stored, ApiError> {
-    let who = authorize(state, params).await?;
+    let who = authorize(state, params, Token::Take).await?;
     let previous = who.nickname()?.clone();
     let nickname = Nickname::parse(params.required("nickname")?)?;
-    state.limit_call(&who.caller.tag).await?;
     let mut event = new_event(EventType::Nickname, &who.occupant, nickname.as_str());
     event.prev_nickname = Some(previous.to_string());
     let published = publish(state, event, None).await?;
@@ -163,8 +204,7 @@ pub async fn exit(State(state): State<Arc<ApiState>>, params: Params) -> Reply {
 }
 
 async fn exit_room(state: &ApiState, params: &Params) -> Result<Exited, ApiError> {
-    let who = authorize(state, params).await?;
-    state.limit_call(&who.caller.tag).await?;
+    let who = authorize(state, params, Token::Take).await?;
     let counter = match occupants::leave(state, &who.occupant, ExitReason::Exit)
         .await?
         .counter

@@ -69,29 +69,52 @@ pub async fn as_of(
         tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
     }
     let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
-    loop {
-        let (roster, pending) = read_roster(state, room, counter, page);
-        if !pending || tokio::time::Instant::now() >= waiting_until {
-            return Ok(roster);
-        }
+    let (roster, mut pending) = read_roster(state, room, counter, page);
+    // Only enters pending now can be stored before `counter`: an occupant stored from now on
+    // publishes its enter after this one's was stored. So the room is walked at most twice,
+    // however many enter meanwhile.
+    let mut changed = false;
+    while !pending.is_empty() && tokio::time::Instant::now() < waiting_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
+        pending.retain(|key| match state.occupants_mirror.get(key) {
+            Some(o) if !o.leaving => match o.enter_counter {
+                None => true,
+                Some(entered) => {
+                    changed |= entered <= counter;
+                    false
+                }
+            },
+            _ => false,
+        });
     }
+    Ok(if changed {
+        read_roster(state, room, counter, page).0
+    } else {
+        roster
+    })
 }
 
-/// The roster as the mirror has it now, and whether an enter is being published (stored, not
-/// yet announced) that may belong in it.
-fn read_roster(state: &ApiState, room: &RoomId, counter: u64, page: Page<'_>) -> (Roster, bool) {
+/// The roster as the mirror has it now, and the keys of occupants whose enter is being
+/// published (stored, not yet announced), who may belong in it.
+fn read_roster(
+    state: &ApiState,
+    room: &RoomId,
+    counter: u64,
+    page: Page<'_>,
+) -> (Roster, Vec<String>) {
     let now = now_ms();
     let mut roster = Roster::default();
-    let mut pending = false;
+    let mut pending = Vec::new();
     let prefix = records::room_prefix(room);
-    state.occupants_mirror.visit_prefix(&prefix, |_, o| {
+    state.occupants_mirror.visit_prefix(&prefix, |key, o| {
         // A leaving occupant's exit may be stored before this enter's event.
         let Some(nickname) = o.nickname.as_ref().filter(|_| !o.leaving) else {
             return;
         };
         match o.enter_counter {
-            None => pending |= now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS,
+            None if now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS => {
+                pending.push(key.to_owned());
+            }
             Some(entered) if entered <= counter => {
                 roster.count += 1;
                 if page
@@ -109,7 +132,7 @@ fn read_roster(state: &ApiState, room: &RoomId, counter: u64, page: Page<'_>) ->
                     roster.has_more = true;
                 }
             }
-            Some(_) => {}
+            _ => {}
         }
     });
     (roster, pending)
