@@ -36,9 +36,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "--window is at most half of --occupants"
     );
     let dir = tempfile::tempdir()?;
-    let mut options = args.servers.lingr_options(1);
-    // Nobody observes: the occupants entered first must not time out before the last enter.
-    options.api_flags = vec!["--presence-timeout".into(), "3600".into()];
+    let options = args.servers.lingr_options(1).patient();
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &cluster).await;
     cluster.stop().await;

@@ -14,7 +14,7 @@ use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
-use crate::workers::{Deliveries, Plan, Said, Workers};
+use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
 use crate::Servers;
 
 /// The scenario's settings.
@@ -183,20 +183,13 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         rooms: args.rooms,
         processes: args
             .processes
-            .unwrap_or(args.observers.div_ceil(15_000))
+            .unwrap_or(processes_for(args.observers))
             .max(1),
         sources: args.sources,
         once: false,
     })?;
     let mut deliveries = Deliveries::default();
-    workers
-        .wait_all(
-            Duration::from_secs(900),
-            |s| matches!(s, Said::Prepared).then_some(0),
-            &mut deliveries,
-        )
-        .await
-        .context("preparing observers")?;
+    workers.wait_prepared(&mut deliveries).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before = Sample::of(&server.pids());
 

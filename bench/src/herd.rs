@@ -6,14 +6,12 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context as _;
-
 use crate::http::Connection;
 use crate::lingr::{self, Lingr};
 use crate::observers::{self, Protocol, ONCE_ROUND, ONCE_SINCE_GO_ROUND};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
-use crate::workers::{Deliveries, Plan, Said, Workers};
+use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
 
 /// The scenario's settings.
@@ -41,10 +39,7 @@ const SAY_LANES: usize = 8;
 /// Runs the scenario and prints its figures.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let mut options = args.servers.lingr_options(1);
-    // Setting up and saying take longer than the shipped presence timeout, and anonymous
-    // observers who are not observing would time out meanwhile.
-    options.api_flags = vec!["--presence-timeout".into(), "3600".into()];
+    let options = args.servers.lingr_options(1).patient();
     let mut cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &mut cluster).await;
     cluster.stop().await;
@@ -57,6 +52,8 @@ struct Report {
     from_request: Percentiles,
     from_go: Percentiles,
     backfills: Option<f64>,
+    /// CPU seconds the comet spent from its start to the last answer.
+    comet_cpu: f64,
     fresh: Sample,
     peak_rss_kib: u64,
     after: Sample,
@@ -70,19 +67,12 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         api: Some(cluster.api),
         observers: args.observers,
         rooms: args.rooms,
-        processes: args.observers.div_ceil(15_000).max(1),
+        processes: processes_for(args.observers),
         sources: args.sources,
         once: true,
     })?;
     let mut deliveries = Deliveries::default();
-    workers
-        .wait_all(
-            Duration::from_secs(900),
-            |s| matches!(s, Said::Prepared).then_some(0),
-            &mut deliveries,
-        )
-        .await
-        .context("preparing observers")?;
+    workers.wait_prepared(&mut deliveries).await?;
     for room in 0..args.rooms {
         say_many(cluster, &observers::room_name(room), args.events).await?;
     }
@@ -114,6 +104,9 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
             }
         }
     }
+    let herd_end = Sample::of(&cluster.comet_pids());
+    let comet_cpu = herd_end.cpu_percent_since(&fresh) / 100.0
+        * herd_end.at.duration_since(fresh.at).as_secs_f64();
     let backfills = lingr::metric(comet, "lingr_comet_backfills_total").await;
     let failures = std::mem::take(&mut workers.failures);
     workers.stop().await;
@@ -126,6 +119,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         from_request: Percentiles::of(&mut from_request),
         from_go: Percentiles::of(&mut from_go),
         backfills,
+        comet_cpu,
         fresh,
         peak_rss_kib,
         after,
@@ -167,8 +161,9 @@ impl Report {
             self.answered, args.observers, self.from_request, self.from_go
         );
         println!(
-            "backfills: {}",
-            self.backfills.map_or("-".into(), |b| format!("{b:.0}"))
+            "backfills: {}; comet CPU from its start to the last answer: {:.2} s",
+            self.backfills.map_or("-".into(), |b| format!("{b:.0}")),
+            self.comet_cpu
         );
         println!(
             "comet memory: {:.1} MiB fresh, {:.1} MiB at most during the herd, {:.1} MiB 5 s after",
@@ -181,7 +176,7 @@ impl Report {
         }
         println!(
             "summary observers={} rooms={} events={} answered={} p50_ms={:.1} p99_ms={:.1} \
-             last_answer_ms={:.1} backfills={} fresh_mib={:.1} peak_mib={:.1} failures={}",
+             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={}",
             args.observers,
             args.rooms,
             args.events,
@@ -190,6 +185,7 @@ impl Report {
             ms(self.from_request.p99),
             ms(self.from_go.max),
             self.backfills.map_or("-".into(), |b| format!("{b:.0}")),
+            self.comet_cpu,
             mib(self.fresh.rss_kib),
             mib(self.peak_rss_kib),
             self.failures.values().sum::<usize>(),

@@ -27,6 +27,16 @@ pub struct Options {
     pub api_flags: Vec<String>,
 }
 
+impl Options {
+    /// For a scenario whose setup outlasts the shipped presence timeout (90 s): occupants who
+    /// do not observe meanwhile must not time out.
+    pub fn patient(mut self) -> Self {
+        self.api_flags
+            .extend(["--presence-timeout".to_owned(), "3600".to_owned()]);
+        self
+    }
+}
+
 /// A running cluster.
 pub struct Lingr {
     cluster: Cluster,

@@ -284,7 +284,7 @@ impl Observer {
     }
 
     /// One observe on a new connection: its latency from request to an answer with events.
-    async fn once(mut self, opening: &tokio::sync::Semaphore) -> Report {
+    async fn once(self, opening: &tokio::sync::Semaphore) -> Report {
         let permit = opening.acquire().await;
         let opened = Connection::open(self.server, self.source).await;
         drop(permit);
@@ -294,12 +294,14 @@ impl Observer {
         };
         let target = self.target();
         let asked = std::time::Instant::now();
+        // A herd's answers carry up to 500 events each: parsing them all would make this
+        // client, not the server, the bottleneck, so an answer is checked, not read.
         match connection.get(&target, &[]).await {
-            Ok(answer) => match self.absorb(&answer) {
-                Ok(texts) if !texts.is_empty() => Report::Delivered(ONCE_ROUND, asked.elapsed()),
-                Ok(_) => Report::Failed("answered without events".into()),
-                Err(failure) => Report::Failed(failure),
-            },
+            Ok(answer) if answer.status == 200 && has_events(&answer.body) => {
+                Report::Delivered(ONCE_ROUND, asked.elapsed())
+            }
+            Ok(answer) if answer.status == 200 => Report::Failed("answered without events".into()),
+            Ok(answer) => Report::Failed(format!("status {}", answer.status)),
             Err(err) => Report::Failed(format!("observe: {err}")),
         }
     }
@@ -367,6 +369,12 @@ impl Observer {
             },
         }
     }
+}
+
+/// Whether a lingr observe answer's JSON lists at least one event.
+fn has_events(body: &[u8]) -> bool {
+    const NON_EMPTY: &[u8] = b"\"events\":[{";
+    body.windows(NON_EMPTY.len()).any(|w| w == NON_EMPTY)
 }
 
 async fn print_reports(mut received: mpsc::UnboundedReceiver<Report>) {

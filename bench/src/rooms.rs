@@ -14,7 +14,7 @@ use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
-use crate::workers::{Deliveries, Plan, Said, Workers};
+use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
 
 /// The scenario's settings.
@@ -61,9 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "more observed rooms than rooms"
     );
     let dir = tempfile::tempdir()?;
-    let mut options = args.servers.lingr_options(args.comets + 1);
-    // Setting up ten thousand rooms takes longer than the shipped presence timeout.
-    options.api_flags = vec!["--presence-timeout".into(), "3600".into()];
+    let options = args.servers.lingr_options(args.comets + 1).patient();
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &cluster).await;
     cluster.stop().await;
@@ -97,21 +95,12 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
         api: Some(cluster.api),
         observers: args.observed_rooms * args.observers_per_room,
         rooms: args.observed_rooms,
-        processes: (args.observed_rooms * args.observers_per_room)
-            .div_ceil(15_000)
-            .max(1),
+        processes: processes_for(args.observed_rooms * args.observers_per_room),
         sources: args.sources,
         once: false,
     })?;
     let mut deliveries = Deliveries::default();
-    workers
-        .wait_all(
-            Duration::from_secs(900),
-            |s| matches!(s, Said::Prepared).then_some(0),
-            &mut deliveries,
-        )
-        .await
-        .context("preparing observers")?;
+    workers.wait_prepared(&mut deliveries).await?;
     workers.go().await?;
     let observers = args.observed_rooms * args.observers_per_room;
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -241,7 +230,9 @@ async fn say_round_robin(
     duration: Duration,
 ) -> anyhow::Result<(usize, usize)> {
     let writers = std::sync::Arc::new(writers);
-    let interval = Duration::from_secs_f64(SAY_LANES as f64 / f64::from(rate.max(1)));
+    // Fewer sessions than lanes leave some lanes idle: the others share the whole rate.
+    let saying_lanes = writers.len().div_ceil(ROOMS_PER_WRITER).clamp(1, SAY_LANES);
+    let interval = Duration::from_secs_f64(saying_lanes as f64 / f64::from(rate.max(1)));
     let until = Instant::now() + duration;
     let mut lanes = Vec::new();
     for lane in 0..SAY_LANES {
@@ -255,7 +246,7 @@ async fn say_round_robin(
                 return anyhow::Ok((said, to_observed));
             }
             let mut connection = Connection::open(api, Ipv4Addr::LOCALHOST).await?;
-            let offset = interval.mul_f64(lane as f64 / SAY_LANES as f64);
+            let offset = interval.mul_f64(lane as f64 / saying_lanes as f64);
             let mut next = tokio::time::Instant::now() + offset;
             for &room in rooms.iter().cycle() {
                 if Instant::now() >= until {

@@ -66,12 +66,17 @@ pub struct Plan<'a> {
     pub observers: usize,
     /// Rooms.
     pub rooms: usize,
-    /// Worker processes.
+    /// Worker processes ([`processes_for`] unless asked otherwise).
     pub processes: usize,
     /// Source addresses 127.0.0.2 onwards.
     pub sources: usize,
     /// Each observer makes one observe and reports its own latency as round 1 (a herd).
     pub once: bool,
+}
+
+/// Worker processes for `observers`: one per 15,000 (a process opens at most 20,000 files).
+pub fn processes_for(observers: usize) -> usize {
+    observers.div_ceil(15_000).max(1)
 }
 
 impl Workers {
@@ -164,6 +169,19 @@ impl Workers {
             self.absorb(said, delivered);
         }
         Ok(total)
+    }
+
+    /// Waits until every worker's observers have their credentials (lingr's take a session
+    /// and an enter each).
+    pub async fn wait_prepared(&mut self, delivered: &mut Deliveries) -> anyhow::Result<()> {
+        self.wait_all(
+            Duration::from_secs(900),
+            |s| matches!(s, Said::Prepared).then_some(0),
+            delivered,
+        )
+        .await
+        .context("preparing observers")?;
+        Ok(())
     }
 
     /// Hands a line that no wait asked for to `delivered` or the failure counts.

@@ -151,7 +151,8 @@ impl Store {
         Ok((bodies, has_more))
     }
 
-    /// The last `limit` message events of `room` before `before`, oldest first.
+    /// The last `limit` message events of `room` before `before`, oldest first (read through
+    /// the messages-only index, so other events in the room cost nothing).
     ///
     /// # Errors
     /// When the query fails.
@@ -161,15 +162,13 @@ impl Store {
         before: u64,
         limit: usize,
     ) -> anyhow::Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT body FROM events WHERE room = $1 AND kind = 'message' AND counter < $2 ORDER BY counter DESC LIMIT $3",
-        )
-        .bind(room)
-        .bind(to_i64(before))
-        .bind(to_i64(limit as u64))
-        .fetch_all(&self.pool)
-        .await
-        .context("reading recent messages")?;
+        let rows = sqlx::query(RECENT_MESSAGES)
+            .bind(room)
+            .bind(to_i64(before))
+            .bind(to_i64(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .context("reading recent messages")?;
         let mut bodies = rows
             .into_iter()
             .map(|row| row.try_get::<String, _>(0))
@@ -229,6 +228,9 @@ fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// The newest messages of a room before a counter, newest first.
+const RECENT_MESSAGES: &str = "SELECT body FROM events WHERE room = $1 AND kind = 'message' AND counter < $2 ORDER BY counter DESC LIMIT $3";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +278,41 @@ mod tests {
         assert_eq!(
             bodies,
             ["first", "batch", "batch", "batch", "batch", "batch"]
+        );
+        store.close().await;
+    }
+
+    /// An enter's recent messages are read through the messages-only index: a room full of
+    /// enter events is not walked for them.
+    #[tokio::test]
+    async fn recent_messages_are_read_through_the_messages_only_index() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("history.db").display());
+        let store = Store::connect(&url).await.expect("connect");
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {RECENT_MESSAGES}"))
+            .bind("lobby")
+            .bind(1_i64)
+            .bind(5_i64)
+            .fetch_all(&store.pool)
+            .await
+            .expect("plan")
+            .iter()
+            .filter_map(|row| row.try_get::<String, _>(3).ok())
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("events_room_messages")),
+            "the plan does not use the messages-only index: {plan:?}"
+        );
+        let mut rows: Vec<Row> = (1..=50).map(|c| row(c, "said")).collect();
+        rows.extend((51..=80).map(|c| Row {
+            kind: "enter".into(),
+            ..row(c, "entered")
+        }));
+        store.insert(&rows).await.expect("insert");
+        assert_eq!(
+            store.recent_messages("lobby", 80, 2).await.expect("recent"),
+            ["said", "said"]
         );
         store.close().await;
     }
