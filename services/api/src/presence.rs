@@ -23,11 +23,10 @@ use std::time::Duration;
 
 use lingr_platform::clock::{millis, now_ms};
 use lingr_platform::readiness::Signal;
+use lingr_proto::records::OccupantRecord;
 use lingr_proto::ExitReason;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-use lingr_proto::records::OccupantRecord;
 
 use crate::occupants::{end_session, leave, session_last_active};
 use crate::state::ApiState;
