@@ -257,12 +257,7 @@ async fn an_occupant_whose_session_vanished_is_made_to_leave() {
     let watcher = c.join(&base, "orphans", "watcher").await;
 
     // What a destroy racing an enter leaves behind: an occupant, present, of no session.
-    let presence = app
-        .jetstream()
-        .await
-        .get_key_value("lingr_presence")
-        .await
-        .expect("presence bucket");
+    let presence = presence_bucket(&app).await;
     let now = lingr_platform::clock::now_ms().to_string();
     presence
         .put(
@@ -369,6 +364,15 @@ async fn an_occupant_who_only_says_stays_present() {
     app.cleanup().await;
 }
 
+/// The presence bucket, as the roles write it.
+async fn presence_bucket(app: &TestApp) -> async_nats::jetstream::kv::Store {
+    app.jetstream()
+        .await
+        .get_key_value("lingr_presence")
+        .await
+        .expect("presence bucket")
+}
+
 /// How many writes the presence bucket has taken so far.
 async fn presence_writes(app: &TestApp) -> u64 {
     let js = app.jetstream().await;
@@ -383,12 +387,7 @@ async fn presence_writes(app: &TestApp) -> u64 {
 async fn batched_occupants(app: &TestApp) -> Vec<String> {
     use futures::StreamExt as _;
     use lingr_proto::records::PresenceRecord;
-    let presence = app
-        .jetstream()
-        .await
-        .get_key_value("lingr_presence")
-        .await
-        .expect("presence bucket");
+    let presence = presence_bucket(app).await;
     let keys: Vec<String> = presence
         .keys()
         .await
