@@ -236,10 +236,9 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
                     loading.insert(entry.key, value);
                     None
                 }
-                (Some(loading), None) => {
-                    loading.remove(&entry.key);
-                    None
-                }
+                // A key put and deleted while loading was told as put: tell its removal too,
+                // since the swap only tells of keys the old copy had.
+                (Some(loading), None) => loading.remove(&entry.key).map(|_| entry.key),
                 (None, Some(value)) => {
                     if let Ok(mut entries) = self.entries.write() {
                         entries.insert(entry.key, value);

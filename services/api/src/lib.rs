@@ -25,6 +25,7 @@ pub mod due;
 pub mod enter;
 pub mod idempotency;
 pub mod last_seen;
+pub mod listings;
 pub mod occupants;
 pub mod presence;
 pub mod publish;
@@ -47,6 +48,7 @@ use lingr_proto::subjects;
 
 use crate::due::Due;
 use crate::last_seen::LastSeen;
+use crate::listings::Listings;
 use crate::rate_limit::{RateLimit, SharedLimiter};
 use crate::state::ApiMetrics;
 
@@ -103,10 +105,11 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
             }
         }
     };
+    let listings = Arc::new(Listings::default());
     let (occupants_mirror, t1) = KvMirror::spawn_with(
         occupants.clone(),
         shutdown.clone(),
-        occupants_due.hooks(Some(Box::new(occupant_left))),
+        listings.hooks(occupants_due.hooks(Some(Box::new(occupant_left)))),
     );
     let seen = {
         let last_seen = Arc::clone(&last_seen);
@@ -143,6 +146,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
         rooms,
         idempotency,
         occupants_mirror,
+        listings,
         presence_mirror,
         last_seen,
         sessions_mirror,

@@ -10,10 +10,11 @@ use std::time::Duration;
 use axum::extract::State;
 use lingr_platform::clock::now_ms;
 use lingr_platform::{ApiError, Params, Reply};
-use lingr_proto::api::{Occupant, OccupantsPage, OCCUPANTS_DEFAULT, OCCUPANTS_MAX};
+use lingr_proto::api::{OccupantsPage, OCCUPANTS_DEFAULT, OCCUPANTS_MAX};
 use lingr_proto::records;
 use lingr_proto::{ErrorCode, OccupantId, RoomId};
 
+pub use crate::listings::{Page, Roster};
 use crate::state::ApiState;
 
 /// How long an enter waits for another occupant's enter that is being published (stored, not
@@ -24,33 +25,12 @@ const PENDING_ENTER_WAIT: Duration = Duration::from_secs(1);
 /// failed or crashed half-way (the reaper removes it): not worth waiting for.
 const ABANDONED_ENTER_MS: u64 = 5_000;
 
-/// What a client is told of a room's occupants: how many there are, and a page of them.
-#[derive(Debug, Default)]
-pub struct Roster {
-    /// Every occupant listed.
-    pub count: usize,
-    /// Those after the page's start, at most its limit, in occupant-id order.
-    pub page: Vec<Occupant>,
-    /// Whether more follow the page.
-    pub has_more: bool,
-}
-
-/// Where a page of a roster starts and how long it is.
-#[derive(Debug, Clone, Copy)]
-pub struct Page<'a> {
-    /// List occupants whose id sorts after this one.
-    pub after: Option<&'a OccupantId>,
-    /// The most to list.
-    pub limit: usize,
-}
-
 /// The room's named occupants whose enter event is at or before `counter` (the caller's own
 /// enter, or for an anonymous observer the newest event): every later one reaches the caller
 /// by observing. Listing an occupant whose enter event was never stored would show the caller
 /// someone nobody saw enter, and who will never be seen to leave.
 ///
-/// The room is read in place in the mirror, copying only the page: an enter into a room of
-/// 20,000 costs a walk over them, not 20,000 copies.
+/// Read from the api's per-room [`crate::listings`], so it costs the page, not the room.
 pub async fn as_of(
     state: &ApiState,
     room: &RoomId,
@@ -68,74 +48,24 @@ pub async fn as_of(
     {
         tracing::warn!(room.id = %room, "occupant list may lag: the mirror did not catch up in time");
     }
-    let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
-    let (roster, mut pending) = read_roster(state, room, counter, page);
     // Only enters pending now can be stored before `counter`: an occupant stored from now on
-    // publishes its enter after this one's was stored. So the room is walked at most twice,
-    // however many enter meanwhile.
-    let mut changed = false;
+    // publishes its enter after this one's was stored. So it waits for these alone, however
+    // many enter meanwhile.
+    let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
+    let prefix = records::room_prefix(room);
+    let mut pending = state
+        .listings
+        .pending_since(room, now_ms().saturating_sub(ABANDONED_ENTER_MS));
     while !pending.is_empty() && tokio::time::Instant::now() < waiting_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        pending.retain(|key| match state.occupants_mirror.get(key) {
-            Some(o) if !o.leaving => match o.enter_counter {
-                None => true,
-                Some(entered) => {
-                    changed |= entered <= counter;
-                    false
-                }
-            },
-            _ => false,
+        pending.retain(|occupant| {
+            state
+                .occupants_mirror
+                .get(&format!("{prefix}{occupant}"))
+                .is_some_and(|o| !o.leaving && o.enter_counter.is_none())
         });
     }
-    Ok(if changed {
-        read_roster(state, room, counter, page).0
-    } else {
-        roster
-    })
-}
-
-/// The roster as the mirror has it now, and the keys of occupants whose enter is being
-/// published (stored, not yet announced), who may belong in it.
-fn read_roster(
-    state: &ApiState,
-    room: &RoomId,
-    counter: u64,
-    page: Page<'_>,
-) -> (Roster, Vec<String>) {
-    let now = now_ms();
-    let mut roster = Roster::default();
-    let mut pending = Vec::new();
-    let prefix = records::room_prefix(room);
-    state.occupants_mirror.visit_prefix(&prefix, |key, o| {
-        // A leaving occupant's exit may be stored before this enter's event.
-        let Some(nickname) = o.nickname.as_ref().filter(|_| !o.leaving) else {
-            return;
-        };
-        match o.enter_counter {
-            None if now.saturating_sub(o.entered_ms) < ABANDONED_ENTER_MS => {
-                pending.push(key.to_owned());
-            }
-            Some(entered) if entered <= counter => {
-                roster.count += 1;
-                if page
-                    .after
-                    .is_some_and(|after| o.occupant_id.as_str() <= after.as_str())
-                {
-                    return;
-                }
-                if roster.page.len() < page.limit {
-                    roster.page.push(Occupant {
-                        id: o.occupant_id.to_string(),
-                        nickname: nickname.to_string(),
-                    });
-                } else {
-                    roster.has_more = true;
-                }
-            }
-            _ => {}
-        }
-    });
-    (roster, pending)
+    Ok(state.listings.roster(room, counter, page))
 }
 
 /// `room/occupants`: `room`, `after`? (an occupant id), `limit`? (default 100, at most 500).

@@ -15,6 +15,7 @@ use lingr_proto::ErrorCode;
 
 use crate::due::Due;
 use crate::last_seen::LastSeen;
+use crate::listings::Listings;
 use crate::rate_limit::SharedLimiter;
 
 /// The api's own flags.
@@ -85,6 +86,8 @@ pub struct ApiState {
     pub idempotency: kv::Store,
     /// A live copy of the occupants bucket.
     pub occupants_mirror: Arc<KvMirror<OccupantRecord>>,
+    /// Who each room lists, kept from the occupants mirror.
+    pub listings: Arc<Listings>,
     /// A live copy of the presence bucket.
     pub presence_mirror: Arc<KvMirror<PresenceRecord>>,
     /// When each occupant was last seen, kept up to date by the presence mirror.
