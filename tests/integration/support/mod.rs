@@ -266,12 +266,21 @@ async fn drop_postgres_database(name: &str) {
     }
 }
 
-/// A port nothing listens on right now.
+/// A port nothing listens on right now, for a server a test starts a moment later.
+///
+/// It is taken below Linux's ephemeral range (32768-60999), where the kernel never puts the
+/// outgoing connections other tests make all the time: a port from `bind(0)` comes from that
+/// range, and one test's connection took it before the server could bind it.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+    use std::hash::{BuildHasher as _, RandomState};
+    const FIRST: u16 = 20_000;
+    const COUNT: u64 = 12_000;
+    // RandomState is seeded differently in each process, and the counter moves it on.
+    let seed = RandomState::new();
+    (0u64..)
+        .map(|attempt| FIRST + (seed.hash_one(attempt) % COUNT) as u16)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Sends SIGTERM to a child process, as Kubernetes or Ctrl-C would.
