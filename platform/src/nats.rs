@@ -224,12 +224,19 @@ impl Layout {
         DUPLICATE_WINDOW.min(self.retention)
     }
 
-    /// Creates or updates the event stream, and opens it.
+    /// Creates or updates the event stream, and opens it. The stream republishes each event
+    /// on its room's live subject, for the comet replicas serving the room.
     ///
     /// # Errors
-    /// When JetStream refuses or does not answer.
+    /// When JetStream refuses or does not answer, and when the stream was made without
+    /// republishing by an earlier Lingr on a nats-server (2.9) that cannot add it.
     pub async fn events(&self) -> anyhow::Result<stream::Stream> {
         let config = stream::Config {
+            republish: Some(stream::Republish {
+                source: subjects::EVENTS_SUBJECTS.to_owned(),
+                destination: subjects::LIVE_SUBJECT_TEMPLATE.to_owned(),
+                headers_only: false,
+            }),
             name: subjects::EVENTS_STREAM.to_owned(),
             subjects: vec![subjects::EVENTS_SUBJECTS.to_owned()],
             max_age: self.retention,
@@ -240,10 +247,18 @@ impl Layout {
             num_replicas: self.replicas,
             ..Default::default()
         };
-        self.js
-            .create_or_update_stream(config)
-            .await
-            .context("creating the event stream")?;
+        if let Err(err) = self.js.create_or_update_stream(config).await {
+            let refused = err.to_string();
+            if refused.contains("can not change RePublish") {
+                anyhow::bail!(
+                    "the event stream {} was made by an earlier Lingr without per-room live \
+                     subjects, and this nats-server (2.9) cannot add them to it: upgrade \
+                     nats-server to 2.10 or later, which Lingr then updates in place ({refused})",
+                    subjects::EVENTS_STREAM
+                );
+            }
+            return Err(anyhow::Error::new(err).context("creating the event stream"));
+        }
         self.js
             .get_stream(subjects::EVENTS_STREAM)
             .await

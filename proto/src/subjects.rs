@@ -13,6 +13,15 @@ pub fn room_events(room: &RoomId) -> String {
     format!("rooms.{}.events", room.as_str())
 }
 
+/// Where the stream republishes each event it stores: the room's live subject, which a comet
+/// replica subscribes to while it serves the room. It must not overlap [`EVENTS_SUBJECTS`].
+pub const LIVE_SUBJECT_TEMPLATE: &str = "rooms.{{wildcard(1)}}.live";
+
+/// The live subject of a room (see [`LIVE_SUBJECT_TEMPLATE`]).
+pub fn room_live(room: &RoomId) -> String {
+    format!("rooms.{}.live", room.as_str())
+}
+
 /// The room id in an event subject, if the subject is one.
 pub fn room_of_subject(subject: &str) -> Option<RoomId> {
     let mut tokens = subject.split('.');
@@ -50,8 +59,17 @@ mod tests {
     #[test]
     fn room_subject_round_trips() {
         let room = RoomId::parse("a-b_c").expect("valid");
-        assert_eq!(room_of_subject(&room_events(&room)), Some(room));
+        assert_eq!(room_of_subject(&room_events(&room)), Some(room.clone()));
         assert_eq!(room_of_subject("rooms.a.b.events"), None);
         assert_eq!(room_of_subject("other.a.events"), None);
+        assert_eq!(
+            room_of_subject(&room_live(&room)),
+            None,
+            "live subjects are not stored"
+        );
+        assert_eq!(
+            LIVE_SUBJECT_TEMPLATE.replace("{{wildcard(1)}}", room.as_str()),
+            room_live(&room)
+        );
     }
 }

@@ -365,6 +365,58 @@ async fn a_herd_of_old_observes_on_a_fresh_comet_shares_one_read_of_the_stream()
 }
 
 #[tokio::test]
+async fn a_comet_takes_in_only_the_rooms_it_has_observers_for_and_lets_go_of_idle_ones() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(fast_api())).await;
+    let comet = app
+        .start(comet_only(CometConfig {
+            room_idle: Duration::from_secs(1),
+            ..CometConfig::default()
+        }))
+        .await;
+    let (base, c, comet_base) = (api.base(), &app.client, comet.base());
+    let alice = c.join(&base, "served", "alice").await;
+    let bob = c.join(&base, "elsewhere", "bob").await;
+    let held = {
+        let (c, comet, alice) = (c.clone(), comet.base(), alice.clone());
+        tokio::spawn(async move { c.observe(&comet, &alice, alice.counter, 10).await })
+    };
+    c.wait_held(&comet.base(), 1).await;
+    for i in 0..5 {
+        c.say_ok(&base, &bob, &format!("not for this comet {i}"))
+            .await;
+    }
+    let first = c.say_ok(&base, &alice, "for this comet").await;
+    let answer = held.await.expect("task").ok();
+    assert_eq!(counters(&events(&answer)), [first]);
+    let applied = || c.metric(&comet_base, "lingr_comet_events_applied_total");
+    assert_eq!(
+        applied().await,
+        Some(1),
+        "the other room's five were not taken in"
+    );
+    let followed = || c.metric(&comet_base, "lingr_comet_rooms_followed");
+    assert_eq!(followed().await, Some(1));
+
+    // Nobody waits on the room for its idle time: the comet lets go of it.
+    eventually("the room to be let go", Duration::from_secs(10), || async {
+        (followed().await == Some(0)).then_some(())
+    })
+    .await;
+    let unfollowed = c.say_ok(&base, &alice, "while nobody observes here").await;
+    // Long enough for a live event to arrive, were the room still followed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(applied().await, Some(1), "a room let go of is not taken in");
+    // Observing again follows it again, and what was said meanwhile comes from the stream.
+    let next = c.say_ok(&base, &alice, "after").await;
+    let seen = c.observe_events(&comet.base(), &alice, first, 2).await;
+    assert_eq!(counters(&seen), [unfollowed, next]);
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
 async fn observes_needing_the_stream_answer_503_promptly_while_nats_is_away() {
     let mut app = TestApp::new(Db::Default).await;
     let api = app.start(api_only(fast_api())).await;

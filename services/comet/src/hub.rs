@@ -1,12 +1,15 @@
-//! The rooms a comet replica knows: for each, the recent events as ready-to-send JSON bytes
+//! The rooms a comet replica serves: for each, the recent events as ready-to-send JSON bytes
 //! (serialized once, shared by every observer) and a [`Notify`] that wakes its waiters once
 //! per event.
 //!
-//! A room's buffer holds every event of the room after its `covered_after` counter; older
-//! ones come from [`crate::backfill`], and what a backfill read is kept beside the buffer as a
-//! run of older events, so the next observes with old counters find it here. Buffers and runs
-//! are bounded, runs are dropped a minute after they were read, and rooms nobody waits on are
-//! dropped after a while, so memory follows the rooms in use.
+//! A room's buffer holds every event of the room after its `covered_after` counter, as
+//! [`crate::live`] hands them in; older ones come from [`crate::backfill`], and what a
+//! backfill read is kept beside the buffer as a run of older events, so the next observes
+//! with old counters find it here. Each live event names the room's event before it, so a
+//! lost one shows as a gap, and the buffer then starts again after it (what it missed comes
+//! by backfill). Buffers and runs are bounded, runs are dropped a minute after they were
+//! read, and rooms nobody waits on are dropped after a while (and stop being followed), so
+//! memory and work follow the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,6 +17,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use lingr_platform::metrics::Gauge;
 use lingr_platform::telemetry::SpanContext;
 use lingr_proto::{Event, RoomId};
 use tokio::sync::Notify;
@@ -24,16 +28,10 @@ pub const RUNS_BUDGET: usize = 128 * 1024 * 1024;
 
 /// Every room this replica follows.
 pub struct Hub {
-    inner: RwLock<Rooms>,
+    rooms: RwLock<HashMap<RoomId, Arc<Room>>>,
     room_capacity: usize,
     /// Bytes of every room's run, changed under each room's buffer lock together with the run.
     run_bytes: AtomicI64,
-}
-
-struct Rooms {
-    by_id: HashMap<RoomId, Arc<Room>>,
-    /// Every event up to this counter has been applied to the rooms in `by_id`.
-    applied: u64,
 }
 
 /// Most events a run of backfilled events keeps (its oldest are dropped first: clients move
@@ -47,16 +45,44 @@ pub struct Room {
     buffer: RwLock<Buffer>,
     notify: Notify,
     backfill_turn: Arc<tokio::sync::Mutex<()>>,
+    capacity: usize,
+    /// What follows the room's live events while the room is kept (see [`crate::live`]);
+    /// dropping the room stops it.
+    following: tokio::sync::OnceCell<Following>,
+}
+
+/// A task following a room's live events, counted in a gauge while it runs; stopped when
+/// dropped.
+pub struct Following {
+    task: tokio::task::AbortHandle,
+    followed: Gauge,
+}
+
+impl Following {
+    /// Counts `task` in `followed` until this is dropped, which stops it.
+    pub fn new(task: tokio::task::AbortHandle, followed: Gauge) -> Self {
+        followed.inc();
+        Self { task, followed }
+    }
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.followed.dec();
+    }
 }
 
 struct Buffer {
     covered_after: u64,
+    /// The newest counter the room has taken in: `covered_after`, or its newest event.
+    newest: u64,
     events: VecDeque<(u64, Bytes)>,
     /// Where each of `events` came from, index for index.
     origins: VecDeque<Origin>,
     last_used: Instant,
     run: Option<Run>,
-    backfill_failed_at: Option<Instant>,
+    read_failed_at: Option<Instant>,
 }
 
 /// Where a live event came from: the trace of the call that stored it, and when the stream
@@ -84,7 +110,7 @@ impl Run {
 }
 
 /// How long a failed read of the stream makes the room's other observes give up at once.
-const BACKFILL_FAILURE_MEMORY: Duration = Duration::from_secs(1);
+const READ_FAILURE_MEMORY: Duration = Duration::from_secs(1);
 
 /// What a room can say about the events after a counter.
 #[derive(Debug, PartialEq, Eq)]
@@ -101,76 +127,73 @@ pub enum Collected {
     },
 }
 
+/// What a live event did to a room.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// It came next, and its waiters were woken.
+    Next,
+    /// The room had already taken it in (it was stored before the room was followed).
+    Old,
+    /// Events between the room's newest and it never arrived: the buffer starts again at it.
+    AfterGap,
+}
+
 impl Hub {
-    /// A hub whose rooms keep at most `room_capacity` events each, starting after `applied`.
-    pub fn new(room_capacity: usize, applied: u64) -> Self {
+    /// A hub whose rooms keep at most `room_capacity` events each.
+    pub fn new(room_capacity: usize) -> Self {
         Self {
-            inner: RwLock::new(Rooms {
-                by_id: HashMap::new(),
-                applied,
-            }),
+            rooms: RwLock::new(HashMap::new()),
             room_capacity: room_capacity.max(1),
             run_bytes: AtomicI64::new(0),
         }
     }
 
-    /// The counter up to which every event has been applied.
-    pub fn applied(&self) -> u64 {
-        self.inner.read().map_or(0, |r| r.applied)
-    }
-
-    /// The room, created if new; a new room covers everything after what has been applied.
+    /// The room, created if new (it covers nothing until it is started: see
+    /// [`Room::start_after`]).
     pub fn room(&self, id: &RoomId) -> Arc<Room> {
-        if let Some(room) = self
-            .inner
-            .read()
-            .ok()
-            .and_then(|r| r.by_id.get(id).cloned())
-        {
+        if let Some(room) = self.rooms.read().ok().and_then(|r| r.get(id).cloned()) {
             return room;
         }
-        let Ok(mut rooms) = self.inner.write() else {
-            return Arc::new(Room::new(0));
+        let capacity = self.room_capacity;
+        let Ok(mut rooms) = self.rooms.write() else {
+            return Arc::new(Room::new(capacity));
         };
-        let applied = rooms.applied;
         Arc::clone(
             rooms
-                .by_id
                 .entry(id.clone())
-                .or_insert_with(|| Arc::new(Room::new(applied))),
+                .or_insert_with(|| Arc::new(Room::new(capacity))),
         )
     }
 
-    /// Applies the event stored at `counter`, wakes the room's waiters once, and returns
-    /// whether it was new (an ordered consumer may redeliver after a reconnect).
-    pub fn apply(&self, room_id: &RoomId, counter: u64, json: Bytes, origin: Origin) -> bool {
-        if counter <= self.applied() {
-            return false;
-        }
-        let room = self.room(room_id);
-        room.push(counter, json, origin, self.room_capacity);
-        if let Ok(mut rooms) = self.inner.write() {
-            rooms.applied = rooms.applied.max(counter);
-        }
-        room.notify.notify_waiters();
-        true
+    /// The room, if it is kept and followed already.
+    pub fn followed_room(&self, id: &RoomId) -> Option<Arc<Room>> {
+        self.rooms
+            .read()
+            .ok()
+            .and_then(|r| r.get(id).cloned())
+            .filter(|room| room.following.initialized())
     }
 
-    /// Marks counters up to `counter` as applied without an event (a gap in the stream, or
-    /// a message that is not a valid event).
-    pub fn skip_to(&self, counter: u64) {
-        if let Ok(mut rooms) = self.inner.write() {
-            rooms.applied = rooms.applied.max(counter);
-        }
+    /// Every room kept now.
+    pub fn rooms(&self) -> Vec<(RoomId, Arc<Room>)> {
+        self.rooms.read().map_or_else(
+            |_| Vec::new(),
+            |rooms| {
+                rooms
+                    .iter()
+                    .map(|(id, room)| (id.clone(), Arc::clone(room)))
+                    .collect()
+            },
+        )
     }
 
     /// Drops rooms idle for `idle` that nobody waits on; returns how many remain.
     pub fn sweep(&self, idle: Duration) -> usize {
-        let Ok(mut rooms) = self.inner.write() else {
+        let Ok(mut rooms) = self.rooms.write() else {
             return 0;
         };
         let now = Instant::now();
-        for room in rooms.by_id.values() {
+        for room in rooms.values() {
             if room
                 .run_read_at()
                 .is_some_and(|at| now.duration_since(at) >= RUN_TTL)
@@ -178,7 +201,7 @@ impl Hub {
                 room.take_run(&self.run_bytes);
             }
         }
-        rooms.by_id.retain(|_, room| {
+        rooms.retain(|_, room| {
             let keep = Arc::strong_count(room) > 1
                 || room
                     .buffer
@@ -189,7 +212,7 @@ impl Hub {
             }
             keep
         });
-        rooms.by_id.len()
+        rooms.len()
     }
 
     /// Keeps what a backfill of `room` read (every event in `(from, to]`, joined to the run
@@ -200,11 +223,10 @@ impl Hub {
         if self.run_bytes() <= RUNS_BUDGET {
             return;
         }
-        let Ok(rooms) = self.inner.read() else {
+        let Ok(rooms) = self.rooms.read() else {
             return;
         };
         let mut oldest: Vec<(Instant, &Arc<Room>)> = rooms
-            .by_id
             .values()
             .filter(|other| !std::ptr::eq(Arc::as_ptr(other), room))
             .filter_map(|other| other.run_read_at().map(|at| (at, other)))
@@ -225,33 +247,108 @@ impl Hub {
 }
 
 impl Room {
-    fn new(covered_after: u64) -> Self {
+    fn new(capacity: usize) -> Self {
         Self {
             buffer: RwLock::new(Buffer {
-                covered_after,
+                covered_after: 0,
+                newest: 0,
                 events: VecDeque::new(),
                 origins: VecDeque::new(),
                 last_used: Instant::now(),
                 run: None,
-                backfill_failed_at: None,
+                read_failed_at: None,
             }),
             notify: Notify::new(),
             backfill_turn: Arc::new(tokio::sync::Mutex::new(())),
+            capacity,
+            following: tokio::sync::OnceCell::new(),
         }
     }
 
-    fn push(&self, counter: u64, json: Bytes, origin: Origin, capacity: usize) {
+    /// The room's follower, started by `start` on first use (concurrent callers wait for the
+    /// one starting it; a start that fails leaves it to the next caller).
+    ///
+    /// # Errors
+    /// Whatever `start` returns.
+    pub async fn followed<E, F>(&self, start: F) -> Result<(), E>
+    where
+        F: std::future::Future<Output = Result<Following, E>>,
+    {
+        self.following.get_or_try_init(|| start).await.map(|_| ())
+    }
+
+    /// Makes the room cover every event after `counter`: the newest one stored when its
+    /// follower started receiving.
+    pub fn start_after(&self, counter: u64) {
         if let Ok(mut buffer) = self.buffer.write() {
-            buffer.events.push_back((counter, json));
-            buffer.origins.push_back(origin);
-            while buffer.events.len() > capacity {
-                buffer.origins.pop_front();
-                if let Some((evicted, _)) = buffer.events.pop_front() {
-                    buffer.covered_after = evicted;
+            buffer.covered_after = counter;
+            buffer.newest = counter;
+        }
+    }
+
+    /// Takes in the live event stored at `counter`, whose room had `previous` as its event
+    /// before it (0 when none is stored any more); `json` is `None` for a message that is not
+    /// a valid event (it takes the counter, delivering nothing).
+    pub fn apply(
+        &self,
+        counter: u64,
+        previous: u64,
+        json: Option<Bytes>,
+        origin: Origin,
+    ) -> Applied {
+        let applied = {
+            let Ok(mut buffer) = self.buffer.write() else {
+                return Applied::Old;
+            };
+            if counter <= buffer.newest {
+                return Applied::Old;
+            }
+            // Less than the newest means the events between were deleted or expired, not lost.
+            let applied = if previous > buffer.newest {
+                buffer.restart_after(previous);
+                Applied::AfterGap
+            } else {
+                Applied::Next
+            };
+            buffer.newest = counter;
+            if let Some(json) = json {
+                buffer.events.push_back((counter, json));
+                buffer.origins.push_back(origin);
+                while buffer.events.len() > self.capacity {
+                    buffer.origins.pop_front();
+                    if let Some((evicted, _)) = buffer.events.pop_front() {
+                        buffer.covered_after = evicted;
+                    }
                 }
             }
             buffer.last_used = Instant::now();
+            applied
+        };
+        self.notify.notify_waiters();
+        applied
+    }
+
+    /// Takes in that the room's newest stored event is `counter`: one the room has not seen
+    /// means live events were lost, and the buffer starts again after it. Returns whether it
+    /// did.
+    pub fn catch_up_to(&self, counter: u64) -> bool {
+        let restarted = self.buffer.write().is_ok_and(|mut buffer| {
+            let behind = counter > buffer.newest;
+            if behind {
+                buffer.restart_after(counter);
+                buffer.newest = counter;
+            }
+            behind
+        });
+        if restarted {
+            self.notify.notify_waiters();
         }
+        restarted
+    }
+
+    /// The newest counter the room has taken in.
+    pub fn newest(&self) -> u64 {
+        self.buffer.read().map_or(0, |buffer| buffer.newest)
     }
 
     /// Up to `max` events after `after`, from the run and the buffer, or which ones must be
@@ -362,19 +459,20 @@ impl Room {
             .and_then(|buffer| buffer.run.as_ref().map(|run| run.read_at))
     }
 
-    /// Remembers that reading the stream for this room just failed.
-    pub fn note_backfill_failure(&self) {
+    /// Remembers that reading the stream for this room (to follow it or to backfill) just
+    /// failed.
+    pub fn note_read_failure(&self) {
         if let Ok(mut buffer) = self.buffer.write() {
-            buffer.backfill_failed_at = Some(Instant::now());
+            buffer.read_failed_at = Some(Instant::now());
         }
     }
 
     /// Whether reading the stream for this room failed a moment ago.
-    pub fn backfill_failed_recently(&self) -> bool {
+    pub fn read_failed_recently(&self) -> bool {
         self.buffer.read().is_ok_and(|buffer| {
             buffer
-                .backfill_failed_at
-                .is_some_and(|at| at.elapsed() < BACKFILL_FAILURE_MEMORY)
+                .read_failed_at
+                .is_some_and(|at| at.elapsed() < READ_FAILURE_MEMORY)
         })
     }
 
@@ -388,6 +486,16 @@ impl Room {
     /// The room's wake-up signal.
     pub fn notify(&self) -> &Notify {
         &self.notify
+    }
+}
+
+impl Buffer {
+    /// Forgets the buffered events: the room now covers what comes after `counter`, and an
+    /// observe with an older counter reads the rest from the stream.
+    fn restart_after(&mut self, counter: u64) {
+        self.events.clear();
+        self.origins.clear();
+        self.covered_after = counter;
     }
 }
 
@@ -434,30 +542,46 @@ mod tests {
         Bytes::from(n.to_string())
     }
 
+    /// The hub's room `id`, started after `counter`.
+    fn started(hub: &Hub, id: &str, counter: u64) -> Arc<Room> {
+        let room = hub.room(&room(id));
+        room.start_after(counter);
+        room
+    }
+
+    /// Applies each of `counters` as the event after the one before.
+    fn feed(room: &Room, counters: impl IntoIterator<Item = u64>) {
+        for counter in counters {
+            let previous = room.newest();
+            assert_eq!(
+                room.apply(counter, previous, Some(json(counter)), untraced()),
+                Applied::Next
+            );
+        }
+    }
+
     #[test]
     fn collects_after_a_counter_and_reports_evicted_history() {
-        let hub = Hub::new(3, 10);
-        for counter in 11..=15 {
-            assert!(hub.apply(&room("a"), counter, json(counter), untraced()));
-        }
-        let a = hub.room(&room("a"));
+        let hub = Hub::new(3);
+        let a = started(&hub, "a", 10);
+        feed(&a, 11..=15);
         assert_eq!(
             a.collect(13, 10),
             Collected::Events(vec![(14, json(14)), (15, json(15))])
         );
         assert_eq!(a.collect(12, 1), Collected::Events(vec![(13, json(13))]));
         assert_eq!(a.collect(11, 10), Collected::Missing { from: 11, upto: 12 });
-        assert!(
-            !hub.apply(&room("a"), 15, json(15), untraced()),
+        assert_eq!(
+            a.apply(15, 14, Some(json(15)), untraced()),
+            Applied::Old,
             "redelivery is ignored"
         );
     }
 
     #[test]
-    fn a_new_room_covers_only_what_comes_after_it() {
-        let hub = Hub::new(8, 100);
-        hub.apply(&room("a"), 101, json(101), untraced());
-        let b = hub.room(&room("b"));
+    fn a_room_covers_only_what_comes_after_its_start() {
+        let hub = Hub::new(8);
+        let b = started(&hub, "b", 101);
         assert_eq!(
             b.collect(50, 10),
             Collected::Missing {
@@ -466,15 +590,60 @@ mod tests {
             }
         );
         assert_eq!(b.collect(101, 10), Collected::Events(Vec::new()));
+        assert_eq!(
+            b.apply(90, 0, Some(json(90)), untraced()),
+            Applied::Old,
+            "an event stored before the start comes by backfill"
+        );
+    }
+
+    #[test]
+    fn a_lost_live_event_restarts_the_buffer_after_it() {
+        let hub = Hub::new(8);
+        let a = started(&hub, "a", 10);
+        feed(&a, [12, 15]);
+        // 17's event before it was 16, which never arrived.
+        assert_eq!(
+            a.apply(17, 16, Some(json(17)), untraced()),
+            Applied::AfterGap
+        );
+        assert_eq!(a.collect(15, 10), Collected::Missing { from: 15, upto: 16 });
+        assert_eq!(a.collect(16, 10), Collected::Events(vec![(17, json(17))]));
+        // Events deleted before 20 make its previous older than the newest: no gap.
+        assert_eq!(a.apply(20, 3, Some(json(20)), untraced()), Applied::Next);
+        assert_eq!(
+            a.collect(16, 10),
+            Collected::Events(vec![(17, json(17)), (20, json(20))])
+        );
+    }
+
+    #[test]
+    fn catching_up_to_a_newer_stored_event_restarts_the_buffer() {
+        let hub = Hub::new(8);
+        let a = started(&hub, "a", 10);
+        feed(&a, [11]);
+        assert!(!a.catch_up_to(11), "nothing was missed");
+        assert!(a.catch_up_to(14));
+        assert_eq!(a.collect(11, 10), Collected::Missing { from: 11, upto: 14 });
+        assert_eq!(a.apply(14, 13, Some(json(14)), untraced()), Applied::Old);
+        feed(&a, [15]);
+        assert_eq!(a.collect(14, 10), Collected::Events(vec![(15, json(15))]));
+    }
+
+    #[test]
+    fn a_message_that_is_not_an_event_takes_its_counter_and_delivers_nothing() {
+        let hub = Hub::new(8);
+        let a = started(&hub, "a", 10);
+        assert_eq!(a.apply(11, 10, None, untraced()), Applied::Next);
+        assert_eq!(a.apply(12, 11, Some(json(12)), untraced()), Applied::Next);
+        assert_eq!(a.collect(10, 10), Collected::Events(vec![(12, json(12))]));
     }
 
     #[test]
     fn a_run_serves_old_counters_and_continues_into_the_buffer() {
-        let hub = Hub::new(2, 20);
-        for counter in [21, 24] {
-            hub.apply(&room("a"), counter, json(counter), untraced());
-        }
-        let a = hub.room(&room("a"));
+        let hub = Hub::new(2);
+        let a = started(&hub, "a", 20);
+        feed(&a, [21, 24]);
         assert_eq!(a.collect(5, 10), Collected::Missing { from: 5, upto: 20 });
         hub.keep_run(&a, 5, 20, vec![(7, json(7)), (12, json(12))]);
         assert_eq!(
@@ -505,12 +674,10 @@ mod tests {
 
     #[test]
     fn a_run_that_ended_before_the_buffer_moved_on_asks_for_the_rest() {
-        let hub = Hub::new(1, 10);
-        let a = hub.room(&room("a"));
+        let hub = Hub::new(1);
+        let a = started(&hub, "a", 10);
         hub.keep_run(&a, 0, 10, vec![(4, json(4))]);
-        for counter in [11, 12, 13] {
-            hub.apply(&room("a"), counter, json(counter), untraced());
-        }
+        feed(&a, [11, 12, 13]);
         // The buffer now covers after 12 only; 11 was evicted and is in no run.
         assert_eq!(a.collect(4, 10), Collected::Missing { from: 10, upto: 12 });
         assert_eq!(a.collect(0, 10), Collected::Events(vec![(4, json(4))]));
@@ -518,8 +685,8 @@ mod tests {
 
     #[test]
     fn an_earlier_read_joined_to_a_long_run_is_kept() {
-        let hub = Hub::new(1, 100_000);
-        let a = hub.room(&room("a"));
+        let hub = Hub::new(1);
+        let a = started(&hub, "a", 100_000);
         let later: Vec<(u64, Bytes)> = (101..=RUN_MAX as u64 + 100).map(|c| (c, json(c))).collect();
         hub.keep_run(&a, 100, 100_000, later);
         hub.keep_run(&a, 0, 100, (1..=100).map(|c| (c, json(c))).collect());
@@ -528,8 +695,8 @@ mod tests {
 
     #[test]
     fn runs_are_trimmed_from_their_oldest_event() {
-        let hub = Hub::new(1, 100_000);
-        let a = hub.room(&room("a"));
+        let hub = Hub::new(1);
+        let a = started(&hub, "a", 100_000);
         let events: Vec<(u64, Bytes)> = (1..=RUN_MAX as u64 + 10).map(|c| (c, json(c))).collect();
         hub.keep_run(&a, 0, 100_000, events);
         assert_eq!(
@@ -544,12 +711,12 @@ mod tests {
 
     #[test]
     fn runs_past_the_budget_drop_the_ones_read_longest_ago() {
-        let hub = Hub::new(1, 1_000);
+        let hub = Hub::new(1);
         let big = |c: u64| (c, Bytes::from(vec![b'x'; RUNS_BUDGET / 3 + 1]));
         let (a, b, c) = (
-            hub.room(&room("a")),
-            hub.room(&room("b")),
-            hub.room(&room("c")),
+            started(&hub, "a", 1_000),
+            started(&hub, "b", 1_000),
+            started(&hub, "c", 1_000),
         );
         hub.keep_run(&a, 0, 1_000, vec![big(1)]);
         hub.keep_run(&b, 0, 1_000, vec![big(2)]);
@@ -575,7 +742,7 @@ mod tests {
 
     #[test]
     fn sweep_keeps_rooms_with_waiters() {
-        let hub = Hub::new(8, 0);
+        let hub = Hub::new(8);
         let held = hub.room(&room("held"));
         hub.room(&room("idle"));
         assert_eq!(hub.sweep(Duration::ZERO), 1);

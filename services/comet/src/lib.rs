@@ -1,21 +1,22 @@
 //! The comet role: `room/observe`, the held long-poll that answers the moment an event arrives.
 //!
-//! Each replica consumes the whole event stream into a bounded buffer per room ([`hub`]) and
-//! wakes a room's waiters once per event. An observe older than a room's buffer is filled from
-//! JetStream ([`backfill`]), so every replica answers gaplessly, including one just started.
-//! Replicas never talk to each other and the api never calls them.
+//! Each replica follows the live events of the rooms it has observers for ([`live`]), into a
+//! bounded buffer per room ([`hub`]), and wakes a room's waiters once per event. An observe
+//! older than a room's buffer is filled from JetStream ([`backfill`]), so every replica
+//! answers gaplessly, including one just started. Replicas never talk to each other and the
+//! api never calls them.
 //!
 //! - [`state`]: configuration, shared handles and limits; [`start`] builds them and starts
-//!   the feed, the mirror and the presence flusher.
+//!   the live check, the mirror and the presence flusher.
 //! - [`hub`]: per-room buffers of serialized events and their waiters.
-//! - [`feed`]: the ordered consumer that fills the hub from JetStream.
+//! - [`live`]: following the rooms observed here, finding lost events.
 //! - [`backfill`]: reading a room's older events straight from the stream.
 //! - [`observe`]: the handler: checks, limits, waiting, draining.
 //! - [`presence`]: telling the api which occupants are observing.
 
 pub mod backfill;
-pub mod feed;
 pub mod hub;
+pub mod live;
 pub mod observe;
 pub mod presence;
 pub mod state;
@@ -32,6 +33,7 @@ use lingr_proto::subjects;
 
 use crate::backfill::Backfiller;
 use crate::hub::Hub;
+use crate::live::Live;
 use crate::presence::Presence;
 use crate::state::{held_limit, sweep_forever, CometMetrics, Slots};
 
@@ -45,7 +47,8 @@ pub fn router(state: CometState) -> Router {
         .with_state(std::sync::Arc::new(state))
 }
 
-/// Opens the stream and the occupants bucket (waiting for NATS), then starts the feed.
+/// Opens the stream and the occupants bucket (waiting for NATS), then starts checking the
+/// rooms it will follow.
 ///
 /// # Errors
 /// When `shutdown` fires before NATS answers.
@@ -53,18 +56,17 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let client = context.client.clone();
     let (metrics, shutdown) = (&context.metrics, context.shutdown.clone());
     let layout = context.layout();
-    let (mut stream, occupants, presence_bucket) =
-        nats::retry("comet setup", &shutdown, || async {
-            Ok((
-                layout.events().await?,
-                layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
-                layout.bucket(subjects::PRESENCE_BUCKET).await?,
-            ))
-        })
-        .await?;
-    let newest = stream.info().await?.state.last_sequence;
+    let (stream, occupants, presence_bucket) = nats::retry("comet setup", &shutdown, || async {
+        Ok((
+            layout.events().await?,
+            layout.bucket(subjects::OCCUPANTS_BUCKET).await?,
+            layout.bucket(subjects::PRESENCE_BUCKET).await?,
+        ))
+    })
+    .await?;
     let metrics = CometMetrics::register(metrics);
-    let hub = Arc::new(Hub::new(config.room_buffer, newest));
+    let hub = Arc::new(Hub::new(config.room_buffer));
+    let live = Arc::new(Live::new(client, stream.clone(), metrics.clone()));
     let presence = Arc::new(Presence::new()?);
     let departures = {
         let presence = Arc::clone(&presence);
@@ -83,7 +85,9 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
             ..Hooks::default()
         },
     );
-    let feed_ready = Signal::new();
+    // Up once the stream was set up; the live check takes it down while the stream is gone.
+    let live_ready = Signal::new();
+    live_ready.up();
     let state = CometState {
         slots: Arc::new(Slots::new(
             held_limit(config.max_held_observes),
@@ -92,6 +96,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         )),
         config: Arc::new(config),
         hub: Arc::clone(&hub),
+        live: Arc::clone(&live),
         backfiller: Arc::new(Backfiller::new(stream.clone())),
         occupants,
         occupants_mirror: Arc::clone(&occupants_mirror),
@@ -100,12 +105,10 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
         shutdown: shutdown.clone(),
         metrics: metrics.clone(),
     };
-    let feed = tokio::spawn(crate::feed::follow(
-        stream,
-        client,
+    let checker = tokio::spawn(live.check_forever(
         Arc::clone(&hub),
-        Arc::clone(&feed_ready),
-        metrics,
+        Arc::clone(&context.link),
+        Arc::clone(&live_ready),
         shutdown.clone(),
     ));
     let flush_every = state.config.presence_flush;
@@ -118,7 +121,7 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
     let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
     Ok(Started {
         router: router(state),
-        ready: vec![feed_ready, occupants_mirror.ready_signal()],
-        tasks: vec![feed, mirror_task, flusher, sweeper],
+        ready: vec![live_ready, occupants_mirror.ready_signal()],
+        tasks: vec![checker, mirror_task, flusher, sweeper],
     })
 }

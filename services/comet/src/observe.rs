@@ -69,7 +69,13 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
-    let room = state.hub.room(&ticket.room);
+    let room = match state.hub.followed_room(&ticket.room) {
+        Some(room) => room,
+        // Once per room, so boxed: a held observe does not carry this state while it waits.
+        None => Box::pin(state.live.room(&state.hub, &ticket.room))
+            .await
+            .map_err(|err| ApiError::unavailable("following the room", err.to_string()))?,
+    };
     let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
     // Gone from the mirror after being in it means it left, also before its departure could
     // be signalled to this observe. (A brand-new occupant may not be mirrored yet: then only
@@ -147,7 +153,7 @@ async fn backfill(
     if !matches!(room.collect(from, 1), Collected::Missing { .. }) {
         return Ok(());
     }
-    if room.backfill_failed_recently() {
+    if room.read_failed_recently() {
         return Err(ApiError::unavailable(
             "backfilling an observe",
             "the room's last read of the stream failed a moment ago",
@@ -171,7 +177,7 @@ async fn backfill(
             }
             Err(err) => {
                 if matches!(err, BackfillError::Stream(_)) {
-                    room.note_backfill_failure();
+                    room.note_read_failure();
                 }
                 Err(err)
             }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backfill::Backfiller;
 use crate::hub::Hub;
+use crate::live::Live;
 use crate::presence::Presence;
 
 /// The comet's own flags.
@@ -64,6 +65,8 @@ pub struct CometState {
     pub config: Arc<CometConfig>,
     /// Rooms and their buffers.
     pub hub: Arc<Hub>,
+    /// Follows the rooms observed here.
+    pub live: Arc<Live>,
     /// Reads older events from the stream.
     pub backfiller: Arc<Backfiller>,
     /// Occupants, for tickets the mirror has not seen yet.
@@ -87,8 +90,12 @@ pub struct CometState {
 pub struct CometMetrics {
     /// Observes held now.
     pub held: Gauge,
-    /// Events applied to the hub.
+    /// Live events applied to the rooms this replica follows.
     pub events_applied: Counter,
+    /// Times a followed room found it had lost live events (and restarted after them).
+    pub live_gaps: Counter,
+    /// Rooms followed now.
+    pub rooms_followed: Gauge,
     /// Observes answered, by outcome: `events`, `empty` (timeout or drain) or the error code.
     pub observes: Family<Outcome, Counter>,
     /// Seconds from an event's storing in the stream to a held observe's answer with it.
@@ -109,7 +116,15 @@ impl CometMetrics {
             held: metrics.gauge("lingr_comet_held_observes", "Observes held now."),
             events_applied: metrics.counter(
                 "lingr_comet_events_applied",
-                "Events applied to room buffers.",
+                "Live events applied to the buffers of the rooms this replica follows.",
+            ),
+            live_gaps: metrics.counter(
+                "lingr_comet_live_gaps",
+                "Times a followed room found it had lost live events and restarted after them.",
+            ),
+            rooms_followed: metrics.gauge(
+                "lingr_comet_rooms_followed",
+                "Rooms whose live events this replica follows now.",
             ),
             observes: metrics.counters(
                 "lingr_comet_observes",
@@ -282,6 +297,7 @@ pub(crate) fn held_limit(configured: usize) -> usize {
     configured.min(fits)
 }
 
+/// Drops the rooms nobody waited on for `idle`, which stops following them.
 pub(crate) async fn sweep_forever(hub: Arc<Hub>, idle: Duration, shutdown: CancellationToken) {
     let mut ticks = tokio::time::interval((idle / 4).max(Duration::from_secs(1)));
     loop {
