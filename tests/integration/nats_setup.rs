@@ -1,5 +1,6 @@
 //! The NATS plumbing every role relies on, against a real nats-server 2.9: buckets created
-//! without `create_key_value`, fresh bucket state, and mirrors that are only ready once loaded.
+//! without `create_key_value`, fresh bucket state, mirrors that are only ready once loaded, and
+//! the event stream's republishing (added in place from 2.10, refused clearly on 2.9).
 
 use std::time::Duration;
 
@@ -71,5 +72,41 @@ async fn a_mirror_is_ready_only_once_it_holds_the_bucket_as_it_was() {
     assert_eq!(mirror.get("key42"), None);
     shutdown.cancel();
     task.await.expect("mirror task ends");
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_event_stream_made_without_republishing_gets_it_or_a_clear_refusal() {
+    let app = TestApp::new(Db::Default).await;
+    let client = app.lingr_client().await;
+    let js = async_nats::jetstream::new(client.clone());
+    // The stream as Lingr made it before comets subscribed per room.
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: lingr_proto::subjects::EVENTS_STREAM.to_owned(),
+        subjects: vec![lingr_proto::subjects::EVENTS_SUBJECTS.to_owned()],
+        allow_direct: true,
+        ..Default::default()
+    })
+    .await
+    .expect("an old stream");
+    let opened = nats::Layout::new(client.clone(), app.retention, 1)
+        .events()
+        .await;
+    let version = client.server_info().version;
+    if version.starts_with("2.9.") {
+        let refusal = format!("{:#}", opened.err().expect("2.9 cannot add republishing"));
+        assert!(
+            refusal.contains("upgrade nats-server to 2.10 or later"),
+            "{refusal}"
+        );
+    } else {
+        let mut stream = opened.expect("updated in place");
+        let config = stream.info().await.expect("info").config.clone();
+        assert_eq!(
+            config.republish.map(|r| r.destination),
+            Some(lingr_proto::subjects::LIVE_SUBJECT_TEMPLATE.to_owned()),
+            "nats-server {version} added it"
+        );
+    }
     app.cleanup().await;
 }
