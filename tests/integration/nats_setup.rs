@@ -94,7 +94,7 @@ async fn an_event_stream_made_without_republishing_gets_it_or_a_clear_refusal() 
         .await;
     let version = client.server_info().version;
     if version.starts_with("2.9.") {
-        let refusal = format!("{:#}", opened.err().expect("2.9 cannot add republishing"));
+        let refusal = format!("{:#}", opened.expect_err("2.9 cannot add republishing"));
         assert!(
             refusal.contains("upgrade nats-server to 2.10 or later"),
             "{refusal}"
