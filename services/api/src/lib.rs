@@ -54,7 +54,8 @@ use crate::state::ApiMetrics;
 
 pub use state::{ApiConfig, ApiState};
 
-/// The api's routes, without health routes or layers (see [`lingr_platform::http::app`]).
+/// The api's routes and the web client's pages, without health routes or layers (see
+/// [`lingr_platform::http::app`]).
 pub fn router(state: ApiState) -> Router {
     let client = state.js.client();
     let routes = Router::new()
@@ -67,8 +68,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/room/exit", api_route(rooms::exit))
         // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
         .with_state(std::sync::Arc::new(state));
-    // Every call needs NATS: none waits for it longer than guarantee 8 allows.
+    // Every call needs NATS: none waits for it longer than guarantee 8 allows. The pages need
+    // nothing but the binary.
     http::requiring_nats(http::with_deadline(routes, http::CALL_DEADLINE), client)
+        .merge(lingr_web::router())
 }
 
 /// Creates the stream and buckets (waiting for NATS if need be), starts the mirrors and the

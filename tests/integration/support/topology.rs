@@ -146,6 +146,16 @@ pub async fn start_processes(app: &TestApp, roles: Roles) -> Running {
         children.push(child);
         upstreams.history = Some(base);
     }
+    behind_proxy(app, upstreams, children).await
+}
+
+/// `children`, serving as `upstreams`, behind one URL: a [`proxy`] routing by path when there
+/// are several; waits until they are ready.
+pub async fn behind_proxy(
+    app: &TestApp,
+    mut upstreams: Upstreams,
+    children: Vec<Child>,
+) -> Running {
     let all: Vec<String> = [&upstreams.api, &upstreams.comet, &upstreams.history]
         .into_iter()
         .flatten()
@@ -217,17 +227,24 @@ pub fn launch_role(
     env: &[(&str, &str)],
     stdout: Stdio,
 ) -> (Child, String) {
-    let listen = format!("127.0.0.1:{}", super::free_port());
+    // A test that starts a role again where it was passes its address.
+    let listen = flags
+        .iter()
+        .position(|flag| flag == "--listen")
+        .and_then(|at| flags.get(at + 1).cloned());
+    let (listen, flags) = match listen {
+        Some(listen) => (listen, flags),
+        None => {
+            let listen = format!("127.0.0.1:{}", super::free_port());
+            (
+                listen.clone(),
+                [vec!["--listen".to_owned(), listen], flags].concat(),
+            )
+        }
+    };
     let child = Command::new(lingr_binary())
         .arg(role)
-        .args([
-            "--listen",
-            &listen,
-            "--nats",
-            &app.nats_url(),
-            "--database",
-            &app.database_url,
-        ])
+        .args(["--nats", &app.nats_url(), "--database", &app.database_url])
         .args(["--retention", &app.retention.as_secs_f64().to_string()])
         .args(flags)
         .env("LINGR_SECRET", SECRET)
@@ -284,12 +301,28 @@ pub fn comet_flags(c: &CometConfig) -> Vec<String> {
     .collect()
 }
 
+/// The base URL of each role behind a proxy.
 #[derive(Default)]
-struct Upstreams {
-    api: Option<String>,
-    comet: Option<String>,
-    history: Option<String>,
+pub struct Upstreams {
+    /// Where api listens.
+    pub api: Option<String>,
+    /// Where comet listens.
+    pub comet: Option<String>,
+    /// Where history listens.
+    pub history: Option<String>,
     all: Vec<String>,
+}
+
+impl Upstreams {
+    /// Each role at its base URL.
+    pub fn new(api: String, comet: String, history: String) -> Self {
+        Self {
+            api: Some(api),
+            comet: Some(comet),
+            history: Some(history),
+            all: Vec::new(),
+        }
+    }
 }
 
 struct Proxy {
