@@ -775,3 +775,39 @@ async fn enter_lists_at_most_100_occupants_with_the_count_and_room_occupants_pag
     server.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn the_web_client_and_the_badge_are_served_with_the_api() {
+    let app = TestApp::new(Db::Default).await;
+    // All roles behind one URL: lingr dev in-process, the path-routing proxy as processes.
+    let server = app.start_all().await;
+    let c = &app.client;
+    for (path, kind, part) in [
+        ("/", "text/html", "<label for=\"nickname\">Nickname</label>"),
+        (
+            "/rooms/lobby",
+            "text/html",
+            "<label for=\"room\">Room</label>",
+        ),
+        ("/assets/app.js", "text/javascript", "import"),
+        ("/assets/style.css", "text/css", ".composer"),
+        ("/badge.js", "text/javascript", "attachShadow"),
+    ] {
+        let answer = c
+            .request(c.http().get(format!("{}{path}", server.base())))
+            .await;
+        assert_eq!(answer.status, 200, "{path}");
+        let content_type = answer.headers[reqwest::header::CONTENT_TYPE]
+            .to_str()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(content_type.starts_with(kind), "{path}: {content_type}");
+        assert!(answer.body.contains(part), "{path} is the file it names");
+    }
+    let missing = c
+        .request(c.http().get(format!("{}/assets/nothing.js", server.base())))
+        .await;
+    assert_eq!(missing.status, 404);
+    server.stop().await;
+    app.cleanup().await;
+}

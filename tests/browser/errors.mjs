@@ -1,0 +1,41 @@
+// What the web client does with the API's errors: a say refused with 429 `rate_limited` says
+// so beside the field and keeps the text to send again; when every ticket dies (the servers
+// restart with another secret) both pages enter again by themselves, a say in flight is sent
+// once, and nobody loses a message.
+
+import { ask, check, enter, person, run, say, texts, waitForTexts } from './lib.mjs';
+
+const ROOM = 'strict';
+
+await run(async (browser) => {
+  const alice = await person(browser);
+  const bob = await person(browser);
+  await enter(alice, 'alice', ROOM);
+  await enter(bob, 'bob', ROOM);
+
+  // The api allows a burst of three calls: the enter and two says; the third say is refused.
+  await say(alice, 'one');
+  await say(alice, 'two');
+  const field = alice.getByLabel('Message', { exact: true });
+  await field.fill('three');
+  await field.press('Enter');
+  await alice.locator('#say-error', { hasText: 'sending too fast' }).waitFor();
+  check(await field.inputValue() === 'three', 'the refused message stays in the field');
+  await alice.waitForTimeout(1500);
+  await field.press('Enter');
+  await alice.waitForFunction(() => document.getElementById('message').value === '');
+  check(await alice.locator('#say-error').textContent() === '', 'the error clears once sent');
+  await waitForTexts(bob, (t) => t.includes('three'), 'bob gets the message sent again');
+
+  await ask('new-secret');
+  await alice.waitForTimeout(1000);
+  await say(alice, 'after the new secret');
+  const seen = await waitForTexts(bob, (t) => t.includes('after the new secret'), 'bob entered again and gets it');
+  for (const text of ['one', 'two', 'three', 'after the new secret']) {
+    check(seen.filter((t) => t === text).length === 1, `${text} shown once: ${JSON.stringify(seen)}`);
+  }
+  for (const page of [alice, bob]) {
+    await page.waitForFunction(() => document.getElementById('status').textContent === '');
+  }
+  check((await texts(alice)).filter((t) => t === 'after the new secret').length === 1, 'alice said it once');
+});
