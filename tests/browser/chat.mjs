@@ -64,6 +64,12 @@ await run(async (browser) => {
   const earlier = await waitForTexts(carol, (t) => t.includes('hello bob') && t.includes('renamed'), 'carol sees recent messages');
   check(earlier.filter((t) => t === 'hello bob').length === 1, 'recent messages once each');
   await alice.locator('#count', { hasText: '(3)' }).waitFor();
+  // Enter shows recent messages only; what came before them loads on demand.
+  check(await carol.locator('#log li.notice', { hasText: 'alice entered' }).count() === 0, 'recent messages only');
+  await carol.getByRole('button', { name: 'Load older messages' }).click();
+  await carol.locator('#log li.notice', { hasText: 'alice entered' }).waitFor();
+  await carol.getByRole('button', { name: 'Load older messages' }).waitFor({ state: 'hidden' });
+  check((await texts(carol))[0] === 'hello bob', 'older events go above the recent ones');
 
   await screenshot(alice, 'room-desktop');
   await screenshot(bob, 'room-phone');
