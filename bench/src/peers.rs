@@ -160,7 +160,7 @@ impl Pushpin {
         let config = format!(
             "[global]\ninclude={internal}\nrundir={run}\nipc_prefix=bench-\nport_offset=0\n\
              stats_connection_ttl=120\n\
-             [runner]\nservices=condure,pushpin-proxy,pushpin-handler\nhttp_port={http}\n\
+             [runner]\nservices=condure,pushpin-proxy,pushpin-handler\nhttp_port=127.0.0.1:{http}\n\
              logdir={log}\nlog_level=1\nclient_buffer_size=8192\nclient_maxconn=60000\n\
              condure_bin=condure\n\
              [proxy]\nroutesfile={routes}\ndebug=false\nauto_cross_origin=false\n\
@@ -261,7 +261,8 @@ impl Pushpin {
         }
         let _ = self.runner.kill().await;
         let _ = self.zurl.kill().await;
-        let _ = self.origin.kill().await;
+        // The origin is an nginx master: killing it alone would leave its workers running.
+        stop_gracefully(self.origin).await;
     }
 }
 

@@ -64,7 +64,13 @@ export async function say(page, text) {
   const field = page.getByLabel('Message', { exact: true });
   await field.fill(text);
   await field.press('Enter');
-  await page.waitForFunction(() => document.getElementById('message').value === '');
+  try {
+    await page.waitForFunction(() => document.getElementById('message').value === '', null, { timeout: 20_000 });
+  } catch (err) {
+    const shown = await page.locator('#say-error').textContent();
+    const status = await page.locator('#status').textContent();
+    throw new Error(`"${text}" was not sent (the page says "${shown}", status "${status}"): ${err.message}`);
+  }
 }
 
 /** The texts of a page's message lines, in order. */

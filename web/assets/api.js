@@ -50,6 +50,8 @@ export async function messages(room, params) {
 }
 
 let callbacks = 0;
+/** How long a callback outlives its call, for an answer that comes after the page gave up. */
+const LATE_ANSWER_MS = 120_000;
 
 /** Calls `/api/<path>` as JSONP: a <script> whose answer calls back a function of ours. A
  *  JSONP error still arrives as a body with `status: "error"` (a script cannot read an HTTP
@@ -62,8 +64,9 @@ export function jsonp(path, params, waitMs) {
     let timer = 0;
     const finish = () => {
       clearTimeout(timer);
-      // A late answer after a timeout must find a function, and do nothing.
+      // A late answer after a timeout must find a function, and do nothing; then it goes.
       window[name] = () => {};
+      setTimeout(() => { delete window[name]; }, LATE_ANSWER_MS);
       script.remove();
     };
     window[name] = (body) => {

@@ -36,10 +36,12 @@ async function showRoom(room, nickname) {
   presence.view.status('Entering…', false);
   try {
     await presence.start();
+    if (here !== presence) return;
     presence.view.status('', false);
-    $('older').hidden = false;
     $('message').focus();
   } catch (err) {
+    // Only if the page still shows this room: the person may have gone elsewhere meanwhile.
+    if (here !== presence) return;
     here = null;
     showStart(room, `Could not enter: ${explain(err)}`);
   }

@@ -92,6 +92,7 @@
       const finish = () => {
         clearTimeout(timer);
         window[name] = () => {};
+        setTimeout(() => { delete window[name]; }, 120000);
         tag.remove();
       };
       window[name] = (body) => {
@@ -109,9 +110,11 @@
   const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
   const backoff = (n) => BACKOFF_MS[Math.min(n, BACKOFF_MS.length - 1)];
 
-  /** Observes from `counter` until the ticket or counter stops being good. */
+  /** Observes from `counter` until the ticket or counter stops being good; resolves with
+   *  whether any observe was answered. */
   async function observe(session, ticket, counter) {
     let failures = 0;
+    let answered = false;
     for (;;) {
       try {
         const answer = await jsonp('room/observe', { session, ticket, counter, timeout: 30 }, 45000);
@@ -124,10 +127,11 @@
         messages = messages.slice(-LAST_MESSAGES);
         counter = answer.counter;
         failures = 0;
+        answered = true;
         status('');
         draw();
       } catch (err) {
-        if (['counter_expired', 'invalid_session', 'invalid_ticket'].includes(err.code)) return;
+        if (['counter_expired', 'invalid_session', 'invalid_ticket'].includes(err.code)) return answered;
         status('Reconnecting…');
         await sleep(backoff(failures));
         failures += 1;
@@ -144,8 +148,13 @@
         messages = entered.room.messages.slice(-LAST_MESSAGES);
         status('');
         draw();
-        failures = 0;
-        await observe(session, entered.ticket, entered.counter);
+        // Entering again and again without one answer would flood the room: wait more each time.
+        if (await observe(session, entered.ticket, entered.counter)) {
+          failures = 0;
+        } else {
+          await sleep(backoff(failures));
+          failures += 1;
+        }
       } catch {
         status('Reconnecting…');
         await sleep(backoff(failures));

@@ -31,6 +31,7 @@ export class Presence {
     this.occupantId = undefined;
     this.counter = 0;
     this.active = false;
+    this.reentering = null;
     // Each entry gets its own generation: an observe of an earlier one ends quietly.
     this.generation = 0;
   }
@@ -38,11 +39,14 @@ export class Presence {
   /** Enters the room and starts observing it. */
   async start() {
     this.active = true;
-    await this.enter();
+    await this.enter(true);
     this.observeForever();
   }
 
-  async enter() {
+  /** Enters the room. `fresh`: the page starts over with the room as it is now (first entry,
+   *  or a counter too old to observe from); otherwise only the ticket is new, and observing
+   *  goes on from the counter it had, so the log misses nothing. */
+  async enter(fresh) {
     if (!this.session) {
       this.session = (await call('session/create', { nickname: this.nickname })).session;
     }
@@ -54,25 +58,37 @@ export class Presence {
     } catch (err) {
       if (err instanceof ApiError && err.code === 'invalid_session') {
         this.session = undefined;
-        return this.enter();
+        return this.enter(fresh);
       }
       throw err;
+    }
+    if (!this.active) {
+      // Left (or navigated away) while entering: leave this entry too.
+      call('room/exit', { session: this.session, ticket: entered.ticket }).catch(() => {});
+      throw new ApiError('left', 'left the room while entering it');
     }
     this.generation += 1;
     this.ticket = entered.ticket;
     this.occupantId = entered.occupant_id;
-    this.counter = entered.counter;
-    this.view.reset(this.room, entered.room.occupants, entered.room.occupant_count);
-    this.view.append(entered.room.messages, this.occupantId);
-    return entered.room.messages.length;
+    if (fresh) {
+      this.counter = entered.counter;
+      this.view.reset(this.room, entered.room.occupants, entered.room.occupant_count);
+      this.view.append(entered.room.messages, this.occupantId);
+    }
   }
 
-  /** Enters again after the session, ticket or counter stopped being good, until it works. */
-  async reenter(why) {
+  /** Enters again after the session, ticket or counter stopped being good, until it works.
+   *  A say and the observe that find the ticket dead at once share one new entry. */
+  reenter(why, fresh) {
+    this.reentering ??= this.enterUntilIn(why, fresh).finally(() => { this.reentering = null; });
+    return this.reentering;
+  }
+
+  async enterUntilIn(why, fresh) {
     for (let attempt = 0; this.active; attempt += 1) {
       this.view.status(why, true);
       try {
-        await this.enter();
+        await this.enter(fresh);
         this.view.status('', false);
         return;
       } catch (err) {
@@ -99,16 +115,24 @@ export class Presence {
       } catch (err) {
         if (!this.active || generation !== this.generation) continue;
         const code = err instanceof ApiError ? err.code : 'network';
+        // Every failure until an observe is answered waits longer, entering again included:
+        // tickets refused again and again must not make the page enter the room in a loop.
+        const wait = BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)];
+        failures += 1;
         if (code === 'counter_expired') {
-          await this.reenter('Catching up…');
+          // The events after the counter are gone: leave this entry, start over.
+          call('room/exit', { session: this.session, ticket: this.ticket }).catch(() => {});
+          await sleep(wait);
+          await this.reenter('Catching up…', true);
         } else if (GONE.has(code)) {
           if (code === 'invalid_session') this.session = undefined;
-          await this.reenter('Reconnecting…');
+          this.view.status('Reconnecting…', true);
+          await sleep(wait);
+          await this.reenter('Reconnecting…', false);
         } else {
           // Transient or unknown: the same counter again, later, so nothing is lost.
           this.view.status(TRANSIENT.has(code) ? 'Reconnecting…' : `Reconnecting… (${code})`, true);
-          await sleep(BACKOFF_MS[Math.min(failures, BACKOFF_MS.length - 1)]);
-          failures += 1;
+          await sleep(wait);
         }
       }
     }
@@ -133,7 +157,7 @@ export class Presence {
     } catch (err) {
       if (err instanceof ApiError && GONE.has(err.code)) {
         // The retry carries the same id: said once, whatever happened to the first.
-        await this.reenter('Reconnecting…');
+        await this.reenter('Reconnecting…', false);
         await call('room/say', { session: this.session, ticket: this.ticket, message: text, idempotent_id: id });
         return;
       }
@@ -160,6 +184,8 @@ export class Presence {
   async leave() {
     this.active = false;
     this.generation += 1;
+    // Still entering: that entry leaves by itself once it is made.
+    if (!this.ticket) return;
     try {
       await call('room/exit', { session: this.session, ticket: this.ticket });
     } catch {

@@ -54,6 +54,7 @@ export class RoomView {
     $('room-name').textContent = room;
     document.title = `${room} · Lingr`;
     this.log.replaceChildren();
+    $('older').hidden = false;
     this.people = new Map(occupants.map((o) => [o.id, o.nickname]));
     this.count = count;
     this.drawPeople();

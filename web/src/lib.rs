@@ -58,8 +58,10 @@ const PAGE_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'sel
      connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'self'; \
      frame-ancestors 'none'";
 
-/// Scripts and styles change only with the binary; a few minutes' caching spares a reload.
-const ASSET_CACHING: &str = "public, max-age=300";
+/// The page's modules must all come from one binary (a new app.js beside a cached old room.js
+/// would break after a deploy), so they are checked each time; the badge stands alone.
+const ASSET_CACHING: &str = "no-cache";
+const BADGE_CACHING: &str = "public, max-age=300";
 
 /// The page, its files and the badge.
 pub fn router() -> Router {
@@ -79,7 +81,7 @@ pub fn router() -> Router {
         (
             [
                 (header::CONTENT_TYPE, JAVASCRIPT),
-                (header::CACHE_CONTROL, ASSET_CACHING),
+                (header::CACHE_CONTROL, BADGE_CACHING),
                 (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
                 // Loaded by pages of any origin, including ones that isolate themselves.
                 (

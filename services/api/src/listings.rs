@@ -198,8 +198,18 @@ impl Listings {
         })
     }
 
+    /// Whether `occupant` of `room` is still pending (named, its enter being published).
+    pub fn is_pending(&self, room: &RoomId, occupant: &str) -> bool {
+        self.rooms.read().is_ok_and(|rooms| {
+            rooms
+                .get(room.as_str())
+                .is_some_and(|listing| listing.pending.contains_key(occupant))
+        })
+    }
+
     /// How many rooms have someone listed or pending.
-    pub fn rooms(&self) -> usize {
+    #[cfg(test)]
+    fn rooms(&self) -> usize {
         self.rooms.read().map_or(0, |rooms| rooms.len())
     }
 }
@@ -273,6 +283,8 @@ mod tests {
             4
         );
         assert_eq!(listings.pending_since(&lobby(), 0), named(&[9]));
+        assert!(listings.is_pending(&lobby(), id(9).as_str()));
+        assert!(!listings.is_pending(&lobby(), id(1).as_str()));
         assert!(listings.pending_since(&lobby(), 1_001).is_empty());
     }
 

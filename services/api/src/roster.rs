@@ -11,7 +11,6 @@ use axum::extract::State;
 use lingr_platform::clock::now_ms;
 use lingr_platform::{ApiError, Params, Reply};
 use lingr_proto::api::{OccupantsPage, OCCUPANTS_DEFAULT, OCCUPANTS_MAX};
-use lingr_proto::records;
 use lingr_proto::{ErrorCode, OccupantId, RoomId};
 
 pub use crate::listings::{Page, Roster};
@@ -52,18 +51,12 @@ pub async fn as_of(
     // publishes its enter after this one's was stored. So it waits for these alone, however
     // many enter meanwhile.
     let waiting_until = tokio::time::Instant::now() + PENDING_ENTER_WAIT;
-    let prefix = records::room_prefix(room);
     let mut pending = state
         .listings
         .pending_since(room, now_ms().saturating_sub(ABANDONED_ENTER_MS));
     while !pending.is_empty() && tokio::time::Instant::now() < waiting_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        pending.retain(|occupant| {
-            state
-                .occupants_mirror
-                .get(&format!("{prefix}{occupant}"))
-                .is_some_and(|o| !o.leaving && o.enter_counter.is_none())
-        });
+        pending.retain(|occupant| state.listings.is_pending(room, occupant));
     }
     Ok(state.listings.roster(room, counter, page))
 }

@@ -149,9 +149,10 @@ impl Hub {
     }
 
     /// The room, created if new (it covers nothing until it is started: see
-    /// [`Room::start_after`]).
+    /// [`Room::start_after`]), marked as used now.
     pub fn room(&self, id: &RoomId) -> Arc<Room> {
         if let Some(room) = self.rooms.read().ok().and_then(|r| r.get(id).cloned()) {
+            room.touch();
             return room;
         }
         let capacity = self.room_capacity;
@@ -165,22 +166,26 @@ impl Hub {
         )
     }
 
-    /// The room, if it is kept and followed already.
+    /// The room, if it is kept and followed already, marked as used now.
     pub fn followed_room(&self, id: &RoomId) -> Option<Arc<Room>> {
-        self.rooms
+        let room = self
+            .rooms
             .read()
             .ok()
             .and_then(|r| r.get(id).cloned())
-            .filter(|room| room.following.initialized())
+            .filter(|room| room.following.initialized())?;
+        room.touch();
+        Some(room)
     }
 
-    /// Every room kept now.
-    pub fn rooms(&self) -> Vec<(RoomId, Arc<Room>)> {
+    /// Every room followed now (not those whose following failed or is starting).
+    pub fn followed_rooms(&self) -> Vec<(RoomId, Arc<Room>)> {
         self.rooms.read().map_or_else(
             |_| Vec::new(),
             |rooms| {
                 rooms
                     .iter()
+                    .filter(|(_, room)| room.following.initialized())
                     .map(|(id, room)| (id.clone(), Arc::clone(room)))
                     .collect()
             },
@@ -277,6 +282,14 @@ impl Room {
         self.following.get_or_try_init(|| start).await.map(|_| ())
     }
 
+    /// Notes that an observe wants the room: a room nobody observes is dropped after a while,
+    /// however busy it is.
+    fn touch(&self) {
+        if let Ok(mut buffer) = self.buffer.write() {
+            buffer.last_used = Instant::now();
+        }
+    }
+
     /// Makes the room cover every event after `counter`: the newest one stored when its
     /// follower started receiving.
     pub fn start_after(&self, counter: u64) {
@@ -321,7 +334,6 @@ impl Room {
                     }
                 }
             }
-            buffer.last_used = Instant::now();
             applied
         };
         self.notify.notify_waiters();
@@ -738,6 +750,23 @@ mod tests {
         drop((a, b, c));
         hub.sweep(Duration::ZERO);
         assert_eq!(hub.run_bytes(), 0, "dropped rooms give their runs back");
+    }
+
+    #[test]
+    fn a_room_is_swept_when_nobody_observes_it_however_busy_it_is() {
+        let hub = Hub::new(8);
+        // The follower's hold on a room: it does not keep the room.
+        let followed = Arc::downgrade(&started(&hub, "busy", 0));
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(room) = followed.upgrade() {
+            feed(&room, 1..=5);
+        }
+        assert_eq!(
+            hub.sweep(Duration::from_millis(10)),
+            0,
+            "events do not keep it"
+        );
+        assert!(followed.upgrade().is_none());
     }
 
     #[test]

@@ -76,12 +76,12 @@ impl Live {
     /// The hub's room `id`, followed from now on if it was not yet. (An observe looks for a
     /// followed room with [`Hub::followed_room`] first: this one's future is larger.)
     ///
-    /// # Errors
-    /// When NATS does not answer the subscription or the read of the room's newest event.
-    ///
     /// Like any call needing NATS it gives up after [`CALL_DEADLINE`] (guarantee 8), and a
     /// start that failed a moment ago makes the room's other observes give up at once instead
     /// of trying in turn.
+    ///
+    /// # Errors
+    /// When NATS does not answer the subscription or the read of the room's newest event.
     pub async fn room(&self, hub: &Hub, id: &RoomId) -> Result<Arc<Room>, FollowError> {
         let room = hub.room(id);
         let start = async {
@@ -99,9 +99,8 @@ impl Live {
             }
             started
         };
-        tokio::time::timeout(CALL_DEADLINE, room.followed(start))
-            .await
-            .unwrap_or_else(|_| Err(failed(id, "NATS did not answer in time")))?;
+        // A waiter behind a start that fails waits at most for that start, then fails at once.
+        room.followed(start).await?;
         Ok(room)
     }
 
@@ -193,7 +192,7 @@ impl Live {
                 ready.down();
                 continue;
             }
-            let lost = self.check(hub.rooms()).await;
+            let lost = self.check(hub.followed_rooms()).await;
             if lost > 0 {
                 tracing::warn!(
                     rooms = lost,

@@ -2,7 +2,8 @@
 //!
 //! Answers at once with up to 500 events after `counter`, or holds the request until one
 //! arrives, `timeout` passes, or the replica drains (then `events` is empty and `counter`
-//! unchanged). The events are the bytes the feed serialized once; this handler only joins them.
+//! unchanged). The events are the bytes [`crate::live`] serialized once as they arrived; this
+//! handler only joins them.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
