@@ -20,33 +20,24 @@ struct Asset {
 
 const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
+/// An asset named `$file` in `web/assets/`, served at `/assets/$file`.
+macro_rules! asset {
+    ($file:literal, $content_type:expr) => {
+        Asset {
+            path: concat!("/assets/", $file),
+            content_type: $content_type,
+            body: include_str!(concat!("../assets/", $file)),
+        }
+    };
+}
+
 /// The chat page's files, besides the page itself.
 const ASSETS: &[Asset] = &[
-    Asset {
-        path: "/assets/app.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../assets/app.js"),
-    },
-    Asset {
-        path: "/assets/room.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../assets/room.js"),
-    },
-    Asset {
-        path: "/assets/view.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../assets/view.js"),
-    },
-    Asset {
-        path: "/assets/api.js",
-        content_type: JAVASCRIPT,
-        body: include_str!("../assets/api.js"),
-    },
-    Asset {
-        path: "/assets/style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_str!("../assets/style.css"),
-    },
+    asset!("app.js", JAVASCRIPT),
+    asset!("room.js", JAVASCRIPT),
+    asset!("view.js", JAVASCRIPT),
+    asset!("api.js", JAVASCRIPT),
+    asset!("style.css", "text/css; charset=utf-8"),
 ];
 
 const PAGE: &str = include_str!("../assets/index.html");
