@@ -14,36 +14,28 @@ export class ApiError extends Error {
 }
 
 /** Calls `/api/<path>` with `params` as a JSON body; resolves with the answer. */
-export async function call(path, params) {
-  let response;
-  try {
-    response = await fetch(`/api/${path}`, {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify(params),
-    });
-  } catch {
-    throw new ApiError('network', 'the server cannot be reached');
-  }
-  let body = null;
-  try {
-    body = await response.json();
-  } catch {
-    // Not JSON: a proxy's error page.
-  }
-  if (body && body.status === 'ok') return body;
-  throw new ApiError(body?.code ?? `http_${response.status}`, body?.detail ?? response.statusText);
+export function call(path, params) {
+  return answerOf(fetch(`/api/${path}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(params),
+  }));
 }
 
 /** `room/get_messages` over XHR (a GET: history serves it). */
-export async function messages(room, params) {
-  const query = new URLSearchParams({ room, ...params });
+export function messages(room, params) {
+  return answerOf(fetch(`/api/room/get_messages?${new URLSearchParams({ room, ...params })}`));
+}
+
+/** The answer of a fetch of the API, or the ApiError it stands for. */
+async function answerOf(fetching) {
   let response;
   try {
-    response = await fetch(`/api/room/get_messages?${query}`);
+    response = await fetching;
   } catch {
     throw new ApiError('network', 'the server cannot be reached');
   }
+  // Not JSON: a proxy's error page.
   const body = await response.json().catch(() => null);
   if (body && body.status === 'ok') return body;
   throw new ApiError(body?.code ?? `http_${response.status}`, body?.detail ?? response.statusText);

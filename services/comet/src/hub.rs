@@ -12,11 +12,12 @@
 //! memory and work follow the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use lingr_platform::clock::now_ms;
 use lingr_platform::metrics::Gauge;
 use lingr_platform::telemetry::SpanContext;
 use lingr_proto::{Event, RoomId};
@@ -46,6 +47,10 @@ pub struct Room {
     notify: Notify,
     backfill_turn: Arc<tokio::sync::Mutex<()>>,
     capacity: usize,
+    /// When an observe last asked for the room (Unix ms). Apart from the buffer's lock, since
+    /// every observe notes it: a lock taken to write would make each of a room's re-observes
+    /// wait for the others.
+    last_used_ms: AtomicU64,
     /// What follows the room's live events while the room is kept (see [`crate::live`]);
     /// dropping the room stops it.
     following: tokio::sync::OnceCell<Following>,
@@ -80,7 +85,6 @@ struct Buffer {
     events: VecDeque<(u64, Bytes)>,
     /// Where each of `events` came from, index for index.
     origins: VecDeque<Origin>,
-    last_used: Instant,
     run: Option<Run>,
     read_failed_at: Option<Instant>,
 }
@@ -197,7 +201,7 @@ impl Hub {
         let Ok(mut rooms) = self.rooms.write() else {
             return 0;
         };
-        let now = Instant::now();
+        let (now, now_ms) = (Instant::now(), now_ms());
         for room in rooms.values() {
             if room
                 .run_read_at()
@@ -208,10 +212,8 @@ impl Hub {
         }
         rooms.retain(|_, room| {
             let keep = Arc::strong_count(room) > 1
-                || room
-                    .buffer
-                    .read()
-                    .is_ok_and(|b| now.duration_since(b.last_used) < idle);
+                || u128::from(now_ms.saturating_sub(room.last_used_ms.load(Ordering::Relaxed)))
+                    < idle.as_millis();
             if !keep {
                 room.take_run(&self.run_bytes);
             }
@@ -259,13 +261,13 @@ impl Room {
                 newest: 0,
                 events: VecDeque::new(),
                 origins: VecDeque::new(),
-                last_used: Instant::now(),
                 run: None,
                 read_failed_at: None,
             }),
             notify: Notify::new(),
             backfill_turn: Arc::new(tokio::sync::Mutex::new(())),
             capacity,
+            last_used_ms: AtomicU64::new(now_ms()),
             following: tokio::sync::OnceCell::new(),
         }
     }
@@ -285,9 +287,7 @@ impl Room {
     /// Notes that an observe wants the room: a room nobody observes is dropped after a while,
     /// however busy it is.
     fn touch(&self) {
-        if let Ok(mut buffer) = self.buffer.write() {
-            buffer.last_used = Instant::now();
-        }
+        self.last_used_ms.store(now_ms(), Ordering::Relaxed);
     }
 
     /// Makes the room cover every event after `counter`: the newest one stored when its
