@@ -158,6 +158,7 @@ struct Report {
     before: Sample,
     holding: Sample,
     after: Sample,
+    later: Sample,
     idle_cpu: f64,
     nats_per_second: Option<f64>,
     rounds: Vec<(usize, Percentiles)>,
@@ -254,12 +255,17 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     workers.stop().await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let after = Sample::of(&server.pids());
+    // An allocator hands pages back after a delay (jemalloc's decay is 10 s): the later
+    // sample says whether the memory is given back at all.
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    let later = Sample::of(&server.pids());
     Ok(Report {
         setup,
         held,
         before,
         holding,
         after,
+        later,
         idle_cpu,
         nats_per_second,
         rounds,
@@ -319,10 +325,11 @@ impl Report {
             / self.held.max(1) as f64;
         println!("held: {} in {:.1} s", self.held, self.setup.as_secs_f64());
         println!(
-            "server memory: {:.1} MiB before, {:.1} MiB holding, {:.1} MiB 5 s after the observes ended",
+            "server memory: {:.1} MiB before, {:.1} MiB holding, {:.1} MiB 5 s and {:.1} MiB 30 s after the observes ended",
             mib(&self.before),
             mib(&self.holding),
-            mib(&self.after)
+            mib(&self.after),
+            mib(&self.later)
         );
         println!("memory per held observe: {per_held:.1} KiB");
         println!(
@@ -355,13 +362,16 @@ impl Report {
         }
         println!(
             "summary target={name} observers={} rooms={} comets={} held={} setup_s={:.1} kib_per_held={per_held:.1} \
-             idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
+             mib_before={:.1} mib_holding={:.1} mib_after_30s={:.1} idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
              delivered={delivered}/{} failures={}",
             args.observers,
             args.rooms,
             args.comets,
             self.held,
             self.setup.as_secs_f64(),
+            mib(&self.before),
+            mib(&self.holding),
+            mib(&self.later),
             self.idle_cpu,
             self.nats_per_second.map_or("-".into(), |r| format!("{r:.0}")),
             ms(median_p50),

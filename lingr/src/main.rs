@@ -2,6 +2,11 @@
 
 use clap::Parser as _;
 
+/// jemalloc, with the background thread purging pages left unused for 10 s: after a burst
+/// of held observes ends, the memory goes back to the system (see docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = lingr::Cli::parse();
     // Test builds only: the fault points FAILPOINTS names, for the crash tests.

@@ -14,6 +14,8 @@
 //! event continue it. The layer runs without an exporter too, so the context travels (and log
 //! lines can name the trace) whether or not anything collects the spans.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use async_nats::HeaderMap;
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -29,6 +31,15 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::Layer as _;
 
 pub use opentelemetry::trace::SpanContext;
+
+/// Whether the installed subscriber exports spans (see [`exporting`]).
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether spans are exported over OTLP: without an exporter only a caller's sampled trace
+/// records spans, and a request nobody traces needs none.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
+}
 
 /// The tracer provider, to flush at exit.
 pub struct Telemetry {
@@ -77,6 +88,7 @@ pub fn init(service: &str) -> Telemetry {
         .try_init()
         .is_ok();
     if installed {
+        EXPORTING.store(exporting, Ordering::Relaxed);
         match export_error {
             Some(err) => {
                 tracing::warn!(error = %err, "OTLP export is configured but cannot start; traces are not exported")

@@ -31,8 +31,8 @@ const DEFAULT_TIMEOUT_S: u64 = 30;
 const MAX_TIMEOUT_S: u64 = 60;
 
 /// `room/observe`: `session`, `ticket`, `counter`, `timeout`?: the room's events after
-/// `counter`, held until one comes or `timeout` passes.
-#[tracing::instrument(skip_all)]
+/// `counter`, held until one comes or `timeout` passes. (No span of its own: the request's
+/// span is the call's, and a second one per held observe would cost at every wake.)
 pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Reply {
     match observe_room(&state, &params).await {
         Ok(object) => Reply::ok_object(params.format.clone(), &object),
