@@ -160,6 +160,8 @@ struct Report {
     after: Sample,
     later: Sample,
     idle_cpu: f64,
+    /// Server CPU seconds from the first round's publish to the last round's deliveries.
+    rounds_cpu: f64,
     nats_per_second: Option<f64>,
     rounds: Vec<(usize, Percentiles)>,
     failures: BTreeMap<String, usize>,
@@ -229,6 +231,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         publisher.push(server.publisher().await?);
     }
     let mut rounds = Vec::new();
+    let rounds_start = Sample::of(&server.pids());
     for round in 1..=args.rounds {
         wait_held(server, args.observers, settle, Duration::from_secs(30)).await;
         let text = observers::message(round);
@@ -250,6 +253,8 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         let mut latencies = deliveries.take(round);
         rounds.push((round, Percentiles::of(&mut latencies)));
     }
+    // Steadier than the rates, which move with what the two cores' other processes do.
+    let rounds_cpu = Sample::of(&server.pids()).cpu_seconds_since(&rounds_start);
     let failures = std::mem::take(&mut workers.failures);
     let worker_count = workers.len();
     workers.stop().await;
@@ -267,6 +272,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         after,
         later,
         idle_cpu,
+        rounds_cpu,
         nats_per_second,
         rounds,
         failures,
@@ -357,12 +363,18 @@ impl Report {
         };
         let mean_rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
         let delivered: usize = all.iter().map(|p| p.count).sum();
+        let cpu_us_per_delivery = self.rounds_cpu * 1e6 / delivered.max(1) as f64;
+        println!(
+            "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery",
+            self.rounds_cpu
+        );
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }
         println!(
             "summary target={name} observers={} rooms={} comets={} held={} setup_s={:.1} kib_per_held={per_held:.1} \
              mib_before={:.1} mib_holding={:.1} mib_after_30s={:.1} idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
+             cpu_us_per_delivery={cpu_us_per_delivery:.1} \
              delivered={delivered}/{} failures={}",
             args.observers,
             args.rooms,

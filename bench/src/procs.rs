@@ -31,8 +31,12 @@ impl Sample {
             .at
             .duration_since(earlier.at)
             .max(Duration::from_millis(1));
-        let used = self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / ticks_per_second();
-        100.0 * used / elapsed.as_secs_f64()
+        100.0 * self.cpu_seconds_since(earlier) / elapsed.as_secs_f64()
+    }
+
+    /// CPU seconds used since `earlier` (user plus system).
+    pub fn cpu_seconds_since(&self, earlier: &Sample) -> f64 {
+        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / ticks_per_second()
     }
 }
 

@@ -3,9 +3,8 @@
 //! `/metrics`.
 
 use std::convert::Infallible;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::future::{ready, Ready};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -16,7 +15,9 @@ use axum::middleware::{from_fn, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, on, MethodFilter, MethodRouter};
 use axum::Router;
+use futures::future::Either;
 use lingr_proto::ErrorCode;
+use tower::util::Oneshot;
 use tower::{Service, ServiceExt as _};
 use tower_http::cors::{Any, CorsLayer};
 
@@ -110,13 +111,19 @@ pub fn requiring_nats(routes: Router, client: async_nats::Client) -> Router {
 /// The API routes of a process, known once its roles have started: until then every API call
 /// answers 503 `unavailable`, while `/healthz` already answers (a pod waiting for NATS is alive).
 #[derive(Clone, Default)]
-pub struct LateRoutes(Arc<RwLock<Option<Router>>>);
+pub struct LateRoutes(Arc<OnceLock<Router>>);
 
 impl LateRoutes {
-    /// Serves `routes` from now on (with JSON answers for unknown paths).
+    /// Serves `routes` from now on (with JSON answers for unknown paths). A process's roles
+    /// start once: a second call changes nothing.
     pub fn set(&self, routes: Router) {
-        if let Ok(mut slot) = self.0.write() {
-            *slot = Some(routes.route_layer(from_fn(tag_route)).fallback(not_found));
+        // Resolved here, once, rather than per request.
+        let routes = routes
+            .route_layer(from_fn(tag_route))
+            .fallback(not_found)
+            .with_state(());
+        if self.0.set(routes).is_err() {
+            tracing::warn!("the API routes were set twice; keeping the first");
         }
     }
 }
@@ -124,24 +131,22 @@ impl LateRoutes {
 impl Service<Request> for LateRoutes {
     type Response = Response;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    // Not boxed: every request, each re-observe of a fan-out among them, passes through here.
+    type Future = Either<Oneshot<Router, Request>, Ready<Result<Response, Infallible>>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let routes = self.0.read().ok().and_then(|slot| slot.clone());
-        Box::pin(async move {
-            match routes {
-                Some(routes) => routes.oneshot(request).await,
-                None => Ok(Reply::error(
-                    format_of(request.uri()),
-                    &ApiError::new(ErrorCode::Unavailable, "starting up; retry shortly"),
-                )
-                .into_response()),
-            }
-        })
+        match self.0.get() {
+            Some(routes) => Either::Left(routes.clone().oneshot(request)),
+            None => Either::Right(ready(Ok(Reply::error(
+                format_of(request.uri()),
+                &ApiError::new(ErrorCode::Unavailable, "starting up; retry shortly"),
+            )
+            .into_response()))),
+        }
     }
 }
 

@@ -57,11 +57,16 @@ pub fn decode_urlencoded(input: &[u8], source: Source) -> Result<Pairs, Invalid>
 }
 
 fn decode_component(raw: &[u8], source: Source) -> Result<String, Invalid> {
-    let spaced: Vec<u8> = raw
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
-    let bytes: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    // Session tokens, tickets and counters are sent as they are: copied once, not twice.
+    let bytes: Vec<u8> = if raw.iter().any(|&b| b == b'+' || b == b'%') {
+        let spaced: Vec<u8> = raw
+            .iter()
+            .map(|&b| if b == b'+' { b' ' } else { b })
+            .collect();
+        percent_encoding::percent_decode(&spaced).collect()
+    } else {
+        raw.to_vec()
+    };
     String::from_utf8(bytes).map_err(|_| source.refuse("parameters must be valid UTF-8"))
 }
 

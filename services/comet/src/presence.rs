@@ -39,6 +39,14 @@ struct Seen {
     holding: HashMap<String, Holding>,
 }
 
+impl Seen {
+    fn touch(&mut self, occupant: &str) {
+        if !self.touched.contains(occupant) {
+            self.touched.insert(occupant.to_owned());
+        }
+    }
+}
+
 /// An occupant's held observes: how many, and the signal that ends them when it leaves.
 struct Holding {
     observes: u32,
@@ -86,22 +94,27 @@ impl Presence {
         let Ok(mut seen) = self.inner.lock() else {
             return Arc::new(Departure::default());
         };
-        seen.touched.insert(occupant.to_owned());
-        let holding = seen
-            .holding
-            .entry(occupant.to_owned())
-            .or_insert_with(|| Holding {
-                observes: 0,
-                departure: Arc::new(Departure::default()),
-            });
-        holding.observes += 1;
-        Arc::clone(&holding.departure)
+        seen.touch(occupant);
+        // Looked up before inserting: a re-observe finds its occupant without copying the key.
+        if let Some(holding) = seen.holding.get_mut(occupant) {
+            holding.observes += 1;
+            return Arc::clone(&holding.departure);
+        }
+        let departure = Arc::new(Departure::default());
+        seen.holding.insert(
+            occupant.to_owned(),
+            Holding {
+                observes: 1,
+                departure: Arc::clone(&departure),
+            },
+        );
+        departure
     }
 
     /// An observe by `occupant` ends.
     pub fn end(&self, occupant: &str) {
         if let Ok(mut seen) = self.inner.lock() {
-            seen.touched.insert(occupant.to_owned());
+            seen.touch(occupant);
             if let Some(holding) = seen.holding.get_mut(occupant) {
                 holding.observes = holding.observes.saturating_sub(1);
                 if holding.observes == 0 {
