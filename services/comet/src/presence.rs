@@ -210,3 +210,33 @@ impl Presence {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OCCUPANT: &str = "o_0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn an_occupant_holds_until_its_last_observe_ends_and_a_departure_reaches_every_one() {
+        let presence = Presence::new().expect("presence");
+        let first = presence.start(OCCUPANT);
+        let second = presence.start(OCCUPANT);
+        assert!(Arc::ptr_eq(&first, &second), "one signal per occupant");
+        presence.end(OCCUPANT);
+        presence.depart(OCCUPANT);
+        assert!(first.has_left() && second.has_left());
+        presence.end(OCCUPANT);
+        // After its last observe ended, a new one starts with a signal of its own: an
+        // occupant that entered again is not taken for the one that left.
+        let again = presence.start(OCCUPANT);
+        assert!(!again.has_left());
+        presence.end(OCCUPANT);
+        assert_eq!(
+            presence.take().len(),
+            1,
+            "reported once, however often seen"
+        );
+        assert!(presence.take().is_empty(), "nothing touched or held since");
+    }
+}
