@@ -7,7 +7,7 @@
 #
 #   bench/run.sh [--quick]     (--quick: 1,000 observers instead of 10,000 and the most, for a try)
 #
-# It takes about 30 minutes with a cold release build. Nothing of it runs in the test command except a smoke run.
+# It takes about 40 minutes with a cold release build. Nothing of it runs in the test command except a smoke run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
