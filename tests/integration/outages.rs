@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::support::client::{counters, events, Member};
 use crate::support::postgres::PrivatePostgres;
-use crate::support::topology::{comet_flags, launch_role, spawn_role};
+use crate::support::topology::{comet_flags, launch_role, spawn_role, spawn_role_with};
 use crate::support::{
     api_only, comet_only, eventually, fast_api, history_only, sigterm, Client, Db, TestApp,
 };
@@ -373,6 +373,54 @@ async fn a_batch_that_always_fails_turns_history_not_ready_and_shows_its_lag() {
     }
     sigterm(&history).await;
     let _ = history.wait().await;
+    api.stop().await;
+    app.cleanup().await;
+}
+
+#[tokio::test]
+async fn an_observe_of_a_cold_room_answers_within_five_seconds_while_nats_is_slow() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(api_config())).await;
+    // NATS answers, but slowly: following a room and reading its older events take 3 s each,
+    // each within a call's 4.5 s, both together past guarantee 8's 5 s.
+    let (mut comet, comet_base) = spawn_role_with(
+        &app,
+        "comet",
+        comet_flags(&comet_config()),
+        &[(
+            "FAILPOINTS",
+            "comet::follow::start=return(3000);comet::backfill::fetch=return(3000)",
+        )],
+        Stdio::inherit(),
+    )
+    .await;
+    let (base, c) = (api.base(), app.client.clone());
+    let alice = c.join(&base, "slowly", "alice").await;
+    let said = c
+        .say_ok(&base, &alice, "older than the room's following")
+        .await;
+
+    // The room is cold on this comet and alice's counter is older than its newest event: the
+    // observe follows the room, then reads what it missed.
+    let started = Instant::now();
+    let answer = c.observe(&comet_base, &alice, alice.counter, 1).await;
+    let took = started.elapsed();
+    assert!(took <= FAIL_FAST, "the observe took {took:?}");
+    assert_eq!(
+        answer.status, 503,
+        "following and the read cannot both fit in the call's deadline, unless nothing slowed \
+         them (build lingr with --features failpoints; ./scripts/test does): {answer:?}"
+    );
+    answer.assert_error(503, "unavailable");
+
+    // Followed now, and the read that was cut short finished for the next observe: the client
+    // observes again with the same counter and loses nothing.
+    let events = c
+        .observe_events(&comet_base, &alice, alice.counter, 1)
+        .await;
+    assert_eq!(events[0]["counter"].as_u64(), Some(said));
+    sigterm(&comet).await;
+    let _ = comet.wait().await;
     api.stop().await;
     app.cleanup().await;
 }

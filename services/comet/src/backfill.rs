@@ -71,6 +71,7 @@ impl Backfiller {
         upto: u64,
         max: usize,
     ) -> Result<Fetched, BackfillError> {
+        lingr_platform::faults::delay("comet::backfill::fetch").await;
         // The first sequence only grows, so any reading is a lower bound: a counter below it
         // has expired for sure, and costs no walk.
         let known_first = self

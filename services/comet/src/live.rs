@@ -105,6 +105,7 @@ impl Live {
     }
 
     async fn follow(&self, id: &RoomId, room: &Arc<Room>) -> Result<Following, FollowError> {
+        lingr_platform::faults::delay("comet::follow::start").await;
         let failed = |reason: String| failed(id, reason);
         let subscriber = self
             .client

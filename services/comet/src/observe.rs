@@ -65,17 +65,25 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
             "timeout must be at most 60 seconds",
         ));
     }
+    // Guarantee 8: what comes before the hold (reading the occupant, following a cold room,
+    // reading the room's older events) shares one deadline, so a slow NATS is answered 503
+    // within 5 s, not after each step has had its own.
+    let due = Instant::now() + CALL_DEADLINE;
     // The rare paths are boxed so a held observe does not carry their state while it waits.
-    let seen_in_mirror = Box::pin(check_present(state, &ticket)).await?;
+    let seen_in_mirror = Box::pin(check_present(state, &ticket, due)).await?;
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let room = match state.hub.followed_room(&ticket.room) {
         Some(room) => room,
         // Once per room, so boxed: a held observe does not carry this state while it waits.
-        None => Box::pin(state.live.room(&state.hub, &ticket.room))
-            .await
-            .map_err(|err| ApiError::unavailable("following the room", err.to_string()))?,
+        None => Box::pin(tokio::time::timeout_at(
+            due,
+            state.live.room(&state.hub, &ticket.room),
+        ))
+        .await
+        .map_err(|_| ApiError::unavailable("following the room", "NATS did not answer in time"))?
+        .map_err(|err| ApiError::unavailable("following the room", err.to_string()))?,
     };
     let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
     // Gone from the mirror after being in it means it left, also before its departure could
@@ -108,9 +116,16 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                 mirrored |= present;
             }
             Collected::Missing { from, upto } => {
+                // Before the hold, within the call's deadline; after a wait (a gap found in
+                // the live events), a read of its own.
+                let limit = if held {
+                    Instant::now() + BACKFILL_LIMIT
+                } else {
+                    due
+                };
                 // Rare, so boxed: a held observe does not carry this state while it waits.
-                let filled = tokio::time::timeout(
-                    BACKFILL_LIMIT,
+                let filled = tokio::time::timeout_at(
+                    limit,
                     backfill(state, &room, &ticket.room, from, upto),
                 );
                 Box::pin(filled).await.unwrap_or_else(|_| {
@@ -133,8 +148,9 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     Ok(answer(after, &[]))
 }
 
-/// How long an observe waits for its room's older events (its turn, a walk permit and the
-/// walk), like any call needing NATS: then it answers 503 rather than hang (guarantee 8).
+/// How long an observe woken by an event waits for the room's events it found missing (its
+/// turn, a walk permit and the walk), like any call needing NATS: then it answers 503 rather
+/// than hang (guarantee 8). Before the hold, the call's own deadline bounds it instead.
 const BACKFILL_LIMIT: Duration = CALL_DEADLINE;
 
 /// Reads the room's events in `(from, upto]` from the stream into the room, unless the
@@ -262,13 +278,17 @@ fn dead_ticket() -> ApiError {
 
 /// The ticket's occupant is still in the room: from the mirror, or for an occupant the mirror
 /// has not seen yet, from the bucket. Says whether the mirror had it.
-async fn check_present(state: &CometState, ticket: &Ticket) -> Result<bool, ApiError> {
+async fn check_present(
+    state: &CometState,
+    ticket: &Ticket,
+    due: Instant,
+) -> Result<bool, ApiError> {
     let key = occupant_key(&ticket.room, &ticket.occupant_id);
     let (record, mirrored) = match state.occupants_mirror.get(&key) {
         Some(record) => (Some(record), true),
         None => {
             // Bounded like any call needing NATS (guarantee 8).
-            let read = tokio::time::timeout(CALL_DEADLINE, state.occupants.get(key.as_str()))
+            let read = tokio::time::timeout_at(due, state.occupants.get(key.as_str()))
                 .await
                 .map_err(|_| {
                     ApiError::unavailable("reading an occupant", "NATS did not answer in time")
