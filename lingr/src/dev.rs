@@ -185,6 +185,11 @@ impl NatsServer {
         self.port
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Where it stores JetStream.
     pub fn store_dir(&self) -> &Path {
         &self.store_dir

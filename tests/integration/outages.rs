@@ -424,3 +424,71 @@ async fn an_observe_of_a_cold_room_answers_within_five_seconds_while_nats_is_slo
     api.stop().await;
     app.cleanup().await;
 }
+
+#[tokio::test]
+async fn while_nats_hangs_calls_answer_503_within_five_seconds_and_all_resumes_after() {
+    let app = TestApp::new(Db::Default).await;
+    let api = app.start(api_only(api_config())).await;
+    let comet = app.start(comet_only(comet_config())).await;
+    let (base, comet_base, c) = (api.base(), comet.base(), app.client.clone());
+    let alice = c.join(&base, "hung", "alice").await;
+    let bob = c.join(&base, "hung", "bob").await;
+    // In a room this comet has never followed.
+    let carol = c.join(&base, "cold", "carol").await;
+    c.say_ok(&base, &alice, "before").await;
+    // bob's room is followed on the comet from here on.
+    let seen = c.observe_events(&comet_base, &bob, bob.counter, 1).await;
+    let followed_at = seen[0]["counter"].as_u64().expect("counter");
+
+    // Frozen: its connections stay open and nothing answers, so no call learns it from a
+    // disconnect; each must give up on its own deadline.
+    app.signal_nats("-STOP").await;
+    fails_fast("a say", c.say(&base, &alice, "during")).await;
+    fails_fast("an enter", async {
+        c.get(
+            &base,
+            "room/enter",
+            &[("session", &alice.session), ("room", "elsewhere")],
+        )
+        .await
+    })
+    .await;
+    fails_fast("a new session", c.get(&base, "session/create", &[])).await;
+    fails_fast(
+        "an observe of a room the comet has to start following",
+        c.observe(&comet_base, &carol, carol.counter, 1),
+    )
+    .await;
+    // A room already followed needs nothing of NATS to hold an observe.
+    let held = c.observe(&comet_base, &bob, followed_at, 1).await.ok();
+    assert_eq!(held["counter"].as_u64(), Some(followed_at));
+    assert!(events(&held).is_empty(), "{held}");
+    app.signal_nats("-CONT").await;
+
+    // Back by itself: says are stored and delivered again, in order, each once.
+    eventually(
+        "a say to be stored again",
+        Duration::from_secs(10),
+        || async { (c.say(&base, &alice, "after").await.status == 200).then_some(()) },
+    )
+    .await;
+    let mut texts = Vec::new();
+    let mut from = bob.counter;
+    while !texts.contains(&"after".to_owned()) {
+        let answer = c.observe(&comet_base, &bob, from, 5).await.ok();
+        let got = events(&answer);
+        assert!(!got.is_empty(), "no \"after\" reached bob: {texts:?}");
+        texts.extend(
+            got.iter()
+                .filter_map(|event| event["text"].as_str().map(str::to_owned)),
+        );
+        from = answer["counter"].as_u64().expect("counter");
+    }
+    // The say answered 503 may still have been stored when NATS went on (a client's retry
+    // with its idempotency key would find it); nothing else may appear, or twice.
+    let expected: &[&[&str]] = &[&["before", "after"], &["before", "during", "after"]];
+    assert!(expected.iter().any(|e| texts == *e), "bob saw {texts:?}");
+    comet.stop().await;
+    api.stop().await;
+    app.cleanup().await;
+}

@@ -138,6 +138,23 @@ impl TestApp {
         }
     }
 
+    /// Freezes the nats-server (SIGSTOP) or lets it go on (SIGCONT): a hung server keeps its
+    /// connections open and answers nothing, unlike a dead one.
+    pub async fn signal_nats(&self, signal: &str) {
+        let pid = self
+            .nats
+            .as_ref()
+            .and_then(lingr::dev::NatsServer::pid)
+            .expect("nats-server runs")
+            .to_string();
+        let status = tokio::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .await
+            .expect("kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
     /// Starts the nats-server again on the same port with the same storage.
     pub async fn restart_nats(&mut self) {
         let store = self.dir.path().join("nats");
