@@ -8,7 +8,6 @@
 //! refused as plain JSON and never echoed.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -17,7 +16,7 @@ use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::{BufMut, Bytes, BytesMut};
 use lingr_proto::params::{
-    decode_json, decode_urlencoded, is_json_media_type, merge, Pairs, Source,
+    decode_json, decode_urlencoded, is_json_media_type, merge, Merged, Pairs, Source,
 };
 use lingr_proto::values::Invalid;
 use lingr_proto::{Callback, ErrorCode};
@@ -89,7 +88,7 @@ impl From<Invalid> for ApiError {
 /// The parameters of one API call and the format its answer takes.
 #[derive(Debug, Default)]
 pub struct Params {
-    values: HashMap<String, String>,
+    values: Merged,
     /// JSON, or JSONP when a valid callback was given.
     pub format: Format,
     /// The client's address, as the server resolved it.
@@ -97,17 +96,6 @@ pub struct Params {
 }
 
 impl Params {
-    /// Parameters from pairs, answered as JSON (for tests and internal callers).
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
-        Self {
-            values: pairs
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            ..Self::default()
-        }
-    }
-
     /// A parameter, if given and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.values

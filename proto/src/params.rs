@@ -5,8 +5,6 @@
 //! a client: invalid UTF-8 is refused rather than replaced, a parameter given twice is refused
 //! rather than resolved, and a JSON number keeps the digits it was sent with (`-0` stays `-0`).
 
-use std::collections::HashMap;
-
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -116,22 +114,51 @@ impl<'de> Visitor<'de> for RawPairs {
     }
 }
 
-/// Merges the pairs of every source into one map.
+/// A call's parameters, each name once. Sorted by name, so a lookup is a binary search: a
+/// call has a handful, fewer than hashing them costs, and no name a client picks can slow it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Merged(Vec<(String, String)>);
+
+impl Merged {
+    /// The value given for `name`.
+    pub fn get(&self, name: &str) -> Option<&String> {
+        self.0
+            .binary_search_by(|(given, _)| given.as_str().cmp(name))
+            .ok()
+            .map(|at| &self.0[at].1)
+    }
+
+    /// How many parameters there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Every value, in the order of their names.
+    pub fn values(&self) -> impl Iterator<Item = &String> {
+        self.0.iter().map(|(_, value)| value)
+    }
+}
+
+/// Merges the pairs of every source into one set of parameters.
 ///
 /// # Errors
 /// `invalid_parameter` when a name appears twice, in one source or across two: which of the
 /// two a proxy or cache would read is anybody's guess.
-pub fn merge(sources: impl IntoIterator<Item = Pairs>) -> Result<HashMap<String, String>, Invalid> {
-    let mut merged = HashMap::new();
-    for (name, value) in sources.into_iter().flatten() {
-        if merged.insert(name, value).is_some() {
-            return Err(Invalid {
-                code: ErrorCode::InvalidParameter,
-                detail: "a parameter is given more than once",
-            });
-        }
+pub fn merge(sources: impl IntoIterator<Item = Pairs>) -> Result<Merged, Invalid> {
+    let mut merged: Vec<(String, String)> = sources.into_iter().flatten().collect();
+    merged.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+    if merged.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+        return Err(Invalid {
+            code: ErrorCode::InvalidParameter,
+            detail: "a parameter is given more than once",
+        });
     }
-    Ok(merged)
+    Ok(Merged(merged))
 }
 
 /// Whether a `Content-Type` value names JSON (`application/json`, any letter case, with or
