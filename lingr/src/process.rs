@@ -246,15 +246,16 @@ async fn run(
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     match start_roles(backing, roles, &context).await {
         Ok(started) => {
-            let mut router = Router::new();
+            let (mut router, mut direct) = (Router::new(), Vec::new());
             for role in started {
                 role.ready
                     .into_iter()
                     .for_each(|signal| health.require(signal));
                 router = router.merge(role.router);
+                direct.extend(role.direct);
                 tasks.extend(role.tasks);
             }
-            routes.set(router);
+            routes.set(router, direct);
             health.set_started();
             tracing::info!("ready to serve");
         }

@@ -42,6 +42,8 @@ impl Context {
 pub struct Started {
     /// Its API routes (no health routes or layers; see [`crate::http::app`]).
     pub router: Router,
+    /// Routes answered ahead of the router (see [`crate::http::Direct`]).
+    pub direct: Vec<crate::http::Direct>,
     /// Up while it can serve (mirrors loaded, consumers consuming).
     pub ready: Vec<Arc<Signal>>,
     /// Its consumers, mirrors, reapers and flushers.

@@ -340,6 +340,19 @@ async fn unknown_paths_and_methods_get_json_errors() {
         .request(app.client.http().put(format!("{base}/api/room/say")))
         .await;
     put.assert_error(405, "method_not_allowed");
+    // room/observe is answered ahead of the router for GET and POST; other methods still
+    // reach the router's 405.
+    for method in [reqwest::Method::PUT, reqwest::Method::DELETE] {
+        let refused = app
+            .client
+            .request(
+                app.client
+                    .http()
+                    .request(method.clone(), format!("{base}/api/room/observe")),
+            )
+            .await;
+        refused.assert_error(405, "method_not_allowed");
+    }
     let health = app
         .client
         .request(app.client.http().get(format!("{base}/healthz")))

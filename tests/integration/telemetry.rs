@@ -383,6 +383,16 @@ async fn latency_histograms_and_outcome_counters_follow_the_traffic() {
         .await,
         1
     );
+    // Answered by the direct route, ahead of the router: still labelled with its route.
+    assert_eq!(
+        series(
+            c,
+            &comet_base,
+            "lingr_http_request_seconds_count{route=\"/api/room/observe\",status=\"200\"}"
+        )
+        .await,
+        1
+    );
     // Two enters and a say, each committed once (redeliveries aside).
     eventually(
         "history to commit the three events",

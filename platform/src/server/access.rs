@@ -13,6 +13,7 @@ use axum::response::Response;
 use tracing::field::Empty;
 use tracing::Span;
 
+use crate::http::RouteLabel;
 use crate::metrics::{Latencies, Metrics};
 
 /// The W3C header naming the caller's trace.
@@ -69,7 +70,14 @@ pub fn record(
     let route = response
         .extensions()
         .get::<MatchedPath>()
-        .map_or("unmatched", MatchedPath::as_str);
+        .map(MatchedPath::as_str)
+        .or_else(|| {
+            response
+                .extensions()
+                .get::<RouteLabel>()
+                .map(|label| label.0)
+        })
+        .unwrap_or("unmatched");
     let status = response.status();
     if !span.is_disabled() {
         span.record("http.route", route);

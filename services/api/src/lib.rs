@@ -165,6 +165,7 @@ pub async fn start(config: ApiConfig, context: &Context) -> anyhow::Result<Start
     ));
     Ok(Started {
         router: router(state),
+        direct: Vec::new(),
         ready,
         tasks: vec![t1, t2, t3, reaper],
     })

@@ -24,7 +24,7 @@ pub mod state;
 use std::sync::Arc;
 
 use axum::Router;
-use lingr_platform::http::api_route;
+use lingr_platform::http::{api_route, Direct};
 use lingr_platform::mirror::{Hooks, KvMirror};
 use lingr_platform::nats;
 use lingr_platform::readiness::Signal;
@@ -39,12 +39,22 @@ use crate::state::{held_limit, sweep_forever, CometMetrics, Slots};
 
 pub use state::{CometConfig, CometState};
 
-/// The comet's routes, without health routes or layers.
-pub fn router(state: CometState) -> Router {
-    Router::new()
-        .route("/api/room/observe", api_route(observe::observe))
-        // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
-        .with_state(std::sync::Arc::new(state))
+/// The path of `room/observe`.
+const OBSERVE_PATH: &str = "/api/room/observe";
+
+/// The comet's routes, without health routes or layers, and `room/observe` as a direct route
+/// too: every answer of a fan-out is followed by a re-observe, and a direct route spares each
+/// the router's work.
+pub fn routes(state: CometState) -> (Router, Vec<Direct>) {
+    // Shared behind an Arc: handler futures then carry a pointer, not the whole state.
+    let state = Arc::new(state);
+    let router = Router::new()
+        .route(OBSERVE_PATH, api_route(observe::observe))
+        .with_state(Arc::clone(&state));
+    (
+        router,
+        vec![Direct::new(OBSERVE_PATH, observe::observe, state)],
+    )
 }
 
 /// Opens the stream and the occupants bucket (waiting for NATS), then starts checking the
@@ -119,8 +129,10 @@ pub async fn start(config: CometConfig, context: &Context) -> anyhow::Result<Sta
             .await
     });
     let sweeper = tokio::spawn(sweep_forever(hub, state.config.room_idle, shutdown));
+    let (router, direct) = routes(state);
     Ok(Started {
-        router: router(state),
+        router,
+        direct,
         ready: vec![live_ready, occupants_mirror.ready_signal()],
         tasks: vec![checker, mirror_task, flusher, sweeper],
     })

@@ -81,6 +81,7 @@ pub async fn start(database_url: &str, context: &Context) -> anyhow::Result<Star
     ));
     Ok(Started {
         router: router(HistoryState { store, rooms }),
+        direct: Vec::new(),
         ready: vec![ready],
         tasks: vec![persist, recent],
     })
