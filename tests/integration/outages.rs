@@ -225,13 +225,7 @@ async fn reaper_passes(c: &Client, api: &str) -> u64 {
 
 /// Sends `signal` (`-STOP`, `-CONT`) to a child process.
 async fn signal(child: &tokio::process::Child, signal: &str) {
-    let pid = child.id().expect("running").to_string();
-    let status = tokio::process::Command::new("kill")
-        .args([signal, &pid])
-        .status()
-        .await
-        .expect("kill");
-    assert!(status.success(), "kill {signal} {pid}");
+    crate::support::send_signal(child.id().expect("running"), signal).await;
 }
 
 #[tokio::test]

@@ -144,15 +144,9 @@ impl TestApp {
         let pid = self
             .nats
             .as_ref()
-            .and_then(lingr::dev::NatsServer::pid)
-            .expect("nats-server runs")
-            .to_string();
-        let status = tokio::process::Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .await
-            .expect("kill");
-        assert!(status.success(), "kill {signal} {pid}");
+            .and_then(NatsServer::pid)
+            .expect("nats-server runs");
+        send_signal(pid, signal).await;
     }
 
     /// Starts the nats-server again on the same port with the same storage.
@@ -327,4 +321,15 @@ pub fn lingr_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Sends `signal` (`-STOP`, `-CONT`) to process `pid`.
+pub async fn send_signal(pid: u32, signal: &str) {
+    let pid = pid.to_string();
+    let status = tokio::process::Command::new("kill")
+        .args([signal, &pid])
+        .status()
+        .await
+        .expect("kill");
+    assert!(status.success(), "kill {signal} {pid}");
 }
