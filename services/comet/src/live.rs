@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind, Stream};
 use futures::StreamExt as _;
-use lingr_platform::http::CALL_DEADLINE;
 use lingr_platform::readiness::Signal;
 use lingr_platform::telemetry;
 use lingr_proto::{subjects, RoomId};
@@ -76,13 +75,18 @@ impl Live {
     /// The hub's room `id`, followed from now on if it was not yet. (An observe looks for a
     /// followed room with [`Hub::followed_room`] first: this one's future is larger.)
     ///
-    /// Like any call needing NATS it gives up after [`CALL_DEADLINE`] (guarantee 8), and a
-    /// start that failed a moment ago makes the room's other observes give up at once instead
-    /// of trying in turn.
+    /// Like any call needing NATS it gives up at `due`, the calling observe's deadline
+    /// (guarantee 8), and a start that failed a moment ago makes the room's other observes
+    /// give up at once instead of trying in turn.
     ///
     /// # Errors
     /// When NATS does not answer the subscription or the read of the room's newest event.
-    pub async fn room(&self, hub: &Hub, id: &RoomId) -> Result<Arc<Room>, FollowError> {
+    pub async fn room(
+        &self,
+        hub: &Hub,
+        id: &RoomId,
+        due: tokio::time::Instant,
+    ) -> Result<Arc<Room>, FollowError> {
         let room = hub.room(id);
         let start = async {
             if room.read_failed_recently() {
@@ -91,7 +95,7 @@ impl Live {
                     "the room's last read of the stream failed a moment ago",
                 ));
             }
-            let started = tokio::time::timeout(CALL_DEADLINE, self.follow(id, &room))
+            let started = tokio::time::timeout_at(due, self.follow(id, &room))
                 .await
                 .unwrap_or_else(|_| Err(failed(id, "NATS did not answer in time")));
             if started.is_err() {
@@ -99,7 +103,8 @@ impl Live {
             }
             started
         };
-        // A waiter behind a start that fails waits at most for that start, then fails at once.
+        // A waiter behind another observe's start waits at most for that start (whose
+        // deadline came first), then fails at once if it failed.
         room.followed(start).await?;
         Ok(room)
     }

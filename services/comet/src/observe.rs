@@ -69,23 +69,19 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
     // reading the room's older events) shares one deadline, so a slow NATS is answered 503
     // within 5 s, not after each step has had its own.
     let due = Instant::now() + CALL_DEADLINE;
+    let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
     // The rare paths are boxed so a held observe does not carry their state while it waits.
-    let seen_in_mirror = Box::pin(check_present(state, &ticket, due)).await?;
+    let seen_in_mirror = Box::pin(check_present(state, &ticket, &occupant, due)).await?;
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
     let room = match state.hub.followed_room(&ticket.room) {
         Some(room) => room,
         // Once per room, so boxed: a held observe does not carry this state while it waits.
-        None => Box::pin(tokio::time::timeout_at(
-            due,
-            state.live.room(&state.hub, &ticket.room),
-        ))
-        .await
-        .map_err(|_| ApiError::unavailable("following the room", "NATS did not answer in time"))?
-        .map_err(|err| ApiError::unavailable("following the room", err.to_string()))?,
+        None => Box::pin(state.live.room(&state.hub, &ticket.room, due))
+            .await
+            .map_err(|err| ApiError::unavailable("following the room", err.to_string()))?,
     };
-    let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
     // Gone from the mirror after being in it means it left, also before its departure could
     // be signalled to this observe. (A brand-new occupant may not be mirrored yet: then only
     // the signal tells.)
@@ -276,19 +272,20 @@ fn dead_ticket() -> ApiError {
     ApiError::new(ErrorCode::InvalidTicket, "unknown or expired ticket")
 }
 
-/// The ticket's occupant is still in the room: from the mirror, or for an occupant the mirror
-/// has not seen yet, from the bucket. Says whether the mirror had it.
+/// The ticket's occupant (whose record is under `key`) is still in the room: from the
+/// mirror, or for an occupant the mirror has not seen yet, from the bucket. Says whether the
+/// mirror had it.
 async fn check_present(
     state: &CometState,
     ticket: &Ticket,
+    key: &str,
     due: Instant,
 ) -> Result<bool, ApiError> {
-    let key = occupant_key(&ticket.room, &ticket.occupant_id);
-    let (record, mirrored) = match state.occupants_mirror.get(&key) {
+    let (record, mirrored) = match state.occupants_mirror.get(key) {
         Some(record) => (Some(record), true),
         None => {
             // Bounded like any call needing NATS (guarantee 8).
-            let read = tokio::time::timeout_at(due, state.occupants.get(key.as_str()))
+            let read = tokio::time::timeout_at(due, state.occupants.get(key))
                 .await
                 .map_err(|_| {
                     ApiError::unavailable("reading an occupant", "NATS did not answer in time")
