@@ -18,7 +18,7 @@ use lingr_comet::CometConfig;
 use lingr_platform::config::{
     previous_secret, refuse_placeholder, secret_or_generate, CommonArgs, Lifecycle,
 };
-use lingr_platform::http::{self, LateRoutes};
+use lingr_platform::http::{self, App, LateRoutes};
 use lingr_platform::metrics::Metrics;
 use lingr_platform::nats::{self, NatsOptions};
 use lingr_platform::readiness::{Health, Signal};
@@ -203,7 +203,7 @@ async fn run(
     let metrics_server = listeners.metrics.map(|listener| {
         tokio::spawn(server::serve(
             listener,
-            http::metrics_app(metrics.clone()),
+            App::from(http::metrics_app(metrics.clone())),
             backing.http.clone(),
             Metrics::default(),
             stop.clone(),
@@ -211,11 +211,7 @@ async fn run(
         ))
     });
     let app_metrics = metrics_server.is_none().then(|| metrics.clone());
-    let app = http::app(
-        Router::new().fallback_service(routes.clone()),
-        health.clone(),
-        app_metrics,
-    );
+    let app = http::app(routes.clone(), health.clone(), app_metrics);
     let server = tokio::spawn(server::serve(
         listeners.api,
         app,

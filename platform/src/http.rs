@@ -122,7 +122,7 @@ struct Served {
 
 impl LateRoutes {
     /// Serves `routes` from now on (with JSON answers for unknown paths), and `direct` ahead
-    /// of them. A process's roles start once: a second call changes nothing.
+    /// of everything (see [`App`]). A process's roles start once: a second call changes nothing.
     pub fn set(&self, routes: Router, direct: Vec<Direct>) {
         // Resolved here, once, rather than per request.
         let routes = routes
@@ -133,29 +133,35 @@ impl LateRoutes {
             tracing::warn!("the API routes were set twice; keeping the first");
         }
     }
+
+    /// The direct route that takes `request`, once the routes are set.
+    fn direct_for(&self, request: &Request) -> Option<&Direct> {
+        self.0
+            .get()?
+            .direct
+            .iter()
+            .find(|direct| direct.takes(request))
+    }
 }
 
 impl Service<Request> for LateRoutes {
     type Response = Response;
     type Error = Infallible;
-    // Not boxed: every request, each re-observe of a fan-out among them, passes through here.
-    type Future = Either<Oneshot<Router, Request>, Either<Ready<Answered>, DirectFuture>>;
+    // Not boxed: every call but the direct ones passes through here.
+    type Future = Either<Oneshot<Router, Request>, Ready<Answered>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, request: Request) -> Self::Future {
-        let Some(served) = self.0.get() else {
-            return Either::Right(Either::Left(ready(Ok(Reply::error(
+        match self.0.get() {
+            Some(served) => Either::Left(served.routes.clone().oneshot(request)),
+            None => Either::Right(ready(Ok(Reply::error(
                 format_of(request.uri()),
                 &ApiError::new(ErrorCode::Unavailable, "starting up; retry shortly"),
             )
-            .into_response()))));
-        };
-        match served.direct.iter().find(|direct| direct.takes(&request)) {
-            Some(direct) => Either::Right(Either::Right((direct.call)(request))),
-            None => Either::Left(served.routes.clone().oneshot(request)),
+            .into_response()))),
         }
     }
 }
@@ -166,11 +172,12 @@ type Answered = Result<Response, Infallible>;
 /// The answer of a [`Direct`] route.
 type DirectFuture = Pin<Box<dyn Future<Output = Answered> + Send>>;
 
-/// A route whose GET and POST calls go straight to its handler, ahead of the router, for the
-/// call a fan-out repeats for every answer (the re-observe): the router's lookup, its layers
-/// and the boxed services between them were ~8 % of a comet's CPU per delivery. It gets none
-/// of the router's layers, so only a route without any may be direct; other methods go on to
-/// the router, which has the route too (and answers them 405).
+/// A route whose GET and POST calls go straight to its handler, ahead of the routers and
+/// CORS, for the call a fan-out repeats for every answer (the re-observe): the routers'
+/// lookups, the CORS layer and the boxed services between them were ~10 % of a comet's CPU
+/// per delivery. It gets none of the routers' layers, so only a route without any may be
+/// direct; its answers get the CORS headers every answer gets ([`cors_headers`]). Other
+/// methods go on to the router, which has the route too (and answers them 405).
 #[derive(Clone)]
 pub struct Direct {
     path: &'static str,
@@ -190,6 +197,7 @@ impl Direct {
             Box::pin(async move {
                 let mut response = answer.await;
                 response.extensions_mut().insert(RouteLabel(path));
+                add_cors_headers(response.headers_mut());
                 Ok(response)
             })
         };
@@ -210,10 +218,69 @@ impl Direct {
 #[derive(Clone, Copy, Debug)]
 pub struct RouteLabel(pub &'static str);
 
-/// Adds the health routes and CORS to a process's API routes (which answer unknown paths
-/// themselves, see [`LateRoutes`]), and `/metrics` unless it is served on a listener of its own
-/// ([`metrics_app`]).
-pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
+/// What [`cors`] adds to the answer of a call that is not a preflight: any origin may read
+/// it (no credentials are involved), and caches keep answers apart by the headers CORS reads.
+const CORS_ALLOW_ORIGIN: HeaderValue = HeaderValue::from_static("*");
+const CORS_VARY: HeaderValue = HeaderValue::from_static(
+    "origin, access-control-request-method, access-control-request-headers",
+);
+
+/// The CORS policy of every route: XHR from any origin, without credentials, with GET and
+/// POST and a JSON or form body.
+fn cors() -> CorsLayer {
+    CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([header::CONTENT_TYPE])
+        .max_age(std::time::Duration::from_secs(86_400))
+}
+
+/// Adds to a direct route's answer the headers [`cors`] adds to any other (a test checks
+/// that they are the same).
+fn add_cors_headers(headers: &mut HeaderMap) {
+    headers.append(header::VARY, CORS_VARY);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, CORS_ALLOW_ORIGIN);
+}
+
+/// What a listener serves: a router behind CORS, and the direct routes of its [`LateRoutes`]
+/// ahead of both.
+#[derive(Clone)]
+pub struct App {
+    router: Router,
+    late: Option<LateRoutes>,
+}
+
+/// An [`App`]'s answer to one request.
+pub type AppFuture = Either<Oneshot<Router, Request>, DirectFuture>;
+
+impl App {
+    /// Answers `request`.
+    pub fn call(&self, request: Request) -> AppFuture {
+        match self
+            .late
+            .as_ref()
+            .and_then(|late| late.direct_for(&request))
+        {
+            Some(direct) => Either::Right((direct.call)(request)),
+            None => Either::Left(self.router.clone().oneshot(request)),
+        }
+    }
+}
+
+/// A router alone (such as [`metrics_app`]), with no direct routes.
+impl From<Router> for App {
+    fn from(router: Router) -> Self {
+        Self {
+            router: router.with_state(()),
+            late: None,
+        }
+    }
+}
+
+/// The app of a process's API listener: the health routes, `/metrics` unless it is served on
+/// a listener of its own ([`metrics_app`]), and the process's API routes `late` (which answer
+/// unknown paths themselves), behind CORS; `late`'s direct routes go ahead of them all.
+pub fn app(late: LateRoutes, health: Health, metrics: Option<Metrics>) -> App {
     let readyz = move || {
         let health = health.clone();
         async move {
@@ -224,20 +291,21 @@ pub fn app(api: Router, health: Health, metrics: Option<Metrics>) -> Router {
             }
         }
     };
-    let cors = CorsLayer::new()
-        .allow_origin(Any)
-        .allow_methods([Method::GET, Method::POST])
-        .allow_headers([header::CONTENT_TYPE])
-        .max_age(std::time::Duration::from_secs(86_400));
+    let api = Router::new().fallback_service(late.clone());
     let api = match metrics {
         Some(metrics) => api.merge(metrics_app(metrics)),
         None => api,
     };
     // No fallback here: the API routes bring theirs (see `LateRoutes`).
-    api.route("/healthz", get(|| async { "ok\n" }))
+    let router = api
+        .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route_layer(from_fn(tag_route))
-        .layer(cors)
+        .layer(cors());
+    App {
+        router: router.with_state(()),
+        late: Some(late),
+    }
 }
 
 /// Hands the route a request matched to the server's access log, in the response (the router

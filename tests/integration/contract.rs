@@ -3,7 +3,7 @@
 
 use serde_json::json;
 
-use crate::support::client::{counters, events, Member};
+use crate::support::client::{counters, events, Answer, Member};
 use crate::support::{Db, TestApp};
 
 #[tokio::test]
@@ -322,6 +322,35 @@ async fn cors_allows_cross_origin_xhr_without_credentials() {
         .await;
     assert_eq!(created.header("access-control-allow-origin"), Some("*"));
     assert_eq!(created.json["status"], "ok");
+    // The observe is answered ahead of the router and its CORS layer: it must carry the same
+    // CORS headers all the same.
+    let alice = app.client.join(&base, "cors", "alice").await;
+    let observed = app
+        .client
+        .request(
+            http.get(format!("{base}/api/room/observe"))
+                .query(&[
+                    ("session", alice.session.as_str()),
+                    ("ticket", alice.ticket.as_str()),
+                    ("counter", &alice.counter.to_string()),
+                    ("timeout", "0"),
+                ])
+                .header("origin", "https://elsewhere.example"),
+        )
+        .await;
+    assert_eq!(observed.json["status"], "ok", "{}", observed.body);
+    let cors_headers = |answer: &Answer| -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = answer
+            .headers
+            .iter()
+            .filter(|(name, _)| name == &"vary" || name.as_str().starts_with("access-control-"))
+            .map(|(name, value)| (name.to_string(), value.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        found.sort();
+        found
+    };
+    assert!(!cors_headers(&created).is_empty());
+    assert_eq!(cors_headers(&observed), cors_headers(&created));
     server.stop().await;
     app.cleanup().await;
 }

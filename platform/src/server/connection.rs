@@ -45,12 +45,46 @@ struct State {
     /// Since when a write has been waiting for the client to read.
     write_blocked: Option<Instant>,
     slot: Option<Slot>,
+    /// When the watchdog's timer fires (`None`: it has none).
+    armed: Option<Instant>,
+}
+
+impl State {
+    fn deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
+        let phase = match self.phase {
+            Phase::Opened(at) | Phase::Reading(at) => Some(at + deadlines.header_read),
+            Phase::Idle(at) => Some(at + deadlines.idle),
+            Phase::Busy => None,
+            Phase::Evicted | Phase::Closed => Some(Instant::now()),
+        };
+        let write = self.write_blocked.map(|at| at + deadlines.write);
+        match (phase, write) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Whether the deadline now comes before the watchdog's timer would fire. A deadline that
+    /// moved later needs no wake: the timer fires early, and the watchdog looks again.
+    fn due_before_armed(&self, deadlines: &Deadlines) -> bool {
+        match (self.deadline(deadlines), self.armed) {
+            (Some(due), Some(armed)) => due < armed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
+    }
 }
 
 /// One connection's state, shared by its socket wrapper, its requests and its watchdog.
+///
+/// Every request moves the deadline two or three times (read, busy, idle). Waking the
+/// watchdog for each move, and setting its timer again, cost a fan-out several polls of the
+/// connection and timer registrations per answer; it is woken only when the deadline comes
+/// before its timer.
 pub(super) struct Connection {
     state: Mutex<State>,
     changed: Notify,
+    deadlines: Deadlines,
 }
 
 /// The deadlines a connection is held to.
@@ -62,14 +96,16 @@ pub(super) struct Deadlines {
 }
 
 impl Connection {
-    fn new() -> Arc<Self> {
+    fn new(deadlines: Deadlines) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State {
                 phase: Phase::Opened(Instant::now()),
                 write_blocked: None,
                 slot: None,
+                armed: None,
             }),
             changed: Notify::new(),
+            deadlines,
         })
     }
 
@@ -77,26 +113,27 @@ impl Connection {
         self.state.lock().map_or(Phase::Evicted, |s| s.phase)
     }
 
-    /// Wakes the watchdog when the deadline may have moved.
+    /// Wakes the watchdog when the deadline comes before its timer.
     pub(super) fn changed(&self) -> &Notify {
         &self.changed
     }
 
-    fn update(&self, change: impl FnOnce(&mut State) -> bool) {
-        let moved = self.state.lock().is_ok_and(|mut state| change(&mut state));
-        if moved {
+    fn update(&self, change: impl FnOnce(&mut State)) {
+        let wake = self.state.lock().is_ok_and(|mut state| {
+            change(&mut state);
+            state.due_before_armed(&self.deadlines)
+        });
+        if wake {
             self.changed.notify_one();
         }
     }
 
     /// Bytes arrived: an idle connection starts reading a request's head.
     pub(super) fn on_read(&self) {
-        self.update(|state| match state.phase {
-            Phase::Idle(_) => {
+        self.update(|state| {
+            if matches!(state.phase, Phase::Idle(_)) {
                 state.phase = Phase::Reading(Instant::now());
-                true
             }
-            _ => false,
         });
     }
 
@@ -104,34 +141,20 @@ impl Connection {
     /// dropped after the write deadline instead of pinning the answer in memory.
     pub(super) fn on_write(&self, blocked: bool) {
         self.update(|state| match (blocked, state.write_blocked) {
-            (true, None) => {
-                state.write_blocked = Some(Instant::now());
-                true
-            }
-            (false, Some(_)) => {
-                state.write_blocked = None;
-                false
-            }
-            _ => false,
+            (true, None) => state.write_blocked = Some(Instant::now()),
+            (false, Some(_)) => state.write_blocked = None,
+            _ => {}
         });
     }
 
-    /// When the watchdog should close it, if nothing changes first.
-    pub(super) fn deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
-        let Ok(state) = self.state.lock() else {
+    /// The connection's deadline (`None`: it has none while busy), which the watchdog's timer
+    /// is set to from now on.
+    pub(super) fn arm(&self) -> Option<Instant> {
+        let Ok(mut state) = self.state.lock() else {
             return Some(Instant::now());
         };
-        let phase = match state.phase {
-            Phase::Opened(at) | Phase::Reading(at) => Some(at + deadlines.header_read),
-            Phase::Idle(at) => Some(at + deadlines.idle),
-            Phase::Busy => None,
-            Phase::Evicted | Phase::Closed => Some(Instant::now()),
-        };
-        let write = state.write_blocked.map(|at| at + deadlines.write);
-        match (phase, write) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        state.armed = state.deadline(&self.deadlines);
+        state.armed
     }
 }
 
@@ -154,6 +177,7 @@ pub(super) struct Gauges {
 /// Every open connection of one listener, with the evictable ones in order of waiting.
 pub(super) struct Registry {
     maps: Mutex<Maps>,
+    deadlines: Deadlines,
     max_pending: usize,
     max_open: usize,
     gauges: Gauges,
@@ -206,7 +230,6 @@ impl Maps {
                 connection.update(|state| {
                     state.slot = None;
                     state.phase = Phase::Evicted;
-                    true
                 });
                 true
             }
@@ -216,10 +239,17 @@ impl Maps {
 }
 
 impl Registry {
-    /// A registry allowing `max_pending` connections without a request and `max_open` in all.
-    pub(super) fn new(max_pending: usize, max_open: usize, gauges: Gauges) -> Self {
+    /// A registry allowing `max_pending` connections without a request and `max_open` in all,
+    /// each held to `deadlines`.
+    pub(super) fn new(
+        max_pending: usize,
+        max_open: usize,
+        deadlines: Deadlines,
+        gauges: Gauges,
+    ) -> Self {
         Self {
             maps: Mutex::new(Maps::default()),
+            deadlines,
             max_pending: max_pending.max(1),
             max_open: max_open.max(1),
             gauges,
@@ -245,13 +275,10 @@ impl Registry {
             admission.evicted += 1;
             // The evicted one still counts until its task closes it.
         }
-        let connection = Connection::new();
+        let connection = Connection::new(self.deadlines);
         let ticket = maps.ticket();
         maps.pending.insert(ticket, Arc::clone(&connection));
-        connection.update(|state| {
-            state.slot = Some(Slot::Pending(ticket));
-            false
-        });
+        connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
         maps.open += 1;
         while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
             admission.evicted += 1;
@@ -271,7 +298,6 @@ impl Registry {
             if !matches!(state.phase, Phase::Evicted | Phase::Closed) {
                 state.phase = Phase::Busy;
             }
-            true
         });
     }
 
@@ -287,7 +313,6 @@ impl Registry {
             connection.update(|state| {
                 state.slot = Some(Slot::Idle(ticket));
                 state.phase = Phase::Idle(Instant::now());
-                true
             });
             self.show(&maps);
         }
@@ -297,10 +322,7 @@ impl Registry {
     pub(super) fn close(&self, connection: &Connection) {
         if let Ok(mut maps) = self.maps.lock() {
             maps.take_slot(connection);
-            connection.update(|state| {
-                state.phase = Phase::Closed;
-                false
-            });
+            connection.update(|state| state.phase = Phase::Closed);
             maps.open = maps.open.saturating_sub(1);
             self.show(&maps);
         }
@@ -311,13 +333,19 @@ impl Registry {
 mod tests {
     use super::*;
 
+    const DEADLINES: Deadlines = Deadlines {
+        header_read: Duration::from_secs(10),
+        idle: Duration::from_secs(75),
+        write: Duration::from_secs(30),
+    };
+
     fn evicted(connection: &Connection) -> bool {
         matches!(connection.phase(), Phase::Evicted)
     }
 
     #[test]
     fn the_longest_waiting_pending_connection_is_evicted_past_the_pending_cap() {
-        let registry = Registry::new(2, 100, Gauges::default());
+        let registry = Registry::new(2, 100, DEADLINES, Gauges::default());
         let (first, _) = registry.open().expect("room");
         let (second, _) = registry.open().expect("room");
         let (third, admission) = registry.open().expect("room");
@@ -334,7 +362,7 @@ mod tests {
 
     #[test]
     fn when_every_descriptor_is_taken_the_longest_idle_or_pending_one_goes() {
-        let registry = Registry::new(10, 3, Gauges::default());
+        let registry = Registry::new(10, 3, DEADLINES, Gauges::default());
         let (idle, _) = registry.open().expect("room");
         registry.busy(&idle);
         let (busy, _) = registry.open().expect("room");
@@ -353,7 +381,7 @@ mod tests {
 
     #[test]
     fn with_every_connection_busy_a_new_one_is_refused() {
-        let registry = Registry::new(10, 1, Gauges::default());
+        let registry = Registry::new(10, 1, DEADLINES, Gauges::default());
         let (only, _) = registry.open().expect("room");
         registry.busy(&only);
         assert!(registry.open().is_none());
@@ -365,7 +393,7 @@ mod tests {
     #[test]
     fn a_closed_connection_never_idles_again() {
         let gauges = Gauges::default();
-        let registry = Registry::new(10, 10, gauges.clone());
+        let registry = Registry::new(10, 10, DEADLINES, gauges.clone());
         let (connection, _) = registry.open().expect("room");
         assert_eq!((gauges.open.get(), gauges.pending.get()), (1, 1));
         registry.busy(&connection);
@@ -376,20 +404,58 @@ mod tests {
         assert_eq!(counts, (0, 0, 0));
     }
 
+    /// Whether the watchdog has been woken since it last looked (a stored permit).
+    fn woken(connection: &Connection) -> bool {
+        futures::FutureExt::now_or_never(connection.changed().notified()).is_some()
+    }
+
+    #[test]
+    fn the_watchdog_is_woken_only_when_the_deadline_comes_before_its_timer() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let (connection, _) = registry.open().expect("room");
+        assert!(woken(&connection), "a new connection's first deadline");
+        connection.arm();
+        registry.busy(&connection);
+        registry.idle(&connection);
+        assert!(
+            !woken(&connection),
+            "busy, then idle for longer than the header deadline armed: later, no wake"
+        );
+        connection.arm();
+        connection.on_read();
+        assert!(
+            woken(&connection),
+            "a request's head is due before the idle deadline"
+        );
+        connection.arm();
+        registry.busy(&connection);
+        connection.arm();
+        connection.on_write(true);
+        assert!(
+            woken(&connection),
+            "a blocked write of a busy one has a deadline now"
+        );
+        connection.arm();
+        connection.on_write(false);
+        registry.idle(&connection);
+        assert!(!woken(&connection));
+        let full = Registry::new(1, 10, DEADLINES, Gauges::default());
+        let (first, _) = full.open().expect("room");
+        first.arm();
+        let _second = full.open().expect("room");
+        assert!(woken(&first), "an evicted connection closes at once");
+        assert_eq!(first.arm().map(|due| due <= Instant::now()), Some(true));
+    }
+
     #[test]
     fn a_blocked_write_sets_a_deadline_even_while_busy() {
-        let registry = Registry::new(10, 10, Gauges::default());
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (connection, _) = registry.open().expect("room");
         registry.busy(&connection);
-        let deadlines = Deadlines {
-            header_read: Duration::from_secs(10),
-            idle: Duration::from_secs(75),
-            write: Duration::from_secs(30),
-        };
-        assert_eq!(connection.deadline(&deadlines), None);
+        assert_eq!(connection.arm(), None);
         connection.on_write(true);
-        assert!(connection.deadline(&deadlines).is_some());
+        assert!(connection.arm().is_some());
         connection.on_write(false);
-        assert_eq!(connection.deadline(&deadlines), None);
+        assert_eq!(connection.arm(), None);
     }
 }

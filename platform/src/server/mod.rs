@@ -31,7 +31,6 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
-use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -39,7 +38,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use access::RequestMetrics;
@@ -47,6 +45,7 @@ pub use client_addr::{ClientAddr, TrustedProxies};
 use connection::{Connection, Deadlines, Gauges, Phase, Registry};
 
 use crate::config::parse_seconds;
+use crate::http::App;
 use crate::metrics::{Counter, Metrics};
 use crate::respond::BodyTimeout;
 
@@ -159,12 +158,11 @@ impl ConnectionMetrics {
 
 /// What every connection of one listener shares.
 struct Shared {
-    app: Router,
+    app: App,
     registry: Registry,
     metrics: ConnectionMetrics,
     requests: RequestMetrics,
     limits: HttpLimits,
-    deadlines: Deadlines,
     force_close: CancellationToken,
 }
 
@@ -175,7 +173,7 @@ struct Shared {
 /// When the listener fails for good.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: App,
     limits: HttpLimits,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -183,16 +181,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let connection_metrics = ConnectionMetrics::register(&metrics);
     let shared = Arc::new(Shared {
-        // Resolved once: every connection shares this route table.
-        app: app.with_state(()),
+        app,
         registry: Registry::new(
             limits.max_pending_connections,
             limits.connection_cap(),
+            limits.deadlines(),
             connection_metrics.gauges.clone(),
         ),
         metrics: connection_metrics,
         requests: RequestMetrics::register(&metrics),
-        deadlines: limits.deadlines(),
         limits,
         force_close: CancellationToken::new(),
     });
@@ -273,11 +270,29 @@ async fn serve_connection(
         .serve_connection(io, service);
     let mut http = Box::pin(http);
     let mut graceful = false;
+    // Made once, not per wake of the connection. The tokens are this connection's children:
+    // every connection polling the listener's own tokens contended for their one lock.
+    let (shutdown, force_close) = (shutdown.child_token(), shared.force_close.child_token());
+    let (shutting_down, forced) = (shutdown.cancelled(), force_close.cancelled());
+    let changed = connection.changed().notified();
+    let timer = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(shutting_down, forced, changed, timer);
+    let mut armed = None;
     loop {
-        let changed = connection.changed().notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let deadline = connection.deadline(&shared.deadlines);
+        let deadline = connection.arm();
+        if deadline.is_some_and(|due| due <= Instant::now()) {
+            if matches!(connection.phase(), Phase::Evicted) {
+                tracing::debug!(%peer, "closing a waiting connection to admit a newer one");
+            } else {
+                shared.metrics.timed_out.inc();
+                tracing::debug!(%peer, "closing a connection that missed its deadline");
+            }
+            break;
+        }
+        if let Some(due) = deadline.filter(|due| armed != Some(*due)) {
+            timer.as_mut().reset(due);
+        }
+        armed = deadline;
         tokio::select! {
             // Biased towards the connection: a request that has fully arrived is served even
             // if the process was too busy to look until after its deadline.
@@ -288,37 +303,21 @@ async fn serve_connection(
                 }
                 break;
             }
-            () = shared.force_close.cancelled() => break,
-            () = shutdown.cancelled(), if !graceful => {
+            () = &mut forced => break,
+            () = &mut shutting_down, if !graceful => {
                 graceful = true;
                 http.as_mut().graceful_shutdown();
             }
-            () = &mut changed => {}
-            () = until(deadline) => {
-                if connection.deadline(&shared.deadlines).is_some_and(|d| d <= Instant::now()) {
-                    if matches!(connection.phase(), Phase::Evicted) {
-                        tracing::debug!(%peer, "closing a waiting connection to admit a newer one");
-                    } else {
-                        shared.metrics.timed_out.inc();
-                        tracing::debug!(%peer, "closing a connection that missed its deadline");
-                    }
-                    break;
-                }
-            }
+            () = &mut changed => changed.set(connection.changed().notified()),
+            // Fires at the deadline armed, or earlier than the one now (which moved later
+            // since): either way the loop looks again.
+            () = &mut timer, if armed.is_some() => armed = None,
         }
     }
     // Dropping the connection drops any request still in it, whose guard marks the connection
     // idle: that must happen before it is closed, or a closed connection would idle on.
     drop(http);
     shared.registry.close(&connection);
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Answers one request with the app, marking the connection busy until the answer is ready.
@@ -345,8 +344,7 @@ async fn handle(
     let started = Instant::now();
     let response = shared
         .app
-        .clone()
-        .oneshot(request.map(axum::body::Body::new))
+        .call(request.map(axum::body::Body::new))
         .instrument(span.clone())
         .await?;
     access::record(
