@@ -80,7 +80,8 @@ impl State {
 /// Every request moves the deadline two or three times (read, busy, idle). Waking the
 /// watchdog for each move, and setting its timer again, cost a fan-out several polls of the
 /// connection and timer registrations per answer; it is woken only when the deadline comes
-/// before its timer.
+/// before its timer, which [`Connection::arm`] sets no further ahead than a request's head is
+/// given.
 pub(super) struct Connection {
     state: Mutex<State>,
     changed: Notify,
@@ -147,15 +148,45 @@ impl Connection {
         });
     }
 
-    /// The connection's deadline (`None`: it has none while busy), which the watchdog's timer
-    /// is set to from now on.
-    pub(super) fn arm(&self) -> Option<Instant> {
+    /// What the watchdog must know when it looks: the connection's deadline, and when its
+    /// timer is to fire next.
+    pub(super) fn arm(&self) -> Armed {
+        let now = Instant::now();
         let Ok(mut state) = self.state.lock() else {
-            return Some(Instant::now());
+            return Armed {
+                deadline: Some(now),
+                timer: Some(now),
+            };
         };
-        state.armed = state.deadline(&self.deadlines);
-        state.armed
+        let deadline = state.deadline(&self.deadlines);
+        state.armed = match deadline {
+            // No further ahead than a request's head is given: a request's first bytes and
+            // its answer then move the deadline past the timer, and need no wake (they were
+            // two wakes of every connection per answer in a fan-out). An idle connection's
+            // watchdog looks again that often instead.
+            Some(due) => Some(due.min(now + self.deadlines.header_read.max(MIN_LOOK_AHEAD))),
+            // Busy: a timer still to fire is left to fire (then the watchdog looks and rests),
+            // so the idle deadline after the answer comes after it, needing no wake either.
+            None => state.armed.filter(|at| *at > now),
+        };
+        Armed {
+            deadline,
+            timer: state.armed,
+        }
     }
+}
+
+/// The shortest a watchdog's timer is set ahead while a connection has a deadline, so that a
+/// tiny header deadline cannot have it spin.
+const MIN_LOOK_AHEAD: Duration = Duration::from_secs(1);
+
+/// What the watchdog learns when it looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Armed {
+    /// When the connection is to be closed (`None`: it has no deadline while busy).
+    pub deadline: Option<Instant>,
+    /// When the watchdog is to look again (`None`: only when woken).
+    pub timer: Option<Instant>,
 }
 
 /// What admitting a connection did.
@@ -409,33 +440,60 @@ mod tests {
         futures::FutureExt::now_or_never(connection.changed().notified()).is_some()
     }
 
-    #[test]
-    fn the_watchdog_is_woken_only_when_the_deadline_comes_before_its_timer() {
+    #[tokio::test(start_paused = true)]
+    async fn the_watchdog_is_woken_only_when_the_deadline_comes_before_its_timer() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (connection, _) = registry.open().expect("room");
         assert!(woken(&connection), "a new connection's first deadline");
-        connection.arm();
+        let opened = Instant::now();
+        let head = opened + DEADLINES.header_read;
+        assert_eq!(
+            connection.arm(),
+            Armed {
+                deadline: Some(head),
+                timer: Some(head)
+            }
+        );
         registry.busy(&connection);
         registry.idle(&connection);
         assert!(
             !woken(&connection),
-            "busy, then idle for longer than the header deadline armed: later, no wake"
+            "answered: the idle deadline comes after the timer"
         );
-        connection.arm();
+        assert_eq!(
+            connection.arm(),
+            Armed {
+                deadline: Some(opened + DEADLINES.idle),
+                timer: Some(head)
+            },
+            "an idle connection's watchdog looks again within a header deadline"
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
         connection.on_read();
         assert!(
-            woken(&connection),
-            "a request's head is due before the idle deadline"
+            !woken(&connection),
+            "a request's head is due after the timer: no wake"
         );
-        connection.arm();
         registry.busy(&connection);
-        connection.arm();
+        assert_eq!(
+            connection.arm(),
+            Armed {
+                deadline: None,
+                timer: Some(head)
+            },
+            "a busy connection's timer is left to fire"
+        );
+        tokio::time::advance(DEADLINES.header_read).await;
+        assert_eq!(connection.arm().timer, None, "then its watchdog rests");
         connection.on_write(true);
         assert!(
             woken(&connection),
             "a blocked write of a busy one has a deadline now"
         );
-        connection.arm();
+        assert_eq!(
+            connection.arm().deadline,
+            Some(Instant::now() + DEADLINES.write)
+        );
         connection.on_write(false);
         registry.idle(&connection);
         assert!(!woken(&connection));
@@ -444,7 +502,10 @@ mod tests {
         first.arm();
         let _second = full.open().expect("room");
         assert!(woken(&first), "an evicted connection closes at once");
-        assert_eq!(first.arm().map(|due| due <= Instant::now()), Some(true));
+        assert_eq!(
+            first.arm().deadline.map(|due| due <= Instant::now()),
+            Some(true)
+        );
     }
 
     #[test]
@@ -452,10 +513,24 @@ mod tests {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (connection, _) = registry.open().expect("room");
         registry.busy(&connection);
-        assert_eq!(connection.arm(), None);
+        assert_eq!(connection.arm().deadline, None);
         connection.on_write(true);
-        assert!(connection.arm().is_some());
+        assert!(connection.arm().deadline.is_some());
         connection.on_write(false);
-        assert_eq!(connection.arm(), None);
+        assert_eq!(connection.arm().deadline, None);
+    }
+
+    #[test]
+    fn a_tiny_header_deadline_cannot_make_the_watchdog_spin() {
+        let deadlines = Deadlines {
+            header_read: Duration::ZERO,
+            ..DEADLINES
+        };
+        let registry = Registry::new(10, 10, deadlines, Gauges::default());
+        let (connection, _) = registry.open().expect("room");
+        registry.busy(&connection);
+        registry.idle(&connection);
+        let looked = Instant::now();
+        assert!(connection.arm().timer >= Some(looked + MIN_LOOK_AHEAD));
     }
 }

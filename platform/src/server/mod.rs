@@ -44,7 +44,7 @@ use tracing::Instrument as _;
 
 use access::RequestMetrics;
 pub use client_addr::{ClientAddr, TrustedProxies};
-use connection::{Connection, Deadlines, Gauges, Phase, Registry};
+use connection::{Armed, Connection, Deadlines, Gauges, Phase, Registry};
 
 use crate::config::parse_seconds;
 use crate::http::App;
@@ -338,7 +338,10 @@ fn watch(
         tokio::pin!(forced, shutting_down, changed, timer);
         let mut armed = None;
         loop {
-            let deadline = connection.arm();
+            let Armed {
+                deadline,
+                timer: at,
+            } = connection.arm();
             if deadline.is_some_and(|due| due <= Instant::now()) {
                 if matches!(connection.phase(), Phase::Evicted) {
                     tracing::debug!(%peer, "closing a waiting connection to admit a newer one");
@@ -348,16 +351,16 @@ fn watch(
                 }
                 return Verdict::Close;
             }
-            if let Some(due) = deadline.filter(|due| armed != Some(*due)) {
-                timer.as_mut().reset(due);
+            if let Some(at) = at.filter(|at| armed != Some(*at)) {
+                timer.as_mut().reset(at);
             }
-            armed = deadline;
+            armed = at;
             tokio::select! {
                 () = &mut forced => return Verdict::Close,
                 () = &mut shutting_down => return Verdict::Drain,
                 () = &mut changed => changed.set(connection.changed().notified()),
-                // Fires at the deadline armed, or earlier than the one now (which moved
-                // later since): either way the loop looks again.
+                // Fires at or before the deadline (which may have moved later since): either
+                // way the loop looks again.
                 () = &mut timer, if armed.is_some() => armed = None,
             }
         }
