@@ -7,7 +7,7 @@
 //! [`Hooks`]: a comet ends the observes of an occupant who left, an api's reaper learns what to
 //! look at without scanning everything.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -44,7 +44,9 @@ impl<T> Default for Hooks<T> {
 
 /// A mirrored bucket of JSON values of type `T`.
 pub struct KvMirror<T> {
-    entries: RwLock<BTreeMap<String, T>>,
+    /// Hashed, not ordered: a lookup in an ordered map of a big room's keys compared their
+    /// shared prefix again at every step, and nothing reads the keys in order.
+    entries: RwLock<HashMap<String, T>>,
     ready: Arc<Signal>,
     live: Arc<Signal>,
     applied: tokio::sync::watch::Sender<u64>,
@@ -64,7 +66,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         hooks: Hooks<T>,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let mirror = Arc::new(Self {
-            entries: RwLock::new(BTreeMap::new()),
+            entries: RwLock::new(HashMap::new()),
             ready: Signal::new(),
             live: Signal::new(),
             applied: tokio::sync::watch::Sender::new(0),
@@ -102,30 +104,6 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         self.entries.read().is_ok_and(|e| e.contains_key(key))
     }
 
-    /// Every key and value whose key starts with `prefix`, in key order.
-    pub fn with_prefix(&self, prefix: &str) -> Vec<(String, T)> {
-        self.entries.read().map_or_else(
-            |_| Vec::new(),
-            |e| {
-                e.range(prefix.to_owned()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            },
-        )
-    }
-
-    /// Shows `visit` every key and value whose key starts with `prefix`, in key order, without
-    /// copying them (the copy is read-locked meanwhile, so `visit` must be quick).
-    pub fn visit_prefix(&self, prefix: &str, mut visit: impl FnMut(&str, &T)) {
-        if let Ok(entries) = self.entries.read() {
-            entries
-                .range(prefix.to_owned()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .for_each(|(k, v)| visit(k, v));
-        }
-    }
-
     /// The newest bucket revision applied so far.
     pub fn revision(&self) -> u64 {
         *self.applied.borrow()
@@ -147,13 +125,16 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         }
     }
 
-    /// Every key and value.
+    /// Every key and value, in no particular order.
     pub fn snapshot(&self) -> Vec<(String, T)> {
-        self.with_prefix("")
+        self.entries.read().map_or_else(
+            |_| Vec::new(),
+            |e| e.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        )
     }
 
     /// Replaces the whole map with `loaded`, telling the hook about keys that are gone.
-    fn swap_in(&self, loaded: BTreeMap<String, T>) {
+    fn swap_in(&self, loaded: HashMap<String, T>) {
         let gone: Vec<String> = match self.entries.write() {
             Ok(mut entries) => {
                 let gone = if self.hooks.on_remove.is_some() {
@@ -208,7 +189,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         // Every watch, first or resumed, builds the state anew and swaps it in once caught up:
         // values that expired by max_age leave no delete marker on nats-server 2.9, so patching
         // the old map would keep them forever.
-        let mut fresh = Some(BTreeMap::new());
+        let mut fresh = Some(HashMap::new());
         if caught_up_at == 0 {
             if let Some(empty) = fresh.take() {
                 self.swap_in(empty);
