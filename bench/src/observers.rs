@@ -373,8 +373,7 @@ impl Observer {
 
 /// Whether a lingr observe answer's JSON lists at least one event.
 fn has_events(body: &[u8]) -> bool {
-    const NON_EMPTY: &[u8] = b"\"events\":[{";
-    body.windows(NON_EMPTY.len()).any(|w| w == NON_EMPTY)
+    memchr::memmem::find(body, b"\"events\":[{").is_some()
 }
 
 async fn print_reports(mut received: mpsc::UnboundedReceiver<Report>) {

@@ -36,7 +36,7 @@ use futures::stream::{FuturesUnordered, StreamExt as _};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -473,12 +473,52 @@ impl AsyncWrite for Watched {
     }
 }
 
-/// Binds `address`, saying which address failed.
+/// Connections the kernel completes and queues for a listener before it drops the next SYNs.
+/// Linux caps it at `net.core.somaxconn` (4096 since 5.4). tokio's default, 1024, overflowed
+/// when a herd of clients reconnected at once to a replica busy answering the first of them:
+/// each dropped SYN cost its client a retransmission 1, 3 or 7 s later.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `address` with a [`LISTEN_BACKLOG`], saying which address failed.
 ///
 /// # Errors
 /// When the address cannot be bound.
 pub async fn bind(address: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address)
-        .await
-        .with_context(|| format!("binding {address}"))
+    let listen = || {
+        let socket = match address {
+            SocketAddr::V4(_) => TcpSocket::new_v4(),
+            SocketAddr::V6(_) => TcpSocket::new_v6(),
+        }?;
+        // As TcpListener::bind does: a restarted replica can bind while its old
+        // connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(address)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().with_context(|| format!("binding {address}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// More clients than tokio's default backlog (1024) connect while nobody accepts: each is
+    /// queued by the kernel, none has its SYN dropped (its connect would then wait for a
+    /// retransmission and, with the queue still full, never complete).
+    #[tokio::test]
+    async fn a_listener_queues_a_herd_of_connections_it_has_not_accepted() {
+        const HERD: usize = 2_000;
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let connects = (0..HERD).map(|_| TcpStream::connect(address));
+        let connected =
+            tokio::time::timeout(Duration::from_secs(20), futures::future::join_all(connects))
+                .await
+                .expect("a connect waited for a SYN retransmission: the listen queue is too short");
+        let failed = connected.iter().filter(|c| c.is_err()).count();
+        assert_eq!(failed, 0, "every connect completes");
+        drop(listener);
+    }
 }
