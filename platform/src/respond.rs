@@ -310,25 +310,32 @@ async fn collect_or_drain(body: Body) -> Result<Option<Bytes>, axum::Error> {
 pub struct Reply {
     status: StatusCode,
     format: Format,
-    json: Bytes,
+    /// The JSON, in parts sent one after another as they are (most answers have one).
+    json: Vec<Bytes>,
 }
 
 impl Reply {
     /// A success answer from a serialized JSON object: `{"status":"ok",<its fields>}`.
     pub fn ok_object(format: Format, object: &[u8]) -> Self {
-        let mut json = BytesMut::with_capacity(object.len() + 16);
-        json.put_slice(b"{\"status\":\"ok\"");
-        match object.strip_prefix(b"{").map(<[u8]>::trim_ascii_start) {
-            Some(b"}") | None => json.put_slice(b"}"),
-            Some(_) => {
-                json.put_slice(b",");
-                json.put_slice(&object[1..]);
-            }
+        Self {
+            status: StatusCode::OK,
+            format,
+            json: vec![with_status_ok(object)],
+        }
+    }
+
+    /// A success answer from a JSON object serialized in `parts`, the first holding at least
+    /// its opening brace: `{"status":"ok",<its fields>}`. Only the first part is copied, so a
+    /// large part (a room's backfilled events, say) is sent as the bytes it is.
+    pub fn ok_object_parts(format: Format, mut parts: Vec<Bytes>) -> Self {
+        match parts.first_mut() {
+            Some(first) => *first = with_status_ok(first),
+            None => parts.push(with_status_ok(b"{}")),
         }
         Self {
             status: StatusCode::OK,
             format,
-            json: json.freeze(),
+            json: parts,
         }
     }
 
@@ -354,22 +361,44 @@ impl Reply {
         Self {
             status,
             format,
-            json,
+            json: vec![json],
         }
     }
 }
 
+/// `object` (a whole object, or the start of one up to at least its brace) with
+/// `"status":"ok"` as its first field.
+fn with_status_ok(object: &[u8]) -> Bytes {
+    let mut json = BytesMut::with_capacity(object.len() + 16);
+    json.put_slice(b"{\"status\":\"ok\"");
+    match object.strip_prefix(b"{").map(<[u8]>::trim_ascii_start) {
+        Some(b"}") | None => json.put_slice(b"}"),
+        // Only the brace: the fields follow in the next parts.
+        Some(b"") => json.put_slice(b","),
+        Some(_) => {
+            json.put_slice(b",");
+            json.put_slice(&object[1..]);
+        }
+    }
+    json.freeze()
+}
+
 impl IntoResponse for Reply {
     fn into_response(self) -> Response {
-        let (status, content_type, body) = match self.format {
+        let (status, content_type, parts) = match self.format {
             Format::Json => (self.status, "application/json", self.json),
+            // JSONP escapes what it wraps, so its parts are copied into one.
             Format::Jsonp(callback) => (
                 StatusCode::OK,
                 "application/javascript; charset=utf-8",
-                lingr_proto::jsonp::wrap(&callback, &self.json),
+                vec![lingr_proto::jsonp::wrap(&callback, &self.json.concat())],
             ),
         };
-        let mut response = Response::new(Body::from(body));
+        let body = match <[Bytes; 1]>::try_from(parts) {
+            Ok([one]) => Body::from(one),
+            Err(parts) => Body::new(Parts::new(parts)),
+        };
+        let mut response = Response::new(body);
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -382,15 +411,94 @@ impl IntoResponse for Reply {
     }
 }
 
+/// A body sent as the parts it was made of, one frame each, with its length known up front
+/// (so it goes with `Content-Length`, not chunked). hyper queues the frames and writes them
+/// with one `writev`, without copying them.
+struct Parts {
+    parts: std::vec::IntoIter<Bytes>,
+    remaining: u64,
+}
+
+impl Parts {
+    fn new(parts: Vec<Bytes>) -> Self {
+        let remaining = parts.iter().map(|part| part.len() as u64).sum();
+        Self {
+            parts: parts.into_iter(),
+            remaining,
+        }
+    }
+}
+
+impl http_body::Body for Parts {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        let next = self.parts.find(|part| !part.is_empty());
+        if let Some(part) = &next {
+            self.remaining -= part.len() as u64;
+        }
+        std::task::Poll::Ready(next.map(|part| Ok(http_body::Frame::data(part))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.remaining)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    async fn body_of(reply: Reply) -> Vec<u8> {
+        let body = axum::body::to_bytes(reply.into_response().into_body(), usize::MAX)
+            .await
+            .expect("body");
+        body.to_vec()
+    }
+
     #[test]
     fn ok_object_puts_status_first() {
         let reply = Reply::ok_object(Format::Json, br#"{"session":"s"}"#);
-        assert_eq!(&reply.json[..], br#"{"status":"ok","session":"s"}"#);
+        assert_eq!(reply.json.concat(), br#"{"status":"ok","session":"s"}"#);
         let empty = Reply::ok_object(Format::Json, b"{}");
-        assert_eq!(&empty.json[..], br#"{"status":"ok"}"#);
+        assert_eq!(empty.json.concat(), br#"{"status":"ok"}"#);
+    }
+
+    #[tokio::test]
+    async fn an_object_in_parts_is_sent_whole_with_its_length() {
+        let parts = || {
+            vec![
+                Bytes::from_static(b"{"),
+                Bytes::from_static(br#""events":[1,2"#),
+                Bytes::new(),
+                Bytes::from_static(b"]}"),
+            ]
+        };
+        let json = Reply::ok_object_parts(Format::Json, parts());
+        assert_eq!(json.json.len(), 4, "parts after the first are not copied");
+        assert_eq!(body_of(json).await, br#"{"status":"ok","events":[1,2]}"#);
+        let callback = Callback::parse("cb").expect("valid callback");
+        let script = body_of(Reply::ok_object_parts(Format::Jsonp(callback), parts())).await;
+        assert_eq!(script, br#"/**/cb({"status":"ok","events":[1,2]});"#);
+    }
+
+    #[test]
+    fn the_parts_body_knows_its_length_and_skips_empty_parts() {
+        use http_body::Body as _;
+        let body = Parts::new(vec![
+            Bytes::from_static(b"ab"),
+            Bytes::new(),
+            Bytes::from_static(b"c"),
+        ]);
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert!(!body.is_end_stream());
     }
 }

@@ -7,7 +7,8 @@
 //! backfill read is kept beside the buffer as a run of older events, so the next observes
 //! with old counters find it here. Each live event names the room's event before it, so a
 //! lost one shows as a gap, and the buffer then starts again after it (what it missed comes
-//! by backfill). Buffers and runs are bounded, runs are dropped a minute after they were
+//! by backfill). A run's events lie in one comma-joined text, so an answer sends a stretch of
+//! them as one slice of it. Buffers and runs are bounded, runs are dropped a minute after they were
 //! read, and rooms nobody waits on are dropped after a while (and stop being followed), so
 //! memory and work follow the rooms in use.
 
@@ -16,7 +17,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 use lingr_platform::clock::now_ms;
 use lingr_platform::metrics::Gauge;
 use lingr_platform::telemetry::SpanContext;
@@ -103,13 +104,43 @@ pub struct Origin {
 struct Run {
     from: u64,
     to: u64,
+    /// The events' JSON joined by commas: a herd's answers are stretches of it.
+    text: Bytes,
+    /// Each event's JSON, a slice of `text`.
     events: Vec<(u64, Bytes)>,
     read_at: Instant,
 }
 
 impl Run {
+    /// A run of `events`, their bytes copied into one text (once per backfill, where each
+    /// answer from it would otherwise copy its events).
+    fn new(from: u64, to: u64, events: &[(u64, Bytes)], read_at: Instant) -> Self {
+        let mut text = BytesMut::with_capacity(events.iter().map(|(_, json)| json.len() + 1).sum());
+        let mut spans = Vec::with_capacity(events.len());
+        for (counter, json) in events {
+            if !text.is_empty() {
+                text.put_u8(b',');
+            }
+            let start = text.len();
+            text.put_slice(json);
+            spans.push((*counter, start..text.len()));
+        }
+        let text = text.freeze();
+        let events = spans
+            .into_iter()
+            .map(|(counter, span)| (counter, text.slice(span)))
+            .collect();
+        Self {
+            from,
+            to,
+            text,
+            events,
+            read_at,
+        }
+    }
+
     fn bytes(&self) -> usize {
-        self.events.iter().map(|(_, json)| json.len()).sum()
+        self.text.len()
     }
 }
 
@@ -425,12 +456,7 @@ impl Room {
             return;
         };
         let before = buffer.run.as_ref().map_or(0, Run::bytes);
-        let fresh = Run {
-            from,
-            to,
-            events,
-            read_at: Instant::now(),
-        };
+        let fresh = Run::new(from, to, &events, Instant::now());
         // Trimmed at the end away from what was just read, which the observe waiting on it
         // needs (a read never exceeds RUN_MAX on its own).
         let (mut run, keep_oldest) = match buffer.run.take() {
@@ -441,14 +467,15 @@ impl Room {
             _ => (fresh, false),
         };
         if run.events.len() > RUN_MAX {
-            if keep_oldest {
-                run.events.truncate(RUN_MAX);
-                run.to = run.events.last().map_or(run.from, |(c, _)| *c);
+            run = if keep_oldest {
+                let kept = &run.events[..RUN_MAX];
+                let to = kept.last().map_or(run.from, |(c, _)| *c);
+                Run::new(run.from, to, kept, run.read_at)
             } else {
                 let excess = run.events.len() - RUN_MAX;
-                run.from = run.events[excess - 1].0;
-                run.events.drain(..excess);
-            }
+                let from = run.events[excess - 1].0;
+                Run::new(from, run.to, &run.events[excess..], run.read_at)
+            };
         }
         let after = run.bytes();
         buffer.run = Some(run);
@@ -462,6 +489,15 @@ impl Room {
                 total.fetch_sub(signed(run.bytes()), Ordering::Relaxed);
             }
         }
+    }
+
+    /// The text of the room's run, which the events [`Room::collect`] takes from it are
+    /// slices of.
+    pub fn run_text(&self) -> Option<Bytes> {
+        self.buffer
+            .read()
+            .ok()
+            .and_then(|buffer| buffer.run.as_ref().map(|run| run.text.clone()))
     }
 
     fn run_read_at(&self) -> Option<Instant> {
@@ -519,14 +555,13 @@ fn signed(bytes: usize) -> i64 {
 /// further.
 fn join(earlier: Run, later: Run) -> Run {
     let mut events = earlier.events;
-    let to = earlier.to.max(later.to);
     events.extend(later.events.into_iter().filter(|(c, _)| *c > earlier.to));
-    Run {
-        from: earlier.from,
-        to,
-        events,
-        read_at: earlier.read_at.max(later.read_at),
-    }
+    Run::new(
+        earlier.from,
+        earlier.to.max(later.to),
+        &events,
+        earlier.read_at.max(later.read_at),
+    )
 }
 
 /// The bytes observers receive for a stored message, or `None` if it is not a valid event.

@@ -2,14 +2,17 @@
 //!
 //! Answers at once with up to 500 events after `counter`, or holds the request until one
 //! arrives, `timeout` passes, or the replica drains (then `events` is empty and `counter`
-//! unchanged). The events are the bytes [`crate::live`] serialized once as they arrived; this
-//! handler only joins them.
+//! unchanged). The events are the bytes [`crate::live`] serialized once as they arrived, or
+//! stretches of a backfilled run's text; this handler joins the first and sends the second as
+//! they are.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
-use bytes::Bytes;
+use std::ops::Range;
+
+use bytes::{BufMut, Bytes, BytesMut};
 use lingr_platform::http::CALL_DEADLINE;
 use lingr_platform::metrics::observe_duration;
 use lingr_platform::telemetry;
@@ -35,7 +38,7 @@ const MAX_TIMEOUT_S: u64 = 60;
 /// span is the call's, and a second one per held observe would cost at every wake.)
 pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Reply {
     match observe_room(&state, &params).await {
-        Ok(object) => Reply::ok_object(params.format.clone(), &object),
+        Ok(parts) => Reply::ok_object_parts(params.format.clone(), parts),
         Err(error) => {
             state.metrics.answered(error.code.as_str());
             Reply::error(params.format.clone(), &error)
@@ -43,7 +46,7 @@ pub async fn observe(State(state): State<Arc<CometState>>, params: Params) -> Re
     }
 }
 
-async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, ApiError> {
+async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<Bytes>, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::new(
             ErrorCode::Draining,
@@ -100,7 +103,13 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
                 state.metrics.answered("events");
                 let events = fitting(&events);
                 note_deliveries(state, &room, &ticket.room, events, held);
-                return Ok(answer(after, events));
+                let size: usize = events.iter().map(|(_, json)| json.len()).sum();
+                let run_text = if size > SLICE_ABOVE {
+                    room.run_text()
+                } else {
+                    None
+                };
+                return Ok(answer(after, events, run_text.as_ref()));
             }
             Collected::Events(_) => {
                 let present = state.occupants_mirror.contains(&occupant);
@@ -141,8 +150,12 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<u8>, Ap
         }
     }
     state.metrics.answered("empty");
-    Ok(answer(after, &[]))
+    Ok(answer(after, &[], None))
 }
+
+/// Bytes of events past which an answer looks for them in the room's run, to send them as a
+/// slice of its text; below, copying them costs less than the lookup and the extra parts.
+const SLICE_ABOVE: usize = 4096;
 
 /// How long an observe woken by an event waits for the room's events it found missing (its
 /// turn, a walk permit and the walk), like any call needing NATS: then it answers 503 rather
@@ -252,20 +265,58 @@ fn note_deliveries(
     }
 }
 
-/// `{"counter":N,"events":[...]}` from serialized events.
-fn answer(after: u64, events: &[(u64, Bytes)]) -> Vec<u8> {
-    let size: usize = events.iter().map(|(_, json)| json.len() + 1).sum();
+/// `{"counter":N,"events":[...]}` from serialized events, in parts: a stretch of events lying
+/// side by side in `run_text` (with the commas between them) goes as one slice of it; the
+/// rest is copied. A herd of observes answered from one backfill thus sends the run's bytes
+/// without copying them, 120 KiB an answer at 500 events.
+fn answer(after: u64, events: &[(u64, Bytes)], run_text: Option<&Bytes>) -> Vec<Bytes> {
+    let in_run = |json: &Bytes| run_text.and_then(|text| offset_in(text, json));
+    let copied_size: usize = events
+        .iter()
+        .filter(|(_, json)| in_run(json).is_none())
+        .map(|(_, json)| json.len() + 1)
+        .sum();
     let counter = events.last().map_or(after, |(c, _)| *c);
-    let mut out = Vec::with_capacity(size + 40);
-    out.extend_from_slice(format!("{{\"counter\":{counter},\"events\":[").as_bytes());
-    for (i, (_, json)) in events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut parts = Vec::new();
+    let mut copied = BytesMut::with_capacity(copied_size + 48);
+    copied.put_slice(format!("{{\"counter\":{counter},\"events\":[").as_bytes());
+    let mut stretch: Option<Range<usize>> = None;
+    let end_stretch = |stretch: &mut Option<Range<usize>>, parts: &mut Vec<Bytes>| {
+        if let (Some(span), Some(text)) = (stretch.take(), run_text) {
+            parts.push(text.slice(span));
         }
-        out.extend_from_slice(json);
+    };
+    for (i, (_, json)) in events.iter().enumerate() {
+        let at = in_run(json);
+        if let (Some(at), Some(span)) = (at, &mut stretch) {
+            // The next event in the text: the comma before it is there too.
+            if span.end + 1 == at {
+                span.end = at + json.len();
+                continue;
+            }
+        }
+        end_stretch(&mut stretch, &mut parts);
+        if i > 0 {
+            copied.put_u8(b',');
+        }
+        match at {
+            Some(at) => {
+                parts.push(copied.split().freeze());
+                stretch = Some(at..at + json.len());
+            }
+            None => copied.put_slice(json),
+        }
     }
-    out.extend_from_slice(b"]}");
-    out
+    end_stretch(&mut stretch, &mut parts);
+    copied.put_slice(b"]}");
+    parts.push(copied.freeze());
+    parts
+}
+
+/// Where `part` starts in `text`, if it lies within it (a live slice of other memory cannot).
+fn offset_in(text: &Bytes, part: &Bytes) -> Option<usize> {
+    let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+    (start + part.len() <= text.len()).then_some(start)
 }
 
 fn dead_ticket() -> ApiError {
@@ -339,10 +390,55 @@ mod tests {
             (9, Bytes::from_static(b"{\"counter\":9}")),
         ];
         assert_eq!(
-            answer(3, &events),
+            answer(3, &events, None).concat(),
             br#"{"counter":9,"events":[{"counter":7},{"counter":9}]}"#.to_vec()
         );
-        assert_eq!(answer(3, &[]), br#"{"counter":3,"events":[]}"#.to_vec());
+        assert_eq!(
+            answer(3, &[], None).concat(),
+            br#"{"counter":3,"events":[]}"#.to_vec()
+        );
+    }
+
+    /// Events 1-3 from a run's text, then 5 from it (4, between them in the text, left out),
+    /// then live 6 and 7: the stretch 1-3 goes as one slice, 5 as another, and only the live
+    /// events are copied.
+    #[test]
+    fn answer_sends_stretches_of_a_run_as_slices_of_its_text() {
+        let text = Bytes::from_static(
+            b"{\"counter\":1},{\"counter\":2},{\"counter\":3},{\"counter\":4},{\"counter\":5}",
+        );
+        let event = |counter: u64| {
+            let needle = format!("{{\"counter\":{counter}}}");
+            let at = text
+                .windows(needle.len())
+                .position(|w| w == needle.as_bytes())
+                .expect("in the text");
+            (counter, text.slice(at..at + needle.len()))
+        };
+        let live = |counter: u64| (counter, Bytes::from(format!("{{\"counter\":{counter}}}")));
+        let events = vec![event(1), event(2), event(3), event(5), live(6), live(7)];
+        let parts = answer(0, &events, Some(&text));
+        assert_eq!(
+            parts.concat(),
+            br#"{"counter":7,"events":[{"counter":1},{"counter":2},{"counter":3},{"counter":5},{"counter":6},{"counter":7}]}"#.to_vec()
+        );
+        let sliced: Vec<&[u8]> = parts
+            .iter()
+            .filter(|part| offset_in(&text, part).is_some())
+            .map(|part| &part[..])
+            .collect();
+        assert_eq!(
+            sliced,
+            vec![
+                &br#"{"counter":1},{"counter":2},{"counter":3}"#[..],
+                &br#"{"counter":5}"#[..]
+            ]
+        );
+        assert_eq!(
+            answer(0, &events[..3], None).concat(),
+            answer(0, &events[..3], Some(&text)).concat(),
+            "the same answer with or without the text"
+        );
     }
 
     #[test]
