@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr};
-use crate::observers::{self, Protocol, ONCE_ROUND, ONCE_SINCE_GO_ROUND};
+use crate::observers::{self, Protocol, ONCE_RETRIED_ROUND, ONCE_ROUND, ONCE_SINCE_GO_ROUND};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
@@ -49,6 +49,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 struct Report {
     answered: usize,
+    /// Answered only after a retry (refused as overloaded first).
+    retried: usize,
     from_request: Percentiles,
     from_go: Percentiles,
     backfills: Option<f64>,
@@ -116,6 +118,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
     let mut from_go = deliveries.take(ONCE_SINCE_GO_ROUND);
     Ok(Report {
         answered: from_request.len(),
+        retried: deliveries.count(ONCE_RETRIED_ROUND),
         from_request: Percentiles::of(&mut from_request),
         from_go: Percentiles::of(&mut from_go),
         backfills,
@@ -157,8 +160,9 @@ impl Report {
         );
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "answered with events: {}/{}; from each request {}; from the herd's start {}",
-            self.answered, args.observers, self.from_request, self.from_go
+            "answered with events: {}/{} ({} after one retry, refused as overloaded first); \
+             from each request {}; from the herd's start {}",
+            self.answered, args.observers, self.retried, self.from_request, self.from_go
         );
         println!(
             "backfills: {}; comet CPU from its start to the last answer: {:.2} s",
@@ -175,12 +179,13 @@ impl Report {
             println!("failure ×{count}: {failure}");
         }
         println!(
-            "summary observers={} rooms={} events={} answered={} p50_ms={:.1} p99_ms={:.1} \
+            "summary observers={} rooms={} events={} answered={} retried={} p50_ms={:.1} p99_ms={:.1} \
              last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={}",
             args.observers,
             args.rooms,
             args.events,
             self.answered,
+            self.retried,
             ms(self.from_request.p50),
             ms(self.from_request.p99),
             ms(self.from_go.max),
