@@ -4,7 +4,9 @@
 //! answered, and *idle* between requests. Pending and idle connections hold a descriptor while
 //! doing nothing for anyone, so they are evictable: past `max_pending` pending connections, or
 //! when every one of `max_open` descriptors is taken, the one that has waited longest is
-//! closed to make room. Busy connections are never evicted; their number is bounded by what
+//! closed to make room. A connection counts as pending only once its task has started to
+//! listen to it, in its place of acceptance: a herd accepted in a burst has its requests
+//! waiting in the sockets, unread until each task runs, and none of it is silent. Busy connections are never evicted; their number is bounded by what
 //! the handlers allow (held observes are capped below the descriptor limit).
 
 use std::collections::BTreeMap;
@@ -33,9 +35,12 @@ pub(super) enum Phase {
     Closed,
 }
 
-/// Which evictable set a connection is in, and its place there.
+/// Which evictable set a connection is in, and its place there (a ticket, in order of
+/// acceptance or of idling).
 #[derive(Debug, Clone, Copy)]
 enum Slot {
+    /// Accepted, not yet listened to: in no set, but keeping its place for when it is.
+    Accepted(u64),
     Pending(u64),
     Idle(u64),
 }
@@ -237,7 +242,7 @@ impl Maps {
             Some(Slot::Idle(ticket)) => {
                 self.idle.remove(&ticket);
             }
-            None => {}
+            Some(Slot::Accepted(_)) | None => {}
         }
     }
 
@@ -308,14 +313,42 @@ impl Registry {
         }
         let connection = Connection::new(self.deadlines);
         let ticket = maps.ticket();
-        maps.pending.insert(ticket, Arc::clone(&connection));
-        connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
-        maps.open += 1;
-        while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
-            admission.evicted += 1;
+        if let Ok(mut state) = connection.state.lock() {
+            state.slot = Some(Slot::Accepted(ticket));
         }
+        maps.open += 1;
         self.show(&maps);
         Some((connection, admission))
+    }
+
+    /// The connection's task starts to listen to it: it is pending from now, in its place of
+    /// acceptance, and past `max_pending` the earliest accepted pending ones are closed. Says
+    /// how many.
+    pub(super) fn listen(&self, connection: &Arc<Connection>) -> usize {
+        let Ok(mut maps) = self.maps.lock() else {
+            return 0;
+        };
+        let accepted = connection
+            .state
+            .lock()
+            .ok()
+            .and_then(|state| match state.slot {
+                Some(Slot::Accepted(ticket)) if matches!(state.phase, Phase::Opened(_)) => {
+                    Some(ticket)
+                }
+                _ => None,
+            });
+        let Some(ticket) = accepted else {
+            return 0;
+        };
+        maps.pending.insert(ticket, Arc::clone(connection));
+        connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
+        let mut evicted = 0;
+        while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
+            evicted += 1;
+        }
+        self.show(&maps);
+        evicted
     }
 
     /// A request starts: the connection is busy and cannot be evicted.
@@ -374,31 +407,70 @@ mod tests {
         matches!(connection.phase(), Phase::Evicted)
     }
 
+    /// Opens a connection and starts listening to it, as its task does; says how many
+    /// pending connections that closed.
+    fn open_and_listen(registry: &Registry) -> (Arc<Connection>, usize) {
+        let (connection, admission) = registry.open().expect("room");
+        let evicted = registry.listen(&connection);
+        (connection, admission.evicted + evicted)
+    }
+
     #[test]
     fn the_longest_waiting_pending_connection_is_evicted_past_the_pending_cap() {
         let registry = Registry::new(2, 100, DEADLINES, Gauges::default());
-        let (first, _) = registry.open().expect("room");
-        let (second, _) = registry.open().expect("room");
-        let (third, admission) = registry.open().expect("room");
-        assert_eq!(admission.evicted, 1);
+        let (first, _) = open_and_listen(&registry);
+        let (second, _) = open_and_listen(&registry);
+        let (third, evictions) = open_and_listen(&registry);
+        assert_eq!(evictions, 1);
         assert!(evicted(&first));
         assert!(!evicted(&second) && !evicted(&third));
         registry.busy(&second);
-        let (_fourth, admission) = registry.open().expect("room");
+        let (_fourth, evictions) = open_and_listen(&registry);
         assert_eq!(
-            admission.evicted, 0,
+            evictions, 0,
             "a busy connection no longer counts as pending"
         );
+    }
+
+    /// A burst of accepted connections past the pending cap: none is closed before its task
+    /// has listened to it, and those whose request was waiting go busy, never pending.
+    #[test]
+    fn connections_not_yet_listened_to_are_not_pending() {
+        let gauges = Gauges::default();
+        let registry = Registry::new(2, 100, DEADLINES, gauges.clone());
+        let burst: Vec<Arc<Connection>> =
+            (0..5).map(|_| registry.open().expect("room").0).collect();
+        assert_eq!((gauges.open.get(), gauges.pending.get()), (5, 0));
+        for connection in &burst {
+            assert_eq!(registry.listen(connection), 0);
+            registry.busy(connection);
+        }
+        assert!(burst.iter().all(|c| !evicted(c)));
+        let (_silent, _) = open_and_listen(&registry);
+        let (_also_silent, _) = open_and_listen(&registry);
+        let (_third_silent, evictions) = open_and_listen(&registry);
+        assert_eq!(evictions, 1, "silent ones listened to still count");
+    }
+
+    /// Tasks start in any order; the one accepted first is still the first to go.
+    #[test]
+    fn pending_connections_go_in_order_of_acceptance() {
+        let registry = Registry::new(1, 100, DEADLINES, Gauges::default());
+        let (earlier, _) = registry.open().expect("room");
+        let (later, _) = registry.open().expect("room");
+        assert_eq!(registry.listen(&later), 0);
+        assert_eq!(registry.listen(&earlier), 1);
+        assert!(evicted(&earlier) && !evicted(&later));
     }
 
     #[test]
     fn when_every_descriptor_is_taken_the_longest_idle_or_pending_one_goes() {
         let registry = Registry::new(10, 3, DEADLINES, Gauges::default());
-        let (idle, _) = registry.open().expect("room");
+        let (idle, _) = open_and_listen(&registry);
         registry.busy(&idle);
-        let (busy, _) = registry.open().expect("room");
+        let (busy, _) = open_and_listen(&registry);
         registry.busy(&busy);
-        let (pending, _) = registry.open().expect("room");
+        let (pending, _) = open_and_listen(&registry);
         registry.idle(&idle);
         // Full: the pending one waited longer than the idle one (which idles since now).
         let (_new, admission) = registry.open().expect("room");
@@ -425,7 +497,7 @@ mod tests {
     fn a_closed_connection_never_idles_again() {
         let gauges = Gauges::default();
         let registry = Registry::new(10, 10, DEADLINES, gauges.clone());
-        let (connection, _) = registry.open().expect("room");
+        let (connection, _) = open_and_listen(&registry);
         assert_eq!((gauges.open.get(), gauges.pending.get()), (1, 1));
         registry.busy(&connection);
         registry.close(&connection);
@@ -443,7 +515,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn the_watchdog_is_woken_only_when_the_deadline_comes_before_its_timer() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
-        let (connection, _) = registry.open().expect("room");
+        let (connection, _) = open_and_listen(&registry);
         assert!(woken(&connection), "a new connection's first deadline");
         let opened = Instant::now();
         let head = opened + DEADLINES.header_read;
@@ -498,9 +570,9 @@ mod tests {
         registry.idle(&connection);
         assert!(!woken(&connection));
         let full = Registry::new(1, 10, DEADLINES, Gauges::default());
-        let (first, _) = full.open().expect("room");
+        let (first, _) = open_and_listen(&full);
         first.arm();
-        let _second = full.open().expect("room");
+        let _second = open_and_listen(&full);
         assert!(woken(&first), "an evicted connection closes at once");
         assert_eq!(
             first.arm().deadline.map(|due| due <= Instant::now()),

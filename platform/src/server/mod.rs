@@ -74,8 +74,10 @@ pub struct HttpLimits {
     #[arg(long, env = "LINGR_WRITE_TIMEOUT", default_value = "30", value_parser = parse_seconds)]
     pub write_timeout: Duration,
     /// Connections that may wait for their first request at once; beyond it the oldest such
-    /// connection is closed.
-    #[arg(long, env = "LINGR_MAX_PENDING_CONNECTIONS", default_value = "1024")]
+    /// connection is closed. As many as the kernel queues unaccepted ([`LISTEN_BACKLOG`]): a
+    /// herd the kernel held must not be closed once accepted while its clients (on a loaded
+    /// machine or a slow network) are still sending their requests.
+    #[arg(long, env = "LINGR_MAX_PENDING_CONNECTIONS", default_value_t = LISTEN_BACKLOG as usize)]
     pub max_pending_connections: usize,
     /// Connections open at once; beyond it the silent or idle connection that has waited
     /// longest is closed, and with none, the new one. Default: the open-files limit less 64.
@@ -93,7 +95,7 @@ impl Default for HttpLimits {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(75),
             write_timeout: Duration::from_secs(30),
-            max_pending_connections: 1024,
+            max_pending_connections: LISTEN_BACKLOG as usize,
             max_connections: None,
             trusted_proxies: TrustedProxies::default(),
         }
@@ -255,6 +257,9 @@ async fn serve_connection(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // Judged silent only from here: accepted in a burst, its request may be waiting unread.
+    let evicted = shared.registry.listen(&connection);
+    shared.metrics.evicted.inc_by(evicted as u64);
     let service = {
         let (shared, connection) = (Arc::clone(&shared), Arc::clone(&connection));
         hyper::service::service_fn(move |request: Request<Incoming>| {
