@@ -49,7 +49,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
 struct Report {
     answered: usize,
-    /// Answered only after a retry (refused as overloaded first).
+    /// Answered only after a retry (refused as overloaded, or cut off, first).
     retried: usize,
     from_request: Percentiles,
     from_go: Percentiles,
@@ -160,8 +160,8 @@ impl Report {
         );
         let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "answered with events: {}/{} ({} after one retry, refused as overloaded first); \
-             from each request {}; from the herd's start {}",
+            "answered with events: {}/{} ({} after one retry, refused as overloaded or cut off \
+             first); from each request {}; from the herd's start {}",
             self.answered, args.observers, self.retried, self.from_request, self.from_go
         );
         println!(

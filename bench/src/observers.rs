@@ -65,11 +65,12 @@ pub struct Share {
 pub const ONCE_ROUND: usize = 1;
 /// The round a `--once` observe's latency from `go` is reported as.
 pub const ONCE_SINCE_GO_ROUND: usize = 2;
-/// The round a `--once` observe answered only after a retry also reports its latency as.
+/// The round a `--once` observe answered only after a retry (refused or cut off first) also
+/// reports its latency as.
 pub const ONCE_RETRIED_ROUND: usize = 3;
-/// How long a `--once` observe refused as overloaded waits before it asks again: the web
-/// client's first back-off (`web/assets/room.js`).
-const OVERLOADED_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a failed `--once` observe waits before it asks again: the web client's first
+/// back-off (`web/assets/room.js`).
+const RETRY_BACKOFF: Duration = Duration::from_millis(250);
 
 /// The benchmark message for `round`, stamped with the time it is sent.
 pub fn message(round: usize) -> String {
@@ -293,44 +294,58 @@ impl Observer {
     }
 
     /// One observe on a new connection: its latency from request to an answer with events.
+    /// Like the web client, an observe refused as overloaded (503), or whose connection failed
+    /// (a replica at its connection limit closes its idlest ones), is tried once more with the
+    /// same counter, on a new connection, after the client's first back-off; the wait counts
+    /// in its latency, and the report counts it as retried.
     async fn once(self, opening: &tokio::sync::Semaphore) -> Report {
-        let permit = opening.acquire().await;
-        let opened = Connection::open(self.server, self.source).await;
-        drop(permit);
-        let mut connection = match opened {
-            Ok(connection) => connection,
-            Err(err) => return Report::Failed(format!("connect: {err}")),
-        };
         let target = self.target();
-        let asked = std::time::Instant::now();
+        let mut asked = None;
         let mut retried = false;
         loop {
             // A herd's answers carry up to 500 events each: parsing them all would make this
             // client, not the server, the bottleneck, so an answer is checked, not read.
-            return match connection.get(&target, &[]).await {
+            let failure = match self.ask(opening, &target, &mut asked).await {
                 Ok(answer) if answer.status == 200 && has_events(&answer.body) => {
                     let round = if retried {
                         ONCE_RETRIED_ROUND
                     } else {
                         ONCE_ROUND
                     };
-                    Report::Delivered(round, asked.elapsed())
+                    let since = asked.map_or(Duration::ZERO, |at| at.elapsed());
+                    return Report::Delivered(round, since);
                 }
                 Ok(answer) if answer.status == 200 => {
-                    Report::Failed("answered without events".into())
+                    return Report::Failed("answered without events".into())
                 }
-                // A replica holding all it can says so (overloaded): like the web client,
-                // this one tries again with the same counter after its first back-off, and
-                // the wait counts in its latency.
-                Ok(answer) if answer.status == 503 && !retried => {
-                    retried = true;
-                    tokio::time::sleep(OVERLOADED_BACKOFF).await;
-                    continue;
-                }
-                Ok(answer) => Report::Failed(format!("status {}", answer.status)),
-                Err(err) => Report::Failed(format!("observe: {err}")),
+                Ok(answer) if answer.status == 503 => "status 503".to_owned(),
+                Ok(answer) => return Report::Failed(format!("status {}", answer.status)),
+                Err(failure) => failure,
             };
+            if retried {
+                return Report::Failed(failure);
+            }
+            retried = true;
+            tokio::time::sleep(RETRY_BACKOFF).await;
         }
+    }
+
+    /// Opens a connection and observes once; `asked` keeps when the first request went.
+    async fn ask(
+        &self,
+        opening: &tokio::sync::Semaphore,
+        target: &str,
+        asked: &mut Option<std::time::Instant>,
+    ) -> Result<Answer, String> {
+        let permit = opening.acquire().await;
+        let opened = Connection::open(self.server, self.source).await;
+        drop(permit);
+        let mut connection = opened.map_err(|err| format!("connect: {err}"))?;
+        asked.get_or_insert_with(std::time::Instant::now);
+        connection
+            .get(target, &[])
+            .await
+            .map_err(|err| format!("observe: {err}"))
     }
 
     fn target(&self) -> String {
