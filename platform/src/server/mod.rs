@@ -15,8 +15,10 @@
 //! connection, driven by what the connection does.
 //!
 //! Each request carries the client's address ([`ClientAddr`], see the `client_addr` module) and
-//! the body timeout.
+//! the body timeout. Connections are accepted on a thread of their own (the `acceptor`
+//! module), so a herd of them is taken as it arrives however busy the runtime is.
 
+mod acceptor;
 mod access;
 mod client_addr;
 mod connection;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use acceptor::Acceptor;
 use anyhow::Context as _;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
@@ -174,7 +177,7 @@ struct Shared {
 /// most `grace` before closing every connection.
 ///
 /// # Errors
-/// When the listener fails for good.
+/// When the accept thread cannot start.
 pub async fn serve(
     listener: TcpListener,
     app: App,
@@ -198,41 +201,15 @@ pub async fn serve(
         force_close: CancellationToken::new(),
     });
     let connections = TaskTracker::new();
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                // Registered here, in accept order, so the longest-waiting is evicted first.
-                let Some((connection, admission)) = shared.registry.open() else {
-                    shared.metrics.refused.inc();
-                    drop(stream);
-                    continue;
-                };
-                shared.metrics.evicted.inc_by(admission.evicted as u64);
-                connections.spawn(serve_connection(
-                    Arc::clone(&shared),
-                    connection,
-                    stream,
-                    peer,
-                    shutdown.clone(),
-                ));
-                if admission.evicted > 0 {
-                    // Let the evicted connections close before accepting more, so a burst
-                    // of accepts cannot run past the cap while their descriptors are held.
-                    tokio::task::yield_now().await;
-                }
-            }
-            Err(err) => {
-                // Out of descriptors, most likely: wait for some to close rather than spin.
-                tracing::warn!(error = %err, "accepting a connection failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-    }
-    drop(listener);
+    let acceptor = Acceptor::start(
+        listener,
+        Arc::clone(&shared),
+        connections.clone(),
+        shutdown.clone(),
+    )
+    .context("starting the accept thread")?;
+    shutdown.cancelled().await;
+    acceptor.stop().await;
     connections.close();
     if tokio::time::timeout(grace, connections.wait())
         .await
@@ -525,5 +502,45 @@ mod tests {
         let failed = connected.iter().filter(|c| c.is_err()).count();
         assert_eq!(failed, 0, "every connect completes");
         drop(listener);
+    }
+
+    /// The accept thread hands connections to the runtime until shutdown; then the listening
+    /// socket is shut, so a new connection is refused, and `serve` returns.
+    #[tokio::test]
+    async fn connections_are_served_until_shutdown_and_refused_after() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let app = App::from(axum::Router::new().route("/", axum::routing::get(|| async { "hi" })));
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(serve(
+            listener,
+            app,
+            HttpLimits::default(),
+            Metrics::default(),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("answer");
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with(b"hi"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+            .expect("serve");
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "a connection after shutdown is refused"
+        );
     }
 }
