@@ -26,11 +26,13 @@ const AFTER_EVICTION: Duration = Duration::from_millis(1);
 /// How long it waits after `accept` failed (out of descriptors, most likely) rather than spin.
 const AFTER_FAILURE: Duration = Duration::from_millis(100);
 
-/// The accept thread of one listener.
+/// The accept thread of one listener. Dropped without [`Acceptor::stop`] (its server's
+/// future dropped), it still shuts the listening socket, so the thread does not go on
+/// serving for a server that is gone.
 pub(super) struct Acceptor {
     listener: Arc<std::net::TcpListener>,
     stopping: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Acceptor {
@@ -68,25 +70,39 @@ impl Acceptor {
         Ok(Self {
             listener,
             stopping,
-            thread,
+            thread: Some(thread),
         })
     }
 
     /// Stops accepting: the listening socket is shut, so new connections are refused and the
     /// thread wakes from `accept`; returns once the thread has ended.
-    pub(super) async fn stop(self) {
-        self.stopping.store(true, Ordering::SeqCst);
+    pub(super) async fn stop(mut self) {
+        self.close();
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        if !matches!(
+            tokio::task::spawn_blocking(move || thread.join()).await,
+            Ok(Ok(()))
+        ) {
+            tracing::warn!("the accept thread did not end cleanly");
+        }
+    }
+
+    fn close(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
         if let Err(err) = socket2::SockRef::from(&*self.listener).shutdown(std::net::Shutdown::Both)
         {
             tracing::warn!(error = %err, "shutting the listening socket failed");
         }
-        let thread = self.thread;
-        if tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .is_err()
-        {
-            tracing::warn!("the accept thread did not end cleanly");
-        }
+    }
+}
+
+impl Drop for Acceptor {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

@@ -543,4 +543,37 @@ mod tests {
             "a connection after shutdown is refused"
         );
     }
+
+    /// A server whose future is dropped (its task aborted) stops accepting too: the accept
+    /// thread must not go on serving for it.
+    #[tokio::test]
+    async fn a_dropped_server_stops_accepting() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let server = tokio::spawn(serve(
+            listener,
+            App::from(axum::Router::new()),
+            HttpLimits::default(),
+            Metrics::default(),
+            CancellationToken::new(),
+            Duration::from_secs(1),
+        ));
+        let mut stream = TcpStream::connect(address).await.expect("connect");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.expect("answer");
+        assert!(answer.starts_with(b"HTTP/1.1 404"), "served: {answer:?}");
+        server.abort();
+        assert!(server.await.is_err_and(|err| err.is_cancelled()));
+        assert!(
+            TcpStream::connect(address).await.is_err(),
+            "a connection after the server is gone is refused"
+        );
+    }
 }
