@@ -504,25 +504,30 @@ mod tests {
         drop(listener);
     }
 
-    /// The accept thread hands connections to the runtime until shutdown; then the listening
-    /// socket is shut, so a new connection is refused, and `serve` returns.
-    #[tokio::test]
-    async fn connections_are_served_until_shutdown_and_refused_after() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    /// A server of a router answering `GET /` with "hi", on a port of its own, and its
+    /// address.
+    async fn start_server(
+        shutdown: CancellationToken,
+    ) -> (SocketAddr, tokio::task::JoinHandle<anyhow::Result<()>>) {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind");
         let address = listener.local_addr().expect("address");
         let app = App::from(axum::Router::new().route("/", axum::routing::get(|| async { "hi" })));
-        let shutdown = CancellationToken::new();
         let server = tokio::spawn(serve(
             listener,
             app,
             HttpLimits::default(),
             Metrics::default(),
-            shutdown.clone(),
+            shutdown,
             Duration::from_secs(1),
         ));
+        (address, server)
+    }
+
+    /// `GET /` on a new connection, answered whole.
+    async fn get_root(address: SocketAddr) -> Vec<u8> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
         let mut stream = TcpStream::connect(address).await.expect("connect");
         stream
             .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
@@ -530,8 +535,20 @@ mod tests {
             .expect("request");
         let mut answer = Vec::new();
         stream.read_to_end(&mut answer).await.expect("answer");
-        assert!(answer.starts_with(b"HTTP/1.1 200"), "{answer:?}");
-        assert!(answer.ends_with(b"hi"));
+        answer
+    }
+
+    /// The accept thread hands connections to the runtime until shutdown; then the listening
+    /// socket is shut, so a new connection is refused, and `serve` returns.
+    #[tokio::test]
+    async fn connections_are_served_until_shutdown_and_refused_after() {
+        let shutdown = CancellationToken::new();
+        let (address, server) = start_server(shutdown.clone()).await;
+        let answer = get_root(address).await;
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"hi"),
+            "{answer:?}"
+        );
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(10), server)
             .await
@@ -548,27 +565,9 @@ mod tests {
     /// thread must not go on serving for it.
     #[tokio::test]
     async fn a_dropped_server_stops_accepting() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind");
-        let address = listener.local_addr().expect("address");
-        let server = tokio::spawn(serve(
-            listener,
-            App::from(axum::Router::new()),
-            HttpLimits::default(),
-            Metrics::default(),
-            CancellationToken::new(),
-            Duration::from_secs(1),
-        ));
-        let mut stream = TcpStream::connect(address).await.expect("connect");
-        stream
-            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("request");
-        let mut answer = Vec::new();
-        stream.read_to_end(&mut answer).await.expect("answer");
-        assert!(answer.starts_with(b"HTTP/1.1 404"), "served: {answer:?}");
+        let (address, server) = start_server(CancellationToken::new()).await;
+        let answer = get_root(address).await;
+        assert!(answer.starts_with(b"HTTP/1.1 200"), "served: {answer:?}");
         server.abort();
         assert!(server.await.is_err_and(|err| err.is_cancelled()));
         assert!(
