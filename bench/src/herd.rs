@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr};
-use crate::observers::{self, Protocol, ONCE_RETRIED_ROUND, ONCE_ROUND, ONCE_SINCE_GO_ROUND};
+use crate::observers::{
+    self, Protocol, ONCE_ASKED_ROUND, ONCE_CONNECTING_ROUND, ONCE_RETRIED_ROUND, ONCE_ROUND,
+    ONCE_SINCE_GO_ROUND,
+};
 use crate::procs::Sample;
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
@@ -53,6 +56,9 @@ struct Report {
     retried: usize,
     from_request: Percentiles,
     from_go: Percentiles,
+    /// When each observer began to connect, and sent its request, from the herd's start.
+    connecting: Percentiles,
+    asked: Percentiles,
     backfills: Option<f64>,
     /// CPU seconds the comet spent from its start to the last answer.
     comet_cpu: f64,
@@ -107,6 +113,11 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         }
     }
     let herd_end = Sample::of(&cluster.comet_pids());
+    // A worker prints a batch's rounds in order, so the timeline rounds (4, 5) of the batch
+    // that completed the count may still be queued: take in what has arrived.
+    while let Ok(said) = workers.said.try_recv() {
+        workers.absorb(said, &mut deliveries);
+    }
     let comet_cpu = herd_end.cpu_percent_since(&fresh) / 100.0
         * herd_end.at.duration_since(fresh.at).as_secs_f64();
     let backfills = lingr::metric(comet, "lingr_comet_backfills_total").await;
@@ -116,11 +127,15 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
     let after = Sample::of(&cluster.comet_pids());
     let mut from_request = deliveries.take(ONCE_ROUND);
     let mut from_go = deliveries.take(ONCE_SINCE_GO_ROUND);
+    let mut connecting = deliveries.take(ONCE_CONNECTING_ROUND);
+    let mut asked = deliveries.take(ONCE_ASKED_ROUND);
     Ok(Report {
         answered: from_request.len(),
         retried: deliveries.count(ONCE_RETRIED_ROUND),
         from_request: Percentiles::of(&mut from_request),
         from_go: Percentiles::of(&mut from_go),
+        connecting: Percentiles::of(&mut connecting),
+        asked: Percentiles::of(&mut asked),
         backfills,
         comet_cpu,
         fresh,
@@ -163,6 +178,10 @@ impl Report {
             "answered with events: {}/{} ({} after one retry, refused as overloaded or cut off \
              first); from each request {}; from the herd's start {}",
             self.answered, args.observers, self.retried, self.from_request, self.from_go
+        );
+        println!(
+            "from the herd's start, the client began to connect {}; sent its requests {}",
+            self.connecting, self.asked
         );
         println!(
             "backfills: {}; comet CPU from its start to the last answer: {:.2} s",

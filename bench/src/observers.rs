@@ -68,6 +68,11 @@ pub const ONCE_SINCE_GO_ROUND: usize = 2;
 /// The round a `--once` observe answered only after a retry (refused or cut off first) also
 /// reports its latency as.
 pub const ONCE_RETRIED_ROUND: usize = 3;
+/// The round a `--once` observer reports, as time since `go`, when it began to connect (it
+/// had a turn among the connections opened at once).
+pub const ONCE_CONNECTING_ROUND: usize = 4;
+/// The round a `--once` observer reports, as time since `go`, when its first request left.
+pub const ONCE_ASKED_ROUND: usize = 5;
 /// How long a failed `--once` observe waits before it asks again: the web client's first
 /// back-off (`web/assets/room.js`).
 const RETRY_BACKOFF: Duration = Duration::from_millis(250);
@@ -136,7 +141,17 @@ pub async fn run(share: Share) -> anyhow::Result<()> {
             let (reports, opening) = (reports.clone(), std::sync::Arc::clone(&opening));
             let (first_sent, sent) = tokio::sync::oneshot::channel();
             tokio::spawn(async move {
-                let report = observer.once(&opening).await;
+                let mut timeline = Timeline::default();
+                let report = observer.once(&opening, &mut timeline).await;
+                let since_go = |at: std::time::Instant| at.saturating_duration_since(went);
+                for (round, at) in [
+                    (ONCE_CONNECTING_ROUND, timeline.connecting),
+                    (ONCE_ASKED_ROUND, timeline.asked),
+                ] {
+                    if let Some(at) = at {
+                        let _ = reports.send(Report::Delivered(round, since_go(at)));
+                    }
+                }
                 let answered = matches!(report, Report::Delivered(..));
                 if answered {
                     let since_go = Report::Delivered(ONCE_SINCE_GO_ROUND, went.elapsed());
@@ -225,6 +240,14 @@ async fn prepare(share: &Share) -> anyhow::Result<Vec<Member>> {
     Ok(members)
 }
 
+/// When a `--once` observer's first attempt began to connect and sent its request: where a
+/// herd member's time went before the server had it.
+#[derive(Default)]
+struct Timeline {
+    connecting: Option<std::time::Instant>,
+    asked: Option<std::time::Instant>,
+}
+
 struct Observer {
     protocol: Protocol,
     server: SocketAddr,
@@ -298,21 +321,20 @@ impl Observer {
     /// (a replica at its connection limit closes its idlest ones), is tried once more with the
     /// same counter, on a new connection, after the client's first back-off; the wait counts
     /// in its latency, and the report counts it as retried.
-    async fn once(self, opening: &tokio::sync::Semaphore) -> Report {
+    async fn once(self, opening: &tokio::sync::Semaphore, timeline: &mut Timeline) -> Report {
         let target = self.target();
-        let mut asked = None;
         let mut retried = false;
         loop {
             // A herd's answers carry up to 500 events each: parsing them all would make this
             // client, not the server, the bottleneck, so an answer is checked, not read.
-            let failure = match self.ask(opening, &target, &mut asked).await {
+            let failure = match self.ask(opening, &target, timeline).await {
                 Ok(answer) if answer.status == 200 && has_events(&answer.body) => {
                     let round = if retried {
                         ONCE_RETRIED_ROUND
                     } else {
                         ONCE_ROUND
                     };
-                    let since = asked.map_or(Duration::ZERO, |at| at.elapsed());
+                    let since = timeline.asked.map_or(Duration::ZERO, |at| at.elapsed());
                     return Report::Delivered(round, since);
                 }
                 Ok(answer) if answer.status == 200 => {
@@ -330,18 +352,21 @@ impl Observer {
         }
     }
 
-    /// Opens a connection and observes once; `asked` keeps when the first request went.
+    /// Opens a connection and observes once, noting the first attempt in `timeline`.
     async fn ask(
         &self,
         opening: &tokio::sync::Semaphore,
         target: &str,
-        asked: &mut Option<std::time::Instant>,
+        timeline: &mut Timeline,
     ) -> Result<Answer, String> {
         let permit = opening.acquire().await;
+        timeline
+            .connecting
+            .get_or_insert_with(std::time::Instant::now);
         let opened = Connection::open(self.server, self.source).await;
         drop(permit);
         let mut connection = opened.map_err(|err| format!("connect: {err}"))?;
-        asked.get_or_insert_with(std::time::Instant::now);
+        timeline.asked.get_or_insert_with(std::time::Instant::now);
         connection
             .get(target, &[])
             .await
