@@ -473,7 +473,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_object_in_parts_is_sent_whole_with_its_length() {
+    async fn an_object_in_parts_is_sent_whole_copying_only_its_first_part() {
         let parts = || {
             vec![
                 Bytes::from_static(b"{"),
