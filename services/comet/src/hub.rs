@@ -8,9 +8,9 @@
 //! with old counters find it here. Each live event names the room's event before it, so a
 //! lost one shows as a gap, and the buffer then starts again after it (what it missed comes
 //! by backfill). A run's events lie in one comma-joined text, so an answer sends a stretch of
-//! them as one slice of it. Buffers and runs are bounded, runs are dropped a minute after they were
-//! read, and rooms nobody waits on are dropped after a while (and stop being followed), so
-//! memory and work follow the rooms in use.
+//! them as one slice of it. Buffers and runs are bounded, runs are dropped a minute after they
+//! were read, and rooms nobody waits on are dropped after a while (and stop being followed),
+//! so memory and work follow the rooms in use.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -456,27 +456,30 @@ impl Room {
             return;
         };
         let before = buffer.run.as_ref().map_or(0, Run::bytes);
-        let fresh = Run::new(from, to, &events, Instant::now());
+        let fresh = (from, to, events);
         // Trimmed at the end away from what was just read, which the observe waiting on it
         // needs (a read never exceeds RUN_MAX on its own).
-        let (mut run, keep_oldest) = match buffer.run.take() {
-            Some(old) if fresh.from <= old.from && old.from <= fresh.to => (join(fresh, old), true),
-            Some(old) if old.from <= fresh.from && fresh.from <= old.to => {
-                (join(old, fresh), false)
+        let ((mut from, mut to, mut events), keep_oldest) = match buffer.run.take() {
+            Some(old) if fresh.0 <= old.from && old.from <= fresh.1 => {
+                (join(fresh, (old.from, old.to, old.events)), true)
+            }
+            Some(old) if old.from <= fresh.0 && fresh.0 <= old.to => {
+                (join((old.from, old.to, old.events), fresh), false)
             }
             _ => (fresh, false),
         };
-        if run.events.len() > RUN_MAX {
-            run = if keep_oldest {
-                let kept = &run.events[..RUN_MAX];
-                let to = kept.last().map_or(run.from, |(c, _)| *c);
-                Run::new(run.from, to, kept, run.read_at)
+        if events.len() > RUN_MAX {
+            if keep_oldest {
+                events.truncate(RUN_MAX);
+                to = events.last().map_or(from, |(c, _)| *c);
             } else {
-                let excess = run.events.len() - RUN_MAX;
-                let from = run.events[excess - 1].0;
-                Run::new(from, run.to, &run.events[excess..], run.read_at)
-            };
+                let excess = events.len() - RUN_MAX;
+                from = events[excess - 1].0;
+                events.drain(..excess);
+            }
         }
+        // Laid out once, after joining and trimming.
+        let run = Run::new(from, to, &events, Instant::now());
         let after = run.bytes();
         buffer.run = Some(run);
         total.fetch_add(signed(after) - signed(before), Ordering::Relaxed);
@@ -551,17 +554,16 @@ fn signed(bytes: usize) -> i64 {
     i64::try_from(bytes).unwrap_or(i64::MAX)
 }
 
-/// Two overlapping runs as one: `earlier` starts first, `later` reaches at least as far or
-/// further.
-fn join(earlier: Run, later: Run) -> Run {
-    let mut events = earlier.events;
-    events.extend(later.events.into_iter().filter(|(c, _)| *c > earlier.to));
-    Run::new(
-        earlier.from,
-        earlier.to.max(later.to),
-        &events,
-        earlier.read_at.max(later.read_at),
-    )
+/// The events of a room in `(from, to]`, as a run holds them.
+type Stretch = (u64, u64, Vec<(u64, Bytes)>);
+
+/// Two overlapping stretches as one: `earlier` starts first, `later` reaches at least as far
+/// or further.
+fn join(earlier: Stretch, later: Stretch) -> Stretch {
+    let (from, earlier_to, mut events) = earlier;
+    let (_, later_to, later_events) = later;
+    events.extend(later_events.into_iter().filter(|(c, _)| *c > earlier_to));
+    (from, earlier_to.max(later_to), events)
 }
 
 /// The bytes observers receive for a stored message, or `None` if it is not a valid event.
@@ -738,6 +740,33 @@ mod tests {
         hub.keep_run(&a, 100, 100_000, later);
         hub.keep_run(&a, 0, 100, (1..=100).map(|c| (c, json(c))).collect());
         assert_eq!(a.collect(0, 1), Collected::Events(vec![(1, json(1))]));
+    }
+
+    /// What an answer relies on to send a stretch of a run without copying it: the events a
+    /// run gives are its text's slices, side by side with a comma between, also after two
+    /// reads were joined.
+    #[test]
+    fn a_runs_events_are_consecutive_slices_of_its_text() {
+        let hub = Hub::new(1);
+        let a = started(&hub, "a", 100);
+        hub.keep_run(&a, 50, 100, (51..=100).map(|c| (c, json(c))).collect());
+        hub.keep_run(&a, 0, 50, (1..=50).map(|c| (c, json(c))).collect());
+        let text = a.run_text().expect("a run");
+        let Collected::Events(events) = a.collect(0, 100) else {
+            panic!("the run covers (0, 100]");
+        };
+        assert_eq!(events.len(), 100);
+        let mut at = text.as_ptr() as usize;
+        for (counter, event) in &events {
+            assert_eq!(event.as_ptr() as usize, at, "event {counter} in its place");
+            at += event.len() + 1;
+        }
+        let joined = events
+            .iter()
+            .map(|(_, event)| &event[..])
+            .collect::<Vec<_>>()
+            .join(&b',');
+        assert_eq!(&text[..], &joined[..]);
     }
 
     #[test]
