@@ -32,6 +32,9 @@ pub struct Args {
     /// Loopback source addresses.
     #[arg(long, default_value_t = 8)]
     sources: usize,
+    /// Client worker processes (default: one per 15,000 observers).
+    #[arg(long)]
+    processes: Option<usize>,
     #[command(flatten)]
     servers: Servers,
 }
@@ -75,7 +78,9 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         api: Some(cluster.api),
         observers: args.observers,
         rooms: args.rooms,
-        processes: processes_for(args.observers),
+        processes: args
+            .processes
+            .unwrap_or_else(|| processes_for(args.observers)),
         sources: args.sources,
         once: true,
     })?;
