@@ -35,6 +35,11 @@ pub struct Args {
     /// Writers, each in a room of its own.
     #[arg(long, default_value_t = 10)]
     writers: usize,
+    /// Passes over the replica counts, every other one in reverse order; each count's figures
+    /// pool its passes. One pass's p50 moves by ±20 % on two shared cores, which a single pass
+    /// would show as a trend in the replicas.
+    #[arg(long, default_value_t = 3)]
+    passes: usize,
     #[command(flatten)]
     servers: Servers,
 }
@@ -47,47 +52,67 @@ pub struct StandIn {
     listen: SocketAddr,
 }
 
+/// One replica count's says over every pass, and each pass's p50, for both designs.
+#[derive(Default)]
+struct Pooled {
+    ours: Vec<Duration>,
+    synchronous: Vec<Duration>,
+    ours_p50s: Vec<Duration>,
+    synchronous_p50s: Vec<Duration>,
+}
+
 /// Runs the scenario and prints a table: replicas, then p50/p99 for each design.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let mut rows = Vec::new();
-    for &replicas in &args.replicas {
-        let dir = tempfile::tempdir()?;
-        let options = args.servers.lingr_options(replicas);
-        let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
-        let ours = says(&args, &cluster, &[]).await;
-        let stand_ins = start_stand_ins(replicas).await;
-        let synchronous = match &stand_ins {
-            Ok((_, addresses)) => says(&args, &cluster, addresses).await,
-            Err(err) => Err(anyhow::anyhow!("{err:#}")),
-        };
-        cluster.stop().await;
-        let (mut ours, mut synchronous) = (ours?, synchronous?);
-        let row = (
-            replicas,
-            Percentiles::of(&mut ours),
-            Percentiles::of(&mut synchronous),
-        );
-        println!(
-            "replicas {:>2}: pub/sub {} | synchronous fan-out {}",
-            row.0, row.1, row.2
-        );
-        rows.push(row);
+    let mut pooled: std::collections::BTreeMap<usize, Pooled> = Default::default();
+    for pass in 0..args.passes.max(1) {
+        let mut order = args.replicas.clone();
+        if pass % 2 == 1 {
+            order.reverse();
+        }
+        for replicas in order {
+            let (mut ours, mut synchronous) = measure(&args, replicas).await?;
+            let (ours_now, synchronous_now) = (
+                Percentiles::of(&mut ours),
+                Percentiles::of(&mut synchronous),
+            );
+            println!(
+                "pass {} replicas {replicas:>2}: pub/sub {ours_now} | synchronous fan-out {synchronous_now}",
+                pass + 1
+            );
+            let entry = pooled.entry(replicas).or_default();
+            entry.ours.append(&mut ours);
+            entry.synchronous.append(&mut synchronous);
+            entry.ours_p50s.push(ours_now.p50);
+            entry.synchronous_p50s.push(synchronous_now.p50);
+        }
     }
     println!(
-        "== say latency against comet replicas, {} says/s by {} writers for {} s each",
-        args.rate, args.writers, args.duration
+        "== say latency against comet replicas, {} says/s by {} writers for {} s each, {} pass(es) pooled",
+        args.rate, args.writers, args.duration, args.passes.max(1)
     );
-    println!("replicas | pub/sub p50 | pub/sub p99 | synchronous p50 | synchronous p99");
-    for (replicas, ours, synchronous) in &rows {
+    println!(
+        "replicas | pub/sub p50 | pub/sub p99 | pub/sub p50 by pass | synchronous p50 | synchronous p99 | synchronous p50 by pass"
+    );
+    let range = |p50s: &[Duration]| {
+        let low = p50s.iter().min().copied().unwrap_or_default();
+        let high = p50s.iter().max().copied().unwrap_or_default();
+        format!("{:.2}–{:.2} ms", ms(low), ms(high))
+    };
+    for (replicas, runs) in &mut pooled {
+        let ours = Percentiles::of(&mut runs.ours);
+        let synchronous = Percentiles::of(&mut runs.synchronous);
         println!(
-            "{replicas:>8} | {:>8.2} ms | {:>8.2} ms | {:>12.2} ms | {:>12.2} ms",
+            "{replicas:>8} | {:>8.2} ms | {:>8.2} ms | {:>19} | {:>12.2} ms | {:>12.2} ms | {:>23}",
             ms(ours.p50),
             ms(ours.p99),
+            range(&runs.ours_p50s),
             ms(synchronous.p50),
-            ms(synchronous.p99)
+            ms(synchronous.p99),
+            range(&runs.synchronous_p50s),
         );
         println!(
-            "summary scenario=replicas replicas={replicas} pubsub_p50_ms={:.2} pubsub_p99_ms={:.2} sync_p50_ms={:.2} sync_p99_ms={:.2}",
+            "summary scenario=replicas replicas={replicas} passes={} pubsub_p50_ms={:.2} pubsub_p99_ms={:.2} sync_p50_ms={:.2} sync_p99_ms={:.2}",
+            args.passes.max(1),
             ms(ours.p50),
             ms(ours.p99),
             ms(synchronous.p50),
@@ -96,6 +121,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!("{}", crate::reproduce());
     Ok(())
+}
+
+/// One pass at `replicas` comets: the says' latencies with pub/sub alone, then with the
+/// synchronous notification of as many stand-ins.
+async fn measure(args: &Args, replicas: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+    let dir = tempfile::tempdir()?;
+    let options = args.servers.lingr_options(replicas);
+    let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
+    let ours = says(args, &cluster, &[]).await;
+    let stand_ins = start_stand_ins(replicas).await;
+    let synchronous = match &stand_ins {
+        Ok((_, addresses)) => says(args, &cluster, addresses).await,
+        Err(err) => Err(anyhow::anyhow!("{err:#}")),
+    };
+    cluster.stop().await;
+    Ok((ours?, synchronous?))
 }
 
 /// Each writer says at its share of the rate; after each answer it notifies every address in
