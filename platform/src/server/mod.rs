@@ -225,6 +225,16 @@ pub async fn serve(
     Ok(())
 }
 
+/// hyper's HTTP/1 settings for every connection.
+fn http1() -> hyper::server::conn::http1::Builder {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .max_buf_size(MAX_HEAD_BYTES)
+        // Deadlines are the watchdog's; hyper's would also close pooled idle connections.
+        .header_read_timeout(None);
+    builder
+}
+
 /// Drives one connection until it ends, its deadline passes, or it is evicted.
 async fn serve_connection(
     shared: Arc<Shared>,
@@ -247,11 +257,7 @@ async fn serve_connection(
         stream,
         connection: Arc::clone(&connection),
     });
-    let http = hyper::server::conn::http1::Builder::new()
-        .max_buf_size(MAX_HEAD_BYTES)
-        // Deadlines are the watchdog's; hyper's would also close pooled idle connections.
-        .header_read_timeout(None)
-        .serve_connection(io, service);
+    let http = http1().serve_connection(io, service);
     let mut http = Box::pin(http);
     // Polled only when one of its own wakers fired (a set of one does that): a fan-out wakes
     // the connection two or three times per answer, and polling the watchdog's tokens, timer
@@ -502,6 +508,127 @@ mod tests {
         let failed = connected.iter().filter(|c| c.is_err()).count();
         assert_eq!(failed, 0, "every connect completes");
         drop(listener);
+    }
+
+    /// What a connection wrote, and in how many writes.
+    #[derive(Default)]
+    struct Written {
+        bytes: Vec<u8>,
+        writes: usize,
+    }
+
+    /// A connection that sends one request, then waits, and takes every write whole.
+    struct Scripted {
+        request: Option<&'static [u8]>,
+        written: Arc<std::sync::Mutex<Written>>,
+    }
+
+    impl Scripted {
+        fn take(&self, bufs: &[&[u8]]) -> Poll<io::Result<usize>> {
+            let mut written = self.written.lock().expect("not poisoned");
+            written.writes += 1;
+            for buf in bufs {
+                written.bytes.extend_from_slice(buf);
+            }
+            Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()))
+        }
+    }
+
+    impl AsyncRead for Scripted {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            match self.request.take() {
+                Some(request) => {
+                    buf.put_slice(request);
+                    Poll::Ready(Ok(()))
+                }
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    impl AsyncWrite for Scripted {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.take(&[buf])
+        }
+
+        fn poll_write_vectored(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            let bufs: Vec<&[u8]> = bufs.iter().map(|buf| &buf[..]).collect();
+            self.take(&bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// An answer in parts larger than the read buffer's cap (`MAX_HEAD_BYTES`, which hyper
+    /// also applied to its queue of parts to write) leaves in one write, head included. A herd
+    /// of ~93 KiB observe answers was flushed before each answer's last part, which then took a
+    /// `writev` and a TCP segment of its own (`vendor/hyper/LINGR-PATCH.md`).
+    #[tokio::test]
+    async fn an_answer_in_parts_beyond_the_head_cap_is_written_at_once() {
+        use axum::response::IntoResponse as _;
+        use bytes::Bytes;
+        let parts = vec![
+            Bytes::from_static(b"{\"counter\":1,\"events\":["),
+            Bytes::from(vec![b'1'; MAX_HEAD_BYTES * 3 / 2]),
+            Bytes::from_static(b"]}"),
+        ];
+        let body_len: usize =
+            parts.iter().map(Bytes::len).sum::<usize>() + r#""status":"ok","#.len();
+        let written = Arc::new(std::sync::Mutex::new(Written::default()));
+        let io = Scripted {
+            request: Some(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            written: Arc::clone(&written),
+        };
+        let service = hyper::service::service_fn(move |_: Request<Incoming>| {
+            let reply = crate::Reply::ok_object_parts(crate::respond::Format::Json, parts.clone());
+            async move { Ok::<_, std::convert::Infallible>(reply.into_response()) }
+        });
+        let connection = tokio::spawn(http1().serve_connection(TokioIo::new(io), service));
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                {
+                    let written = written.lock().expect("not poisoned");
+                    if written.bytes.ends_with(b"]}") {
+                        break;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        connection.abort();
+        answered.expect("the whole answer was written");
+        let written = written.lock().expect("not poisoned");
+        let head_len = written
+            .bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        assert_eq!(written.bytes.len() - head_len, body_len, "the body whole");
+        assert_eq!(written.writes, 1, "head and every part in one write");
     }
 
     /// A server of a router answering `GET /` with "hi", on a port of its own, and its

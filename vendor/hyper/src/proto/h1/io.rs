@@ -594,8 +594,13 @@ impl<B: Buf> WriteBuf<B> {
     fn can_buffer(&self) -> bool {
         match self.strategy {
             WriteStrategy::Flatten => self.remaining() < self.max_buf_size,
+            // lingr patch: queued bufs are referenced, not copied, so a `max_buf_size` set low
+            // to cap the read buffer does not cap them below the default: with it, a response
+            // whose body parts passed it was flushed before its last part, which then took a
+            // `writev` (and a TCP segment) of its own.
             WriteStrategy::Queue => {
-                self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS && self.remaining() < self.max_buf_size
+                self.queue.bufs_cnt() < MAX_BUF_LIST_BUFFERS
+                    && self.remaining() < self.max_buf_size.max(DEFAULT_MAX_BUFFER_SIZE)
             }
         }
     }
