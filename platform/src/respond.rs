@@ -413,7 +413,7 @@ impl IntoResponse for Reply {
 
 /// A body sent as the parts it was made of, one frame each, with its length known up front
 /// (so it goes with `Content-Length`, not chunked). hyper queues the frames and writes them
-/// with one `writev`, without copying them.
+/// with one `writev`, without copying them (past 64 KiB too: `vendor/hyper/LINGR-PATCH.md`).
 struct Parts {
     parts: std::vec::IntoIter<Bytes>,
     remaining: u64,
