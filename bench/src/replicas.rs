@@ -63,8 +63,9 @@ struct Pooled {
 
 /// Runs the scenario and prints a table: replicas, then p50/p99 for each design.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let passes = args.passes.max(1);
     let mut pooled: std::collections::BTreeMap<usize, Pooled> = Default::default();
-    for pass in 0..args.passes.max(1) {
+    for pass in 0..passes {
         let mut order = args.replicas.clone();
         if pass % 2 == 1 {
             order.reverse();
@@ -88,7 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     println!(
         "== say latency against comet replicas, {} says/s by {} writers for {} s each, {} pass(es) pooled",
-        args.rate, args.writers, args.duration, args.passes.max(1)
+        args.rate, args.writers, args.duration, passes
     );
     println!(
         "replicas | pub/sub p50 | pub/sub p99 | pub/sub p50 by pass | synchronous p50 | synchronous p99 | synchronous p50 by pass"
@@ -112,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         );
         println!(
             "summary scenario=replicas replicas={replicas} passes={} pubsub_p50_ms={:.2} pubsub_p99_ms={:.2} sync_p50_ms={:.2} sync_p99_ms={:.2}",
-            args.passes.max(1),
+            passes,
             ms(ours.p50),
             ms(ours.p99),
             ms(synchronous.p50),

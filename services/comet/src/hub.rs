@@ -112,9 +112,9 @@ struct Run {
 }
 
 impl Run {
-    /// A run of `events`, their bytes copied into one text (once per backfill, where each
-    /// answer from it would otherwise copy its events).
-    fn new(from: u64, to: u64, events: &[(u64, Bytes)], read_at: Instant) -> Self {
+    /// A run of `events`, read now, their bytes copied into one text (once per backfill,
+    /// where each answer from it would otherwise copy its events).
+    fn new(from: u64, to: u64, events: &[(u64, Bytes)]) -> Self {
         let mut text = BytesMut::with_capacity(events.iter().map(|(_, json)| json.len() + 1).sum());
         let mut spans = Vec::with_capacity(events.len());
         for (counter, json) in events {
@@ -135,8 +135,13 @@ impl Run {
             to,
             text,
             events,
-            read_at,
+            read_at: Instant::now(),
         }
+    }
+
+    /// Its events and their span, to be joined with another's.
+    fn stretch(self) -> Stretch {
+        (self.from, self.to, self.events)
     }
 
     fn bytes(&self) -> usize {
@@ -460,12 +465,8 @@ impl Room {
         // Trimmed at the end away from what was just read, which the observe waiting on it
         // needs (a read never exceeds RUN_MAX on its own).
         let ((mut from, mut to, mut events), keep_oldest) = match buffer.run.take() {
-            Some(old) if fresh.0 <= old.from && old.from <= fresh.1 => {
-                (join(fresh, (old.from, old.to, old.events)), true)
-            }
-            Some(old) if old.from <= fresh.0 && fresh.0 <= old.to => {
-                (join((old.from, old.to, old.events), fresh), false)
-            }
+            Some(old) if from <= old.from && old.from <= to => (join(fresh, old.stretch()), true),
+            Some(old) if old.from <= from && from <= old.to => (join(old.stretch(), fresh), false),
             _ => (fresh, false),
         };
         if events.len() > RUN_MAX {
@@ -479,7 +480,7 @@ impl Room {
             }
         }
         // Laid out once, after joining and trimming.
-        let run = Run::new(from, to, &events, Instant::now());
+        let run = Run::new(from, to, &events);
         let after = run.bytes();
         buffer.run = Some(run);
         total.fetch_add(signed(after) - signed(before), Ordering::Relaxed);
