@@ -109,7 +109,8 @@ await run(async (browser) => {
     const local = await person(browser);
     await local.goto(`file://${file}`);
     await local.locator('.lingr-badge li', { hasText: 'news for the badge' }).waitFor();
-    check((await texts(alice)).filter((t) => t === 'news for the badge').length === 1, 'alice saw her message once');
+    const aliceSaw = await waitForTexts(alice, (t) => t.includes('news for the badge'), 'alice sees her message');
+    check(aliceSaw.filter((t) => t === 'news for the badge').length === 1, `alice saw her message once: ${JSON.stringify(aliceSaw)}`);
   } finally {
     site.close();
   }
