@@ -12,7 +12,7 @@ use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
-use crate::procs::Sample;
+use crate::procs::{MachineCpu, Sample};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
 use crate::Servers;
@@ -162,6 +162,8 @@ struct Report {
     idle_cpu: f64,
     /// Server CPU seconds from the first round's publish to the last round's deliveries.
     rounds_cpu: f64,
+    /// The machine's CPU time stolen by the hypervisor over the rounds, in per cent.
+    rounds_steal_pct: f64,
     nats_per_second: Option<f64>,
     rounds: Vec<(usize, Percentiles)>,
     failures: BTreeMap<String, usize>,
@@ -232,6 +234,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     }
     let mut rounds = Vec::new();
     let rounds_start = Sample::of(&server.pids());
+    let rounds_machine = MachineCpu::now();
     for round in 1..=args.rounds {
         wait_held(server, args.observers, settle, Duration::from_secs(30)).await;
         let text = observers::message(round);
@@ -255,6 +258,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     }
     // Steadier than the rates, which move with what the two cores' other processes do.
     let rounds_cpu = Sample::of(&server.pids()).cpu_seconds_since(&rounds_start);
+    let rounds_steal_pct = MachineCpu::now().steal_percent_since(&rounds_machine);
     let failures = std::mem::take(&mut workers.failures);
     let worker_count = workers.len();
     workers.stop().await;
@@ -273,6 +277,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         later,
         idle_cpu,
         rounds_cpu,
+        rounds_steal_pct,
         nats_per_second,
         rounds,
         failures,
@@ -368,6 +373,10 @@ impl Report {
             "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery",
             self.rounds_cpu
         );
+        println!(
+            "machine: {:.1} % of its CPU time stolen by the hypervisor in the rounds",
+            self.rounds_steal_pct
+        );
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }
@@ -375,7 +384,7 @@ impl Report {
             "summary target={name} observers={} rooms={} comets={} held={} setup_s={:.1} kib_per_held={per_held:.1} \
              mib_before={:.1} mib_holding={:.1} mib_after_30s={:.1} idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
              cpu_us_per_delivery={cpu_us_per_delivery:.1} \
-             delivered={delivered}/{} failures={}",
+             delivered={delivered}/{} failures={} steal_pct={:.1}",
             args.observers,
             args.rooms,
             args.comets,
@@ -390,6 +399,7 @@ impl Report {
             ms(worst_p99),
             self.held * self.rounds.len(),
             self.failures.values().sum::<usize>(),
+            self.rounds_steal_pct,
         );
         println!("{}", crate::reproduce());
     }

@@ -12,7 +12,7 @@ use crate::observers::{
     self, Protocol, ONCE_ASKED_ROUND, ONCE_CONNECTING_ROUND, ONCE_RETRIED_ROUND, ONCE_ROUND,
     ONCE_SINCE_GO_ROUND,
 };
-use crate::procs::Sample;
+use crate::procs::{MachineCpu, Sample};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
@@ -65,6 +65,8 @@ struct Report {
     backfills: Option<f64>,
     /// CPU seconds the comet spent from its start to the last answer.
     comet_cpu: f64,
+    /// The machine's CPU time stolen by the hypervisor over the herd, in per cent.
+    steal_pct: f64,
     fresh: Sample,
     peak_rss_kib: u64,
     after: Sample,
@@ -92,6 +94,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
     cluster.replace_comet(0).await?;
     let comet = cluster.comets[0];
     let fresh = Sample::of(&cluster.comet_pids());
+    let machine = MachineCpu::now();
 
     workers.go().await?;
     let mut peak_rss_kib = fresh.rss_kib;
@@ -118,6 +121,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         }
     }
     let herd_end = Sample::of(&cluster.comet_pids());
+    let steal_pct = MachineCpu::now().steal_percent_since(&machine);
     // A worker prints a batch's rounds in order, so the timeline rounds (4, 5) of the batch
     // that completed the count may still be queued: take in what has arrived.
     while let Ok(said) = workers.said.try_recv() {
@@ -143,6 +147,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         asked: Percentiles::of(&mut asked),
         backfills,
         comet_cpu,
+        steal_pct,
         fresh,
         peak_rss_kib,
         after,
@@ -199,12 +204,16 @@ impl Report {
             mib(self.peak_rss_kib),
             mib(self.after.rss_kib)
         );
+        println!(
+            "machine: {:.1} % of its CPU time stolen by the hypervisor during the herd",
+            self.steal_pct
+        );
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }
         println!(
             "summary observers={} rooms={} events={} answered={} retried={} p50_ms={:.1} p99_ms={:.1} \
-             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={}",
+             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={} steal_pct={:.1}",
             args.observers,
             args.rooms,
             args.events,
@@ -218,6 +227,7 @@ impl Report {
             mib(self.fresh.rss_kib),
             mib(self.peak_rss_kib),
             self.failures.values().sum::<usize>(),
+            self.steal_pct,
         );
         println!("{}", crate::reproduce());
     }

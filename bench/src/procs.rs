@@ -100,3 +100,58 @@ fn ticks_per_second() -> f64 {
         .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
         .unwrap_or(100.0)
 }
+
+/// The whole machine's CPU time at one moment, from the first line of /proc/stat: how much
+/// of it the hypervisor gave to other guests (steal). On a virtual machine that share moves
+/// a run's figures more than most changes do, so each scenario reports it for its window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MachineCpu {
+    /// Ticks stolen by the hypervisor.
+    steal: u64,
+    /// Ticks of every kind (user to steal; guest time is already within user).
+    total: u64,
+}
+
+impl MachineCpu {
+    /// Reads /proc/stat; zeros where it cannot be read.
+    pub fn now() -> Self {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|stat| Self::parse(stat.lines().next()?))
+            .unwrap_or_default()
+    }
+
+    /// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`.
+    fn parse(line: &str) -> Option<Self> {
+        let mut fields = line.split_whitespace();
+        if fields.next()? != "cpu" {
+            return None;
+        }
+        let ticks: Vec<u64> = fields.map(|f| f.parse().ok()).collect::<Option<_>>()?;
+        Some(Self {
+            steal: *ticks.get(7)?,
+            total: ticks.iter().take(8).sum(),
+        })
+    }
+
+    /// The share of the machine's CPU time stolen since `earlier`, in per cent.
+    pub fn steal_percent_since(&self, earlier: &MachineCpu) -> f64 {
+        let total = self.total.saturating_sub(earlier.total).max(1);
+        100.0 * self.steal.saturating_sub(earlier.steal) as f64 / total as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steal_is_a_share_of_all_the_machines_ticks() {
+        let earlier = MachineCpu::parse("cpu  100 0 50 800 10 0 5 20 0 0").expect("parses");
+        let later = MachineCpu::parse("cpu  160 0 80 880 10 0 10 70 30 0").expect("parses");
+        // 60 + 30 + 80 + 5 + 50 = 225 ticks passed, 50 of them stolen; guest is within user.
+        let steal = later.steal_percent_since(&earlier);
+        assert!((steal - 100.0 * 50.0 / 225.0).abs() < 1e-9, "{steal}");
+        assert!(MachineCpu::parse("cpu0 1 2 3").is_none());
+    }
+}

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
+use crate::procs::MachineCpu;
 use crate::stats::{ms, Percentiles};
 use crate::Servers;
 
@@ -33,7 +34,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
     let outcome = measure(&args, &cluster).await;
     cluster.stop().await;
-    let (mut latencies, failures, elapsed, max_pending, drained) = outcome?;
+    let Outcome {
+        mut latencies,
+        failures,
+        elapsed,
+        max_pending,
+        drained,
+        steal_pct,
+    } = outcome?;
     let figures = Percentiles::of(&mut latencies);
     println!(
         "== say: {} says/s asked for {} s by {} writers (api, 1 comet, history on PostgreSQL)",
@@ -54,7 +62,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ))
     );
     println!(
-        "summary scenario=say rate={} achieved={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} history_max_pending={max_pending} failures={failures}",
+        "machine: {steal_pct:.1} % of its CPU time stolen by the hypervisor while the says ran"
+    );
+    println!(
+        "summary scenario=say rate={} achieved={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} history_max_pending={max_pending} failures={failures} steal_pct={steal_pct:.1}",
         args.rate,
         figures.count as f64 / elapsed.as_secs_f64(),
         ms(figures.p50),
@@ -65,7 +76,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-type Outcome = (Vec<Duration>, usize, Duration, u64, Option<Duration>);
+/// What one run measured.
+struct Outcome {
+    latencies: Vec<Duration>,
+    failures: usize,
+    elapsed: Duration,
+    max_pending: u64,
+    /// How long history took to have nothing pending after the last say.
+    drained: Option<Duration>,
+    steal_pct: f64,
+}
 
 async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
     let mut writers: Vec<(Connection, Member)> = Vec::new();
@@ -79,6 +99,7 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
         .ok_or_else(|| anyhow::anyhow!("no history"))?;
     let interval = Duration::from_secs_f64(args.writers as f64 / f64::from(args.rate.max(1)));
     let started = Instant::now();
+    let machine = MachineCpu::now();
     let until = started + Duration::from_secs(args.duration);
     let mut tasks = Vec::new();
     let count = writers.len();
@@ -128,6 +149,7 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
         failures += failed;
     }
     let elapsed = started.elapsed();
+    let steal_pct = MachineCpu::now().steal_percent_since(&machine);
     max_pending = max_pending.max(watching.await.unwrap_or(0));
     let last = Instant::now();
     let mut drained = None;
@@ -138,5 +160,12 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((latencies, failures, elapsed, max_pending, drained))
+    Ok(Outcome {
+        latencies,
+        failures,
+        elapsed,
+        max_pending,
+        drained,
+        steal_pct,
+    })
 }
