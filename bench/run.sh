@@ -50,6 +50,8 @@ for target in lingr nchan pushpin; do
     run "fanout-1000-$target" fanout --target "$target" --observers 1000 --rounds 5
     run "fanout-$big-$target" fanout --target "$target" --observers "$big" --rounds 5
 done
+# The same comet on one runtime thread instead of one per core (lingr --worker-threads 1).
+run "fanout-$big-lingr-1-thread" fanout --target lingr --observers "$big" --rounds 5 --comet-threads 1
 run "fanout-$most-lingr" fanout --target lingr --observers "$most" --rounds 5
 run "fanout-$most-nchan" fanout --target nchan --observers "$most" --rounds 5
 # Scenario 1 at scale: 100,000 across six comets (a process opens at most 20,000 files), in ten

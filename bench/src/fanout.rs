@@ -318,7 +318,11 @@ async fn nats_messages(server: &Server) -> Option<u64> {
 
 impl Report {
     fn print(&self, args: &Args) {
-        let name = format!("{:?}", args.target).to_lowercase();
+        let mut name = format!("{:?}", args.target).to_lowercase();
+        // Comets on a set number of threads are a server of their own in the tables.
+        if let (Protocol::Lingr, Some(threads)) = (args.target, args.servers.comet_threads) {
+            name = format!("{name}-{threads}-thread");
+        }
         println!(
             "== fanout: {name}, {} observers in {} room(s){}, {} worker process(es), {} source addresses",
             args.observers,

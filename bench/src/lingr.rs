@@ -22,6 +22,8 @@ pub struct Options {
     pub comets: usize,
     /// A command each comet runs under (a profiler), split on spaces; empty for none.
     pub comet_wrapper: String,
+    /// Runtime threads of each comet; `None` leaves lingr's default.
+    pub comet_threads: Option<std::num::NonZeroUsize>,
     /// More flags for the api (a scenario that sets up for longer than the presence timeout
     /// raises it).
     pub api_flags: Vec<String>,
@@ -77,6 +79,11 @@ impl Lingr {
         let mut roles = vec![api];
         for _ in 0..options.comets {
             let mut comet = Role::new("comet", &["--observes-per-address", "0"]);
+            if let Some(threads) = options.comet_threads {
+                comet
+                    .flags
+                    .extend(["--worker-threads".to_owned(), threads.to_string()]);
+            }
             comet.wrapper = options
                 .comet_wrapper
                 .split_whitespace()

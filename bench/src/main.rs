@@ -72,6 +72,9 @@ pub struct Servers {
     /// the figures it gives are the profiler's, not the comet's.
     #[arg(long, default_value = "")]
     pub comet_wrapper: String,
+    /// Runtime threads of each lingr comet (`lingr --worker-threads`; default: one per core).
+    #[arg(long)]
+    pub comet_threads: Option<std::num::NonZeroUsize>,
 }
 
 impl Servers {
@@ -82,6 +85,7 @@ impl Servers {
             postgres: self.postgres.clone(),
             comets,
             comet_wrapper: self.comet_wrapper.clone(),
+            comet_threads: self.comet_threads,
             api_flags: Vec::new(),
         }
     }
