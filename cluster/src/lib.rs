@@ -132,8 +132,18 @@ impl Cluster {
         for index in 0..cluster.processes.len() {
             cluster.launch(index)?;
         }
-        for process in &cluster.processes {
-            wait_ready(&process.base).await?;
+        for (index, process) in cluster.processes.iter().enumerate() {
+            if let Err(err) = wait_ready(&process.base).await {
+                // The directory may be a temporary one that goes with the failed start: the
+                // error carries what the process said.
+                let log = cluster.log_path(index);
+                return Err(err.context(format!(
+                    "{} {index} did not start; the end of {}:\n{}",
+                    process.role,
+                    log.display(),
+                    log_tail(&log, 30)
+                )));
+            }
         }
         Ok(cluster)
     }
@@ -184,13 +194,18 @@ impl Cluster {
         wait_ready(&process.base).await
     }
 
+    /// Where process `index` writes its log.
+    fn log_path(&self, index: usize) -> std::path::PathBuf {
+        let role = self.processes.get(index).map_or("process", |p| p.role);
+        self.settings.dir.join(format!("{role}-{index}.log"))
+    }
+
     fn launch(&mut self, index: usize) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(index))?;
         let process = &mut self.processes[index];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(
-            self.settings
-                .dir
-                .join(format!("{}-{index}.log", process.role)),
-        )?;
         let mut command = match process.wrapper.split_first() {
             Some((program, args)) => {
                 let mut command = Command::new(program);
@@ -246,6 +261,17 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
     anyhow::bail!("{base} did not become ready in 30 s")
 }
 
+/// The last `lines` lines of the log at `path`, or why it could not be read.
+fn log_tail(path: &std::path::Path, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(err) => format!("(unreadable: {err})"),
+    }
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -270,4 +296,19 @@ async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
         .execute(&mut conn)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_start_shows_the_end_of_the_log() {
+        let path = std::env::temp_dir().join(format!("lingr-cluster-log-{}", std::process::id()));
+        std::fs::write(&path, "a\nb\nc\nd\ne\n").expect("written");
+        assert_eq!(log_tail(&path, 2), "d\ne");
+        assert_eq!(log_tail(&path, 10), "a\nb\nc\nd\ne");
+        std::fs::remove_file(&path).expect("removed");
+        assert!(log_tail(&path, 2).starts_with("(unreadable"));
+    }
 }
