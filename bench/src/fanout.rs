@@ -12,7 +12,7 @@ use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
-use crate::procs::{MachineCpu, Sample};
+use crate::procs::{print_steal, MachineCpu, Sample};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
 use crate::Servers;
@@ -377,10 +377,7 @@ impl Report {
             "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery",
             self.rounds_cpu
         );
-        println!(
-            "machine: {:.1} % of its CPU time stolen by the hypervisor in the rounds",
-            self.rounds_steal_pct
-        );
+        print_steal(self.rounds_steal_pct, "in the rounds");
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }

@@ -12,7 +12,7 @@ use crate::observers::{
     self, Protocol, ONCE_ASKED_ROUND, ONCE_CONNECTING_ROUND, ONCE_RETRIED_ROUND, ONCE_ROUND,
     ONCE_SINCE_GO_ROUND,
 };
-use crate::procs::{MachineCpu, Sample};
+use crate::procs::{print_steal, MachineCpu, Sample};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
@@ -204,10 +204,7 @@ impl Report {
             mib(self.peak_rss_kib),
             mib(self.after.rss_kib)
         );
-        println!(
-            "machine: {:.1} % of its CPU time stolen by the hypervisor during the herd",
-            self.steal_pct
-        );
+        print_steal(self.steal_pct, "during the herd");
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }

@@ -141,6 +141,11 @@ impl MachineCpu {
     }
 }
 
+/// Prints a scenario's steal, `window` saying over what (every scenario words it alike).
+pub fn print_steal(steal_pct: f64, window: &str) {
+    println!("machine: {steal_pct:.1} % of its CPU time stolen by the hypervisor {window}");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
-use crate::procs::MachineCpu;
+use crate::procs::{print_steal, MachineCpu};
 use crate::stats::{ms, Percentiles};
 use crate::Servers;
 
@@ -61,9 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             d.as_secs_f64()
         ))
     );
-    println!(
-        "machine: {steal_pct:.1} % of its CPU time stolen by the hypervisor while the says ran"
-    );
+    print_steal(steal_pct, "while the says ran");
     println!(
         "summary scenario=say rate={} achieved={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} history_max_pending={max_pending} failures={failures} steal_pct={steal_pct:.1}",
         args.rate,

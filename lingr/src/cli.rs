@@ -11,8 +11,8 @@ use lingr_platform::config::CommonArgs;
 #[command(name = "lingr", version, about)]
 pub struct Cli {
     /// Threads running the role's tasks (default: one per core). One thread suits replicas
-    /// that each get less than a core: a comet's fan-out to 10,000 then took about a quarter
-    /// less CPU per delivery; more threads answer a herd of observes sooner (docs/BENCHMARKS.md).
+    /// that each get less than a core: a comet's fan-out to 10,000 then took about 30 % less
+    /// CPU per delivery; more threads answer a herd of observes sooner (docs/BENCHMARKS.md).
     #[arg(long, env = "LINGR_WORKER_THREADS", global = true)]
     pub worker_threads: Option<NonZeroUsize>,
     /// The role to run.
