@@ -10,9 +10,10 @@ use lingr_platform::config::CommonArgs;
 #[derive(Debug, clap::Parser)]
 #[command(name = "lingr", version, about)]
 pub struct Cli {
-    /// Threads running the role's tasks (default: one per core). One thread suits replicas
-    /// that each get less than a core: a comet's fan-out to 10,000 then took about 30 % less
-    /// CPU per delivery; more threads answer a herd of observes sooner (docs/BENCHMARKS.md).
+    /// Threads of the role's main runtime, and as many single-threaded runtimes serving its
+    /// HTTP connections (default: one each per core). One suits replicas that each get less
+    /// than a core: a comet's fan-out to 10,000 on a 2-core machine shared with its clients
+    /// then took less CPU per delivery (docs/BENCHMARKS.md).
     #[arg(long, env = "LINGR_WORKER_THREADS", global = true)]
     pub worker_threads: Option<NonZeroUsize>,
     /// The role to run.

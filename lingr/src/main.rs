@@ -15,6 +15,7 @@ fn main() -> std::process::ExitCode {
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.worker_threads {
         builder.worker_threads(threads.get());
+        lingr_platform::server::set_connection_runtimes(threads);
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,

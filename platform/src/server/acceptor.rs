@@ -36,8 +36,8 @@ pub(super) struct Acceptor {
 }
 
 impl Acceptor {
-    /// Starts accepting on `listener`, spawning each connection onto the current runtime as a
-    /// task of `connections`.
+    /// Starts accepting on `listener`, spawning each connection as a task of `connections`
+    /// onto a connection runtime (the `runtimes` module), or the current one without any.
     ///
     /// # Errors
     /// When the listener cannot be made blocking or the thread cannot start.
@@ -148,6 +148,7 @@ impl Spawner {
         };
         self.shared.metrics.evicted.inc_by(admission.evicted as u64);
         let (shared, shutdown) = (Arc::clone(&self.shared), self.shutdown.clone());
+        let runtime = super::runtimes::next().unwrap_or_else(|| self.runtime.clone());
         self.connections.spawn_on(
             async move {
                 // Registered with the runtime's reactor here, on the runtime.
@@ -165,7 +166,7 @@ impl Spawner {
                     }
                 }
             },
-            &self.runtime,
+            &runtime,
         );
         admission.evicted > 0
     }

@@ -16,12 +16,15 @@
 //!
 //! Each request carries the client's address ([`ClientAddr`], see the `client_addr` module) and
 //! the body timeout. Connections are accepted on a thread of their own (the `acceptor`
-//! module), so a herd of them is taken as it arrives however busy the runtime is.
+//! module), so a herd of them is taken as it arrives however busy the runtime is, and each is
+//! served on one of the process's single-threaded connection runtimes (the `runtimes`
+//! module).
 
 mod acceptor;
 mod access;
 mod client_addr;
 mod connection;
+mod runtimes;
 
 use std::io;
 use std::net::SocketAddr;
@@ -46,6 +49,7 @@ use tracing::Instrument as _;
 use access::RequestMetrics;
 pub use client_addr::{ClientAddr, TrustedProxies};
 use connection::{Armed, Connection, Deadlines, Gauges, Phase, Registry};
+pub use runtimes::{set_count as set_connection_runtimes, RuntimeNotify};
 
 use crate::config::parse_seconds;
 use crate::http::App;

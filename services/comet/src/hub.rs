@@ -1,5 +1,5 @@
 //! The rooms a comet replica serves: for each, the recent events as ready-to-send JSON bytes
-//! (serialized once, shared by every observer) and a [`Notify`] that wakes its waiters once
+//! (serialized once, shared by every observer) and a [`RuntimeNotify`] that wakes its waiters once
 //! per event.
 //!
 //! A room's buffer holds every event of the room after its `covered_after` counter, as
@@ -20,9 +20,9 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{BufMut, Bytes, BytesMut};
 use lingr_platform::clock::now_ms;
 use lingr_platform::metrics::Gauge;
+use lingr_platform::server::RuntimeNotify;
 use lingr_platform::telemetry::SpanContext;
 use lingr_proto::{Event, RoomId};
-use tokio::sync::Notify;
 
 /// Bytes of backfilled runs one replica keeps across all rooms; past it, the runs read
 /// longest ago are dropped (an observe that needs one again reads the stream again).
@@ -45,7 +45,7 @@ pub const RUN_TTL: Duration = Duration::from_secs(60);
 /// One room's buffer and waiters.
 pub struct Room {
     buffer: RwLock<Buffer>,
-    notify: Notify,
+    notify: RuntimeNotify,
     backfill_turn: Arc<tokio::sync::Mutex<()>>,
     capacity: usize,
     /// When an observe last asked for the room (Unix ms). Apart from the buffer's lock, since
@@ -300,7 +300,7 @@ impl Room {
                 run: None,
                 read_failed_at: None,
             }),
-            notify: Notify::new(),
+            notify: RuntimeNotify::default(),
             backfill_turn: Arc::new(tokio::sync::Mutex::new(())),
             capacity,
             last_used_ms: AtomicU64::new(now_ms()),
@@ -536,7 +536,7 @@ impl Room {
     }
 
     /// The room's wake-up signal.
-    pub fn notify(&self) -> &Notify {
+    pub fn notify(&self) -> &RuntimeNotify {
         &self.notify
     }
 }
