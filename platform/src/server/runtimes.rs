@@ -98,10 +98,11 @@ struct ConnectionRuntimes {
 }
 
 impl ConnectionRuntimes {
-    /// Starts `count` runtimes. One that cannot start (no thread, no epoll) is left out.
+    /// Starts up to `count` runtimes, in order: the first that cannot start (no thread, no
+    /// epoll) ends the list, so a runtime's place in it is the index its thread knows.
     fn start(count: usize) -> Self {
         let handles = (0..count)
-            .filter_map(|index| match start_one(index) {
+            .map_while(|index| match start_one(index) {
                 Ok(handle) => Some(handle),
                 Err(err) => {
                     tracing::warn!(error = %err, index, "a connection runtime did not start");
