@@ -8,6 +8,7 @@
 //! - [`nats`]: connecting, and creating the event stream and key-value buckets on NATS 2.9.
 //! - [`kv`]: JSON records in key-value buckets, changed with compare-and-set.
 //! - [`mirror`]: a live in-memory copy of a key-value bucket.
+//! - [`maps`]: hash maps for the in-memory lookups on the request path.
 //! - [`metrics`]: counters, gauges and latency histograms for `/metrics`.
 //! - [`readiness`]: `/readyz` from signals of what a process depends on, with a grace for a
 //!   momentary outage.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod faults;
 pub mod http;
 pub mod kv;
+pub mod maps;
 pub mod metrics;
 pub mod mirror;
 pub mod nats;

@@ -1,7 +1,7 @@
 //! Who a request comes from: the peer address, or, when the peer is a trusted proxy, the
 //! client it forwarded for. Per-address limits (sessions created, observes held) count by it.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::http::HeaderMap;
@@ -16,7 +16,7 @@ impl ClientAddr {
     /// address, or the /64 of an IPv6 address (one subscriber gets a whole /64, so counting
     /// single IPv6 addresses would count nothing).
     pub fn limit_key(&self) -> String {
-        match self.0 {
+        match self.limit_ip() {
             IpAddr::V4(v4) => {
                 let [a, b, c, d] = v4.octets();
                 format!("ip4-{a}-{b}-{c}-{d}")
@@ -25,6 +25,15 @@ impl ClientAddr {
                 let prefix = &v6.octets()[..8];
                 format!("ip6-{}", lingr_proto::values::hex(prefix))
             }
+        }
+    }
+
+    /// What [`ClientAddr::limit_key`] names, as an address: the IPv4 address, or the /64 of
+    /// an IPv6 one with the rest zeroed. A key for in-process counts that costs no allocation.
+    pub fn limit_ip(&self) -> IpAddr {
+        match self.0 {
+            IpAddr::V4(_) => self.0,
+            IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
         }
     }
 }
@@ -182,6 +191,15 @@ mod tests {
         let b = ClientAddr(ip("2001:db8:1:2:ffff::9")).limit_key();
         assert_eq!(a, b);
         assert_ne!(a, ClientAddr(ip("2001:db8:1:3::1")).limit_key());
+        let prefix = ClientAddr(ip("2001:db8:1:2::1")).limit_ip();
+        assert_eq!(prefix, ip("2001:db8:1:2::"));
+        assert_eq!(ClientAddr(ip("2001:db8:1:2:ffff::9")).limit_ip(), prefix);
+        assert_ne!(ClientAddr(ip("2001:db8:1:3::1")).limit_ip(), prefix);
+        assert_eq!(
+            ClientAddr(ip("192.0.2.1")).limit_ip(),
+            ip("192.0.2.1"),
+            "an IPv4 client is its own key"
+        );
         assert_eq!(
             ClientAddr(ip("::ffff:192.0.2.1").to_canonical()).limit_key(),
             "ip4-192-0-2-1"

@@ -73,8 +73,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<Bytes>,
     // within 5 s, not after each step has had its own.
     let due = Instant::now() + CALL_DEADLINE;
     let occupant = occupant_key(&ticket.room, &ticket.occupant_id);
-    // The rare paths are boxed so a held observe does not carry their state while it waits.
-    let seen_in_mirror = Box::pin(check_present(state, &ticket, &occupant, due)).await?;
+    let seen_in_mirror = check_present(state, &ticket, &occupant, due).await?;
     let _slot = state.slots.acquire(&ticket.session_tag, params.client)?;
     let observing = Observing::start(state, ticket.occupant_id.as_str());
     let deadline = Instant::now() + Duration::from_secs(timeout);
@@ -332,25 +331,28 @@ async fn check_present(
     key: &str,
     due: Instant,
 ) -> Result<bool, ApiError> {
-    let (record, mirrored) = match state.occupants_mirror.get(key) {
-        Some(record) => (Some(record), true),
-        None => {
-            // Bounded like any call needing NATS (guarantee 8).
-            let read = tokio::time::timeout_at(due, state.occupants.get(key))
-                .await
-                .map_err(|_| {
-                    ApiError::unavailable("reading an occupant", "NATS did not answer in time")
-                })?
-                .map_err(|err| ApiError::unavailable("reading an occupant", err))?;
-            (
-                read.and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok()),
-                false,
-            )
-        }
-    };
-    match record {
+    let still_in = |record: &OccupantRecord| {
         // A leaving occupant has its exit stored or on the way: nothing more to observe.
-        Some(record) if record.session_tag == ticket.session_tag && !record.leaving => Ok(mirrored),
+        record.session_tag == ticket.session_tag && !record.leaving
+    };
+    // Read in place: copying the record would cost an allocation per string in it, on every
+    // observe.
+    if let Some(present) = state.occupants_mirror.read(key, still_in) {
+        return if present {
+            Ok(true)
+        } else {
+            Err(dead_ticket())
+        };
+    }
+    // Bounded like any call needing NATS (guarantee 8). Rare, so boxed: a held observe does
+    // not carry this state while it waits.
+    let read = Box::pin(tokio::time::timeout_at(due, state.occupants.get(key)))
+        .await
+        .map_err(|_| ApiError::unavailable("reading an occupant", "NATS did not answer in time"))?
+        .map_err(|err| ApiError::unavailable("reading an occupant", err))?;
+    let record = read.and_then(|raw| serde_json::from_slice::<OccupantRecord>(&raw).ok());
+    match record {
+        Some(record) if still_in(&record) => Ok(false),
         _ => Err(dead_ticket()),
     }
 }

@@ -6,13 +6,13 @@
 //! an occupant leaves, only its own held observes are woken to end, whatever else waits in the
 //! room.
 
-use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use lingr_platform::clock::now_ms;
+use lingr_platform::maps::{FastMap, FastSet};
 use lingr_proto::records::{presence_batch_key, PresenceBatch, PresenceRecord};
 use lingr_proto::OccupantId;
 use tokio::sync::Notify;
@@ -35,8 +35,8 @@ pub struct Presence {
 
 #[derive(Default)]
 struct Seen {
-    touched: HashSet<String>,
-    holding: HashMap<String, Holding>,
+    touched: FastSet<String>,
+    holding: FastMap<String, Holding>,
 }
 
 impl Seen {
@@ -139,7 +139,7 @@ impl Presence {
         let Ok(mut seen) = self.inner.lock() else {
             return Vec::new();
         };
-        let mut report: HashSet<String> = std::mem::take(&mut seen.touched);
+        let mut report: FastSet<String> = std::mem::take(&mut seen.touched);
         report.extend(seen.holding.keys().cloned());
         drop(seen);
         // Each came from a verified ticket, so each parses.

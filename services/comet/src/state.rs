@@ -1,12 +1,15 @@
 //! The comet's configuration, shared handles, and limits on held observes.
 
-use std::collections::HashMap;
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_nats::jetstream::kv;
 use lingr_platform::config::parse_seconds;
+use lingr_platform::maps::FastMap;
 use lingr_platform::metrics::{Counter, Family, Gauge, Histogram, Metrics};
 use lingr_platform::mirror::KvMirror;
 use lingr_platform::server::ClientAddr;
@@ -163,15 +166,15 @@ pub struct Slots {
 
 #[derive(Default)]
 struct Counts {
-    per_session: HashMap<String, u32>,
-    per_address: HashMap<String, u32>,
+    per_session: FastMap<String, u32>,
+    per_address: FastMap<IpAddr, u32>,
 }
 
-/// A held observe's place; released on drop.
-pub struct Slot {
-    slots: Arc<Slots>,
-    session_tag: String,
-    address: Option<String>,
+/// A held observe's place, for the session whose tag it borrows; released on drop.
+pub struct Slot<'a> {
+    slots: &'a Slots,
+    session_tag: &'a str,
+    address: Option<IpAddr>,
 }
 
 fn too_many_observes(detail: &'static str) -> ApiError {
@@ -195,11 +198,11 @@ impl Slots {
     /// # Errors
     /// `overloaded` when the replica is full; `too_many_observes` when the session or the
     /// client address is.
-    pub fn acquire(
-        self: &Arc<Self>,
-        session_tag: &str,
+    pub fn acquire<'a>(
+        &'a self,
+        session_tag: &'a str,
         client: Option<ClientAddr>,
-    ) -> Result<Slot, ApiError> {
+    ) -> Result<Slot<'a>, ApiError> {
         if self.held.fetch_add(1, Ordering::SeqCst) >= self.max_held {
             self.held.fetch_sub(1, Ordering::SeqCst);
             return Err(ApiError::new(
@@ -209,7 +212,7 @@ impl Slots {
         }
         let address = client
             .filter(|_| self.max_per_address > 0)
-            .map(|c| c.limit_key());
+            .map(|c| c.limit_ip());
         let refused = {
             let mut counts = self
                 .counts
@@ -217,8 +220,7 @@ impl Slots {
                 .map_err(|err| ApiError::internal("locking observe counts", err))?;
             let session_count = counts.per_session.get(session_tag).copied().unwrap_or(0);
             let address_count = address
-                .as_ref()
-                .and_then(|a| counts.per_address.get(a).copied())
+                .and_then(|a| counts.per_address.get(&a).copied())
                 .unwrap_or(0);
             if session_count >= self.max_per_session {
                 Some(too_many_observes("at most 4 observes at once per session"))
@@ -227,12 +229,16 @@ impl Slots {
                     "too many observes from this address on this server",
                 ))
             } else {
-                *counts
-                    .per_session
-                    .entry(session_tag.to_owned())
-                    .or_insert(0) += 1;
-                if let Some(address) = &address {
-                    *counts.per_address.entry(address.clone()).or_insert(0) += 1;
+                // Looked up before inserting: a session observing again (a fan-out's
+                // re-observe) finds its count without copying its tag.
+                match counts.per_session.get_mut(session_tag) {
+                    Some(count) => *count += 1,
+                    None => {
+                        counts.per_session.insert(session_tag.to_owned(), 1);
+                    }
+                }
+                if let Some(address) = address {
+                    *counts.per_address.entry(address).or_insert(0) += 1;
                 }
                 None
             }
@@ -243,15 +249,19 @@ impl Slots {
         }
         self.gauge.inc();
         Ok(Slot {
-            slots: Arc::clone(self),
-            session_tag: session_tag.to_owned(),
+            slots: self,
+            session_tag,
             address,
         })
     }
 }
 
 /// Takes one from `key`'s count, forgetting it at zero.
-fn release(counts: &mut HashMap<String, u32>, key: &str) {
+fn release<K, Q>(counts: &mut FastMap<K, u32>, key: &Q)
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq + ?Sized,
+{
     if let Some(count) = counts.get_mut(key) {
         *count = count.saturating_sub(1);
         if *count == 0 {
@@ -260,10 +270,10 @@ fn release(counts: &mut HashMap<String, u32>, key: &str) {
     }
 }
 
-impl Drop for Slot {
+impl Drop for Slot<'_> {
     fn drop(&mut self) {
         if let Ok(mut counts) = self.slots.counts.lock() {
-            release(&mut counts.per_session, &self.session_tag);
+            release(&mut counts.per_session, self.session_tag);
             if let Some(address) = &self.address {
                 release(&mut counts.per_address, address);
             }
