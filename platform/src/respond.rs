@@ -98,10 +98,7 @@ pub struct Params {
 impl Params {
     /// A parameter, if given and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .get(name)
-            .map(String::as_str)
-            .filter(|v| !v.is_empty())
+        self.values.get(name).filter(|v| !v.is_empty())
     }
 
     /// A required parameter.
@@ -177,9 +174,9 @@ pub fn format_of(uri: &Uri) -> Format {
     decode_urlencoded(query.as_bytes(), Source::Query)
         .ok()
         .and_then(|pairs| {
-            let mut callbacks = pairs.into_iter().filter(|(name, _)| name == "callback");
+            let mut callbacks = pairs.iter().filter(|(name, _)| *name == "callback");
             match (callbacks.next(), callbacks.next()) {
-                (Some((_, raw)), None) => Callback::parse(&raw).ok(),
+                (Some((_, raw)), None) => Callback::parse(raw).ok(),
                 _ => None,
             }
         })
@@ -210,21 +207,23 @@ impl<S: Send + Sync> FromRequest<S> for Params {
             .map_err(|invalid| refuse(&Format::Json, invalid))?;
         let callback = query
             .iter()
-            .find(|(name, _)| name == "callback")
+            .find(|(name, _)| *name == "callback")
             .map(|(_, raw)| Callback::parse(raw))
             .transpose()
             .map_err(|invalid| refuse(&Format::Json, invalid))?;
         // From here on, errors reach a script tag too: answer them in its format.
         let format = callback.map_or(Format::Json, Format::Jsonp);
-        let mut sources = vec![query];
-        if req.method() == Method::POST {
-            sources.push(
+        let body = if req.method() == Method::POST {
+            Some(
                 read_body(req, body_timeout)
                     .await
                     .map_err(|e| refuse(&format, e))?,
-            );
-        }
-        let values = merge(sources).map_err(|invalid| refuse(&format, invalid))?;
+            )
+        } else {
+            None
+        };
+        let values = merge(std::iter::once(query).chain(body))
+            .map_err(|invalid| refuse(&format, invalid))?;
         let format = match values.get("callback").filter(|_| format == Format::Json) {
             // A callback given only in the body (a POST from a script is unusual, but valid).
             Some(raw) if !raw.is_empty() => Format::Jsonp(

@@ -56,7 +56,7 @@ pub fn request_decoding(data: &[u8]) {
         let inner = &script[4 + callback.as_str().len() + 1..script.len() - 2];
         let parsed: serde_json::Value =
             serde_json::from_str(inner).unwrap_or_else(|err| panic!("JSONP does not parse: {err}"));
-        assert_eq!(parsed["text"].as_str(), Some(value.as_str()));
+        assert_eq!(parsed["text"].as_str(), Some(value));
     }
 }
 

@@ -5,6 +5,8 @@
 //! a client: invalid UTF-8 is refused rather than replaced, a parameter given twice is refused
 //! rather than resolved, and a JSON number keeps the digits it was sent with (`-0` stays `-0`).
 
+use std::ops::Range;
+
 use serde::de::{Deserializer as _, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
@@ -32,40 +34,129 @@ impl Source {
     }
 }
 
-/// Name and value pairs in the order they were sent.
-pub type Pairs = Vec<(String, String)>;
+/// Name and value pairs in the order they were sent, decoded into one text: a call's handful
+/// of parameters cost two allocations, not two per parameter (a held observe's re-observe
+/// decodes four on every delivery).
+#[derive(Debug, Clone, Default)]
+pub struct Pairs {
+    text: String,
+    spans: Vec<(Range<usize>, Range<usize>)>,
+}
+
+impl Pairs {
+    /// Each name and value, in the order they were sent.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.spans
+            .iter()
+            .map(|(name, value)| (&self.text[name.clone()], &self.text[value.clone()]))
+    }
+
+    /// How many pairs there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Appends a pair.
+    pub fn push(&mut self, name: &str, value: &str) {
+        let name = self.append(name);
+        let value = self.append(value);
+        self.spans.push((name, value));
+    }
+
+    fn append(&mut self, part: &str) -> Range<usize> {
+        let start = self.text.len();
+        self.text.push_str(part);
+        start..self.text.len()
+    }
+
+    /// Appends `other`'s pairs after these.
+    fn extend(&mut self, other: Pairs) {
+        let shift = self.text.len();
+        self.text.push_str(&other.text);
+        let moved = |span: Range<usize>| span.start + shift..span.end + shift;
+        self.spans.extend(
+            other
+                .spans
+                .into_iter()
+                .map(|(name, value)| (moved(name), moved(value))),
+        );
+    }
+}
+
+/// Equal when the same pairs come in the same order, however their text is laid out.
+impl PartialEq for Pairs {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Pairs {}
+
+impl<'a> FromIterator<(&'a str, &'a str)> for Pairs {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(pairs: I) -> Self {
+        let mut collected = Self::default();
+        for (name, value) in pairs {
+            collected.push(name, value);
+        }
+        collected
+    }
+}
 
 /// Decodes `application/x-www-form-urlencoded` text: a query string or a form body.
 ///
 /// # Errors
 /// When a name or value is not UTF-8 once percent-decoded.
 pub fn decode_urlencoded(input: &[u8], source: Source) -> Result<Pairs, Invalid> {
-    let mut pairs = Vec::new();
-    for field in input.split(|&b| b == b'&').filter(|f| !f.is_empty()) {
-        let (name, value) = match field.iter().position(|&b| b == b'=') {
+    // The separators are found with memchr's vector search: scanning byte by byte took most
+    // of the ~0.6 µs a re-observe's four parameters cost to decode.
+    let mut pairs = Pairs {
+        // Decoding never lengthens a component.
+        text: String::with_capacity(input.len()),
+        spans: Vec::with_capacity(memchr::memchr_iter(b'&', input).count() + 1),
+    };
+    let mut rest = input;
+    while !rest.is_empty() {
+        let (field, after) = match memchr::memchr(b'&', rest) {
+            Some(at) => (&rest[..at], &rest[at + 1..]),
+            None => (rest, &b""[..]),
+        };
+        rest = after;
+        if field.is_empty() {
+            continue;
+        }
+        let (name, value) = match memchr::memchr(b'=', field) {
             Some(at) => (&field[..at], &field[at + 1..]),
             None => (field, &b""[..]),
         };
-        pairs.push((
-            decode_component(name, source)?,
-            decode_component(value, source)?,
-        ));
+        let name = decode_component(&mut pairs, name, source)?;
+        let value = decode_component(&mut pairs, value, source)?;
+        pairs.spans.push((name, value));
     }
     Ok(pairs)
 }
 
-fn decode_component(raw: &[u8], source: Source) -> Result<String, Invalid> {
-    // Session tokens, tickets and counters are sent as they are: copied once, not twice.
-    let bytes: Vec<u8> = if raw.iter().any(|&b| b == b'+' || b == b'%') {
-        let spaced: Vec<u8> = raw
-            .iter()
-            .map(|&b| if b == b'+' { b' ' } else { b })
-            .collect();
-        percent_encoding::percent_decode(&spaced).collect()
-    } else {
-        raw.to_vec()
-    };
-    String::from_utf8(bytes).map_err(|_| source.refuse("parameters must be valid UTF-8"))
+/// Decodes one name or value onto the end of `pairs`' text.
+fn decode_component(
+    pairs: &mut Pairs,
+    raw: &[u8],
+    source: Source,
+) -> Result<Range<usize>, Invalid> {
+    let refuse = || source.refuse("parameters must be valid UTF-8");
+    // Session tokens, tickets and counters are sent as they are: checked and copied once.
+    if memchr::memchr2(b'+', b'%', raw).is_none() {
+        return Ok(pairs.append(std::str::from_utf8(raw).map_err(|_| refuse())?));
+    }
+    let spaced: Vec<u8> = raw
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    let decoded: Vec<u8> = percent_encoding::percent_decode(&spaced).collect();
+    Ok(pairs.append(std::str::from_utf8(&decoded).map_err(|_| refuse())?))
 }
 
 /// Decodes a JSON object body whose values are strings, numbers, booleans or null (null
@@ -76,21 +167,23 @@ fn decode_component(raw: &[u8], source: Source) -> Result<String, Invalid> {
 pub fn decode_json(body: &[u8]) -> Result<Pairs, Invalid> {
     let refuse = || Source::Json.refuse("the body is not a JSON object of strings and numbers");
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
+        return Ok(Pairs::default());
     }
     let mut reader = serde_json::Deserializer::from_slice(body);
     let raw_pairs = reader.deserialize_map(RawPairs).map_err(|_| refuse())?;
     reader.end().map_err(|_| refuse())?;
-    let mut pairs = Vec::with_capacity(raw_pairs.len());
+    let mut pairs = Pairs::default();
     for (name, value) in raw_pairs {
         let text = value.get();
-        let decoded = match text.as_bytes().first() {
-            Some(b'"') => serde_json::from_str::<String>(text).map_err(|_| refuse())?,
-            Some(b'-' | b'0'..=b'9' | b't' | b'f') => text.to_owned(),
-            Some(b'n') => continue,
+        match text.as_bytes().first() {
+            Some(b'"') => {
+                let decoded = serde_json::from_str::<String>(text).map_err(|_| refuse())?;
+                pairs.push(&name, &decoded);
+            }
+            Some(b'-' | b'0'..=b'9' | b't' | b'f') => pairs.push(&name, text),
+            Some(b'n') => {}
             _ => return Err(refuse()),
-        };
-        pairs.push((name, decoded));
+        }
     }
     Ok(pairs)
 }
@@ -117,15 +210,17 @@ impl<'de> Visitor<'de> for RawPairs {
 /// A call's parameters, each name once. Sorted by name, so a lookup is a binary search: a
 /// call has a handful, fewer than hashing them costs, and no name a client picks can slow it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Merged(Vec<(String, String)>);
+pub struct Merged(Pairs);
 
 impl Merged {
     /// The value given for `name`.
-    pub fn get(&self, name: &str) -> Option<&String> {
-        self.0
-            .binary_search_by(|(given, _)| given.as_str().cmp(name))
+    pub fn get(&self, name: &str) -> Option<&str> {
+        let pairs = &self.0;
+        pairs
+            .spans
+            .binary_search_by(|(given, _)| pairs.text[given.clone()].cmp(name))
             .ok()
-            .map(|at| &self.0[at].1)
+            .map(|at| &pairs.text[pairs.spans[at].1.clone()])
     }
 
     /// How many parameters there are.
@@ -139,20 +234,27 @@ impl Merged {
     }
 
     /// Every value, in the order of their names.
-    pub fn values(&self) -> impl Iterator<Item = &String> {
+    pub fn values(&self) -> impl Iterator<Item = &str> {
         self.0.iter().map(|(_, value)| value)
     }
 }
 
-/// Merges the pairs of every source into one set of parameters.
+/// Merges parameters from several sources (query and body) into one set.
 ///
 /// # Errors
-/// `invalid_parameter` when a name appears twice, in one source or across two: which of the
-/// two a proxy or cache would read is anybody's guess.
+/// `invalid_parameter` when a name appears more than once, within a source or across them.
 pub fn merge(sources: impl IntoIterator<Item = Pairs>) -> Result<Merged, Invalid> {
-    let mut merged: Vec<(String, String)> = sources.into_iter().flatten().collect();
-    merged.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
-    if merged.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+    let mut sources = sources.into_iter();
+    let mut merged = sources.next().unwrap_or_default();
+    for source in sources {
+        merged.extend(source);
+    }
+    let Pairs { text, spans } = &mut merged;
+    spans.sort_unstable_by(|(a, _), (b, _)| text[a.clone()].cmp(&text[b.clone()]));
+    if spans
+        .windows(2)
+        .any(|pair| text[pair[0].0.clone()] == text[pair[1].0.clone()])
+    {
         return Err(Invalid {
             code: ErrorCode::InvalidParameter,
             detail: "a parameter is given more than once",
@@ -175,9 +277,7 @@ mod tests {
     use super::*;
 
     fn pairs(list: &[(&str, &str)]) -> Pairs {
-        list.iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect()
+        list.iter().copied().collect()
     }
 
     #[test]
@@ -216,6 +316,25 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn merged_sources_are_found_by_name_whatever_their_order() {
+        let query =
+            decode_urlencoded(b"ticket=t%2B1&session=s&counter=7", Source::Query).expect("decodes");
+        let body = decode_json(br#"{"timeout":30,"callback":"cb"}"#).expect("decodes");
+        let merged = merge([query, body]).expect("no duplicates");
+        assert_eq!(merged.get("ticket"), Some("t+1"));
+        assert_eq!(merged.get("session"), Some("s"));
+        assert_eq!(merged.get("counter"), Some("7"));
+        assert_eq!(merged.get("timeout"), Some("30"));
+        assert_eq!(merged.get("callback"), Some("cb"));
+        assert_eq!(merged.get("nothing"), None);
+        assert_eq!(
+            merged.values().collect::<Vec<_>>(),
+            ["cb", "7", "s", "t+1", "30"],
+            "in the order of their names"
+        );
     }
 
     #[test]

@@ -171,7 +171,7 @@ proptest! {
         let merged = merge([decoded]).expect("no duplicates");
         prop_assert_eq!(merged.len(), fields.len());
         for (name, value) in &fields {
-            prop_assert_eq!(merged.get(name), Some(value));
+            prop_assert_eq!(merged.get(name), Some(value.as_str()));
         }
     }
 
@@ -181,7 +181,10 @@ proptest! {
         // must agree with it exactly, or refuse where it had to replace something.
         let lossy: Vec<(String, String)> = form_urlencoded::parse(&raw).into_owned().collect();
         match decode_urlencoded(&raw, Source::Query) {
-            Ok(pairs) => prop_assert_eq!(pairs, lossy),
+            Ok(pairs) => prop_assert_eq!(
+                pairs.iter().map(|(n, v)| (n.to_owned(), v.to_owned())).collect::<Vec<_>>(),
+                lossy
+            ),
             Err(_) => prop_assert!(
                 lossy.iter().any(|(n, v)| n.contains('\u{FFFD}') || v.contains('\u{FFFD}')),
                 "refused input the browser decoder reads cleanly"
@@ -208,10 +211,10 @@ proptest! {
         }
         let merged = merge([decode_json(&body).expect("decodes")]).expect("no duplicates");
         for (name, value) in &strings {
-            prop_assert_eq!(merged.get(name), Some(value));
+            prop_assert_eq!(merged.get(name), Some(value.as_str()));
         }
         if !strings.contains_key("n") {
-            prop_assert_eq!(merged.get("n"), Some(&number));
+            prop_assert_eq!(merged.get("n"), Some(number.as_str()));
         }
     }
 
