@@ -31,7 +31,10 @@ fn main() {
             }
         }
         let each = started.elapsed().as_secs_f64() * 1e9 / f64::from(DECODES);
-        println!("round {round}: {each:.0} ns per decode of {} bytes", QUERY.len());
+        println!(
+            "round {round}: {each:.0} ns per decode of {} bytes",
+            QUERY.len()
+        );
     }
     // Keeps the lookups from being optimised away.
     println!("({found} bytes looked up)");
