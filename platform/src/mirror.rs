@@ -7,6 +7,7 @@
 //! [`Hooks`]: a comet ends the observes of an occupant who left, an api's reaper learns what to
 //! look at without scanning everything.
 
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use async_nats::jetstream::kv::{self, Operation};
@@ -15,7 +16,6 @@ use serde::de::DeserializeOwned;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::maps::FastMap;
 use crate::readiness::Signal;
 
 /// Called with each key that leaves the mirror.
@@ -46,7 +46,7 @@ impl<T> Default for Hooks<T> {
 pub struct KvMirror<T> {
     /// Hashed, not ordered: a lookup in an ordered map of a big room's keys compared their
     /// shared prefix again at every step, and nothing reads the keys in order.
-    entries: RwLock<FastMap<String, T>>,
+    entries: RwLock<HashMap<String, T>>,
     ready: Arc<Signal>,
     live: Arc<Signal>,
     applied: tokio::sync::watch::Sender<u64>,
@@ -66,7 +66,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         hooks: Hooks<T>,
     ) -> (Arc<Self>, JoinHandle<()>) {
         let mirror = Arc::new(Self {
-            entries: RwLock::new(FastMap::default()),
+            entries: RwLock::new(HashMap::new()),
             ready: Signal::new(),
             live: Signal::new(),
             applied: tokio::sync::watch::Sender::new(0),
@@ -140,7 +140,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
     }
 
     /// Replaces the whole map with `loaded`, telling the hook about keys that are gone.
-    fn swap_in(&self, loaded: FastMap<String, T>) {
+    fn swap_in(&self, loaded: HashMap<String, T>) {
         let gone: Vec<String> = match self.entries.write() {
             Ok(mut entries) => {
                 let gone = if self.hooks.on_remove.is_some() {
@@ -195,7 +195,7 @@ impl<T: DeserializeOwned + Clone + Send + Sync + 'static> KvMirror<T> {
         // Every watch, first or resumed, builds the state anew and swaps it in once caught up:
         // values that expired by max_age leave no delete marker on nats-server 2.9, so patching
         // the old map would keep them forever.
-        let mut fresh = Some(FastMap::default());
+        let mut fresh = Some(HashMap::new());
         if caught_up_at == 0 {
             if let Some(empty) = fresh.take() {
                 self.swap_in(empty);

@@ -28,11 +28,12 @@ impl ClientAddr {
         }
     }
 
-    /// What [`ClientAddr::limit_key`] names, as an address: the IPv4 address, or the /64 of
-    /// an IPv6 one with the rest zeroed. A key for in-process counts that costs no allocation.
+    /// What [`ClientAddr::limit_key`] names, as an address: the IPv4 address (also when
+    /// written as IPv4-mapped IPv6), or the /64 of an IPv6 one with the rest zeroed. A key
+    /// for in-process counts that costs no allocation.
     pub fn limit_ip(&self) -> IpAddr {
-        match self.0 {
-            IpAddr::V4(_) => self.0,
+        match self.0.to_canonical() {
+            v4 @ IpAddr::V4(_) => v4,
             IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
         }
     }
@@ -199,6 +200,11 @@ mod tests {
             ClientAddr(ip("192.0.2.1")).limit_ip(),
             ip("192.0.2.1"),
             "an IPv4 client is its own key"
+        );
+        assert_eq!(
+            ClientAddr(ip("::ffff:192.0.2.1")).limit_key(),
+            "ip4-192-0-2-1",
+            "IPv4-mapped is the IPv4 client, however it came"
         );
         assert_eq!(
             ClientAddr(ip("::ffff:192.0.2.1").to_canonical()).limit_key(),

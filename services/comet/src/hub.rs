@@ -12,14 +12,13 @@
 //! were read, and rooms nobody waits on are dropped after a while (and stop being followed),
 //! so memory and work follow the rooms in use.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use lingr_platform::clock::now_ms;
-use lingr_platform::maps::FastMap;
 use lingr_platform::metrics::Gauge;
 use lingr_platform::server::RuntimeNotify;
 use lingr_platform::telemetry::SpanContext;
@@ -31,7 +30,7 @@ pub const RUNS_BUDGET: usize = 128 * 1024 * 1024;
 
 /// Every room this replica follows.
 pub struct Hub {
-    rooms: RwLock<FastMap<RoomId, Arc<Room>>>,
+    rooms: RwLock<HashMap<RoomId, Arc<Room>>>,
     room_capacity: usize,
     /// Bytes of every room's run, changed under each room's buffer lock together with the run.
     run_bytes: AtomicI64,
@@ -183,7 +182,7 @@ impl Hub {
     /// A hub whose rooms keep at most `room_capacity` events each.
     pub fn new(room_capacity: usize) -> Self {
         Self {
-            rooms: RwLock::new(FastMap::default()),
+            rooms: RwLock::new(HashMap::new()),
             room_capacity: room_capacity.max(1),
             run_bytes: AtomicI64::new(0),
         }

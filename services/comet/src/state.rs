@@ -214,10 +214,13 @@ impl Slots {
             .filter(|_| self.max_per_address > 0)
             .map(|c| c.limit_ip());
         let refused = {
-            let mut counts = self
-                .counts
-                .lock()
-                .map_err(|err| ApiError::internal("locking observe counts", err))?;
+            let Ok(mut counts) = self.counts.lock() else {
+                self.held.fetch_sub(1, Ordering::SeqCst);
+                return Err(ApiError::internal(
+                    "locking observe counts",
+                    "a thread panicked holding them",
+                ));
+            };
             let session_count = counts.per_session.get(session_tag).copied().unwrap_or(0);
             let address_count = address
                 .and_then(|a| counts.per_address.get(&a).copied())
@@ -229,8 +232,8 @@ impl Slots {
                     "too many observes from this address on this server",
                 ))
             } else {
-                // Looked up before inserting: a session observing again (a fan-out's
-                // re-observe) finds its count without copying its tag.
+                // Looked up before inserting: a session that holds other observes already
+                // (up to four) finds its count without copying its tag.
                 match counts.per_session.get_mut(session_tag) {
                     Some(count) => *count += 1,
                     None => {
