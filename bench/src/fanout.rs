@@ -12,7 +12,7 @@ use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
-use crate::procs::{print_steal, MachineCpu, Sample};
+use crate::procs::{print_steal, MachineCpu, Sample, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
 use crate::Servers;
@@ -163,7 +163,7 @@ struct Report {
     /// Server CPU seconds from the first round's publish to the last round's deliveries.
     rounds_cpu: f64,
     /// The machine's CPU time stolen by the hypervisor over the rounds, in per cent.
-    rounds_steal_pct: f64,
+    rounds_steal: Steal,
     nats_per_second: Option<f64>,
     rounds: Vec<(usize, Percentiles)>,
     failures: BTreeMap<String, usize>,
@@ -258,7 +258,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     }
     // Steadier than the rates, which move with what the two cores' other processes do.
     let rounds_cpu = Sample::of(&server.pids()).cpu_seconds_since(&rounds_start);
-    let rounds_steal_pct = MachineCpu::now().steal_percent_since(&rounds_machine);
+    let rounds_steal = Steal::since(rounds_machine);
     let failures = std::mem::take(&mut workers.failures);
     let worker_count = workers.len();
     workers.stop().await;
@@ -277,7 +277,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         later,
         idle_cpu,
         rounds_cpu,
-        rounds_steal_pct,
+        rounds_steal,
         nats_per_second,
         rounds,
         failures,
@@ -377,7 +377,7 @@ impl Report {
             "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery",
             self.rounds_cpu
         );
-        print_steal(self.rounds_steal_pct, "in the rounds");
+        print_steal(self.rounds_steal, "in the rounds");
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }
@@ -385,7 +385,7 @@ impl Report {
             "summary target={name} observers={} rooms={} comets={} held={} setup_s={:.1} kib_per_held={per_held:.1} \
              mib_before={:.1} mib_holding={:.1} mib_after_30s={:.1} idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
              cpu_us_per_delivery={cpu_us_per_delivery:.1} \
-             delivered={delivered}/{} failures={} steal_pct={:.1}",
+             delivered={delivered}/{} failures={} steal_pct={}",
             args.observers,
             args.rooms,
             args.comets,
@@ -400,7 +400,7 @@ impl Report {
             ms(worst_p99),
             self.held * self.rounds.len(),
             self.failures.values().sum::<usize>(),
-            self.rounds_steal_pct,
+            self.rounds_steal,
         );
         println!("{}", crate::reproduce());
     }

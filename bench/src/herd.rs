@@ -12,7 +12,7 @@ use crate::observers::{
     self, Protocol, ONCE_ASKED_ROUND, ONCE_CONNECTING_ROUND, ONCE_RETRIED_ROUND, ONCE_ROUND,
     ONCE_SINCE_GO_ROUND,
 };
-use crate::procs::{print_steal, MachineCpu, Sample};
+use crate::procs::{print_steal, MachineCpu, Sample, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
@@ -66,7 +66,7 @@ struct Report {
     /// CPU seconds the comet spent from its start to the last answer.
     comet_cpu: f64,
     /// The machine's CPU time stolen by the hypervisor over the herd, in per cent.
-    steal_pct: f64,
+    steal: Steal,
     fresh: Sample,
     peak_rss_kib: u64,
     after: Sample,
@@ -121,7 +121,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         }
     }
     let herd_end = Sample::of(&cluster.comet_pids());
-    let steal_pct = MachineCpu::now().steal_percent_since(&machine);
+    let steal = Steal::since(machine);
     // A worker prints a batch's rounds in order, so the timeline rounds (4, 5) of the batch
     // that completed the count may still be queued: take in what has arrived.
     while let Ok(said) = workers.said.try_recv() {
@@ -147,7 +147,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
         asked: Percentiles::of(&mut asked),
         backfills,
         comet_cpu,
-        steal_pct,
+        steal,
         fresh,
         peak_rss_kib,
         after,
@@ -204,13 +204,13 @@ impl Report {
             mib(self.peak_rss_kib),
             mib(self.after.rss_kib)
         );
-        print_steal(self.steal_pct, "during the herd");
+        print_steal(self.steal, "during the herd");
         for (failure, count) in &self.failures {
             println!("failure ×{count}: {failure}");
         }
         println!(
             "summary observers={} rooms={} events={} answered={} retried={} p50_ms={:.1} p99_ms={:.1} \
-             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={} steal_pct={:.1}",
+             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={} steal_pct={}",
             args.observers,
             args.rooms,
             args.events,
@@ -224,7 +224,7 @@ impl Report {
             mib(self.fresh.rss_kib),
             mib(self.peak_rss_kib),
             self.failures.values().sum::<usize>(),
-            self.steal_pct,
+            self.steal,
         );
         println!("{}", crate::reproduce());
     }

@@ -113,12 +113,11 @@ pub struct MachineCpu {
 }
 
 impl MachineCpu {
-    /// Reads /proc/stat; zeros where it cannot be read.
-    pub fn now() -> Self {
+    /// Reads /proc/stat; none where it cannot be read (a steal of zero would look measured).
+    pub fn now() -> Option<Self> {
         std::fs::read_to_string("/proc/stat")
             .ok()
             .and_then(|stat| Self::parse(stat.lines().next()?))
-            .unwrap_or_default()
     }
 
     /// `cpu  user nice system idle iowait irq softirq steal guest guest_nice`.
@@ -141,9 +140,39 @@ impl MachineCpu {
     }
 }
 
+/// The share of the machine's CPU time stolen over a window, in per cent, if /proc/stat
+/// could be read at both of its ends. Shown as `-` when not.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Steal(Option<f64>);
+
+impl Steal {
+    /// From `start`, read when the window began, until now.
+    pub fn since(start: Option<MachineCpu>) -> Self {
+        Self(
+            start
+                .zip(MachineCpu::now())
+                .map(|(earlier, later)| later.steal_percent_since(&earlier)),
+        )
+    }
+}
+
+impl std::fmt::Display for Steal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(pct) => write!(f, "{pct:.1}"),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// Prints a scenario's steal, `window` saying over what (every scenario words it alike).
-pub fn print_steal(steal_pct: f64, window: &str) {
-    println!("machine: {steal_pct:.1} % of its CPU time stolen by the hypervisor {window}");
+pub fn print_steal(steal: Steal, window: &str) {
+    match steal.0 {
+        Some(pct) => {
+            println!("machine: {pct:.1} % of its CPU time stolen by the hypervisor {window}");
+        }
+        None => println!("machine: steal unknown {window} (/proc/stat could not be read)"),
+    }
 }
 
 #[cfg(test)]
@@ -158,5 +187,11 @@ mod tests {
         let steal = later.steal_percent_since(&earlier);
         assert!((steal - 100.0 * 50.0 / 225.0).abs() < 1e-9, "{steal}");
         assert!(MachineCpu::parse("cpu0 1 2 3").is_none());
+    }
+
+    #[test]
+    fn an_unread_window_shows_as_unknown_not_as_zero() {
+        assert_eq!(Steal::since(None).to_string(), "-");
+        assert_eq!(Steal(Some(0.04)).to_string(), "0.0");
     }
 }

@@ -17,6 +17,7 @@ use tokio::process::{Child, Command};
 use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::peers::free_port;
+use crate::procs::{print_steal, MachineCpu, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::Servers;
 
@@ -64,6 +65,7 @@ struct Pooled {
 /// Runs the scenario and prints a table: replicas, then p50/p99 for each design.
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let passes = args.passes.max(1);
+    let machine = MachineCpu::now();
     let mut pooled: std::collections::BTreeMap<usize, Pooled> = Default::default();
     for pass in 0..passes {
         let mut order = args.replicas.clone();
@@ -71,13 +73,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             order.reverse();
         }
         for replicas in order {
-            let (mut ours, mut synchronous) = measure(&args, replicas).await?;
+            let (mut ours, mut synchronous, steal) = measure(&args, replicas).await?;
             let (ours_now, synchronous_now) = (
                 Percentiles::of(&mut ours),
                 Percentiles::of(&mut synchronous),
             );
             println!(
-                "pass {} replicas {replicas:>2}: pub/sub {ours_now} | synchronous fan-out {synchronous_now}",
+                "pass {} replicas {replicas:>2}: pub/sub {ours_now} | synchronous fan-out {synchronous_now} | steal {steal} %",
                 pass + 1
             );
             let entry = pooled.entry(replicas).or_default();
@@ -87,6 +89,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             entry.synchronous_p50s.push(synchronous_now.p50);
         }
     }
+    let steal = Steal::since(machine);
     println!(
         "== say latency against comet replicas, {} says/s by {} writers for {} s each, {} pass(es) pooled",
         args.rate, args.writers, args.duration, passes
@@ -112,7 +115,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             range(&runs.synchronous_p50s),
         );
         println!(
-            "summary scenario=replicas replicas={replicas} passes={} pubsub_p50_ms={:.2} pubsub_p99_ms={:.2} sync_p50_ms={:.2} sync_p99_ms={:.2}",
+            "summary scenario=replicas replicas={replicas} passes={} pubsub_p50_ms={:.2} pubsub_p99_ms={:.2} sync_p50_ms={:.2} sync_p99_ms={:.2} steal_pct={steal}",
             passes,
             ms(ours.p50),
             ms(ours.p99),
@@ -120,24 +123,30 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             ms(synchronous.p99)
         );
     }
+    print_steal(steal, "over every pass");
     println!("{}", crate::reproduce());
     Ok(())
 }
 
 /// One pass at `replicas` comets: the says' latencies with pub/sub alone, then with the
-/// synchronous notification of as many stand-ins.
-async fn measure(args: &Args, replicas: usize) -> anyhow::Result<(Vec<Duration>, Vec<Duration>)> {
+/// synchronous notification of as many stand-ins, and the steal over both.
+async fn measure(
+    args: &Args,
+    replicas: usize,
+) -> anyhow::Result<(Vec<Duration>, Vec<Duration>, Steal)> {
     let dir = tempfile::tempdir()?;
     let options = args.servers.lingr_options(replicas);
     let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
+    let machine = MachineCpu::now();
     let ours = says(args, &cluster, &[]).await;
     let stand_ins = start_stand_ins(replicas).await;
     let synchronous = match &stand_ins {
         Ok((_, addresses)) => says(args, &cluster, addresses).await,
         Err(err) => Err(anyhow::anyhow!("{err:#}")),
     };
+    let steal = Steal::since(machine);
     cluster.stop().await;
-    Ok((ours?, synchronous?))
+    Ok((ours?, synchronous?, steal))
 }
 
 /// Each writer says at its share of the rate; after each answer it notifies every address in

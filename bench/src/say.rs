@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
-use crate::procs::{print_steal, MachineCpu};
+use crate::procs::{print_steal, MachineCpu, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::Servers;
 
@@ -40,7 +40,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         elapsed,
         max_pending,
         drained,
-        steal_pct,
+        steal,
     } = outcome?;
     let figures = Percentiles::of(&mut latencies);
     println!(
@@ -61,9 +61,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             d.as_secs_f64()
         ))
     );
-    print_steal(steal_pct, "while the says ran");
+    print_steal(steal, "while the says ran");
     println!(
-        "summary scenario=say rate={} achieved={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} history_max_pending={max_pending} failures={failures} steal_pct={steal_pct:.1}",
+        "summary scenario=say rate={} achieved={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} history_max_pending={max_pending} failures={failures} steal_pct={steal}",
         args.rate,
         figures.count as f64 / elapsed.as_secs_f64(),
         ms(figures.p50),
@@ -82,7 +82,7 @@ struct Outcome {
     max_pending: u64,
     /// How long history took to have nothing pending after the last say.
     drained: Option<Duration>,
-    steal_pct: f64,
+    steal: Steal,
 }
 
 async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
@@ -147,7 +147,7 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
         failures += failed;
     }
     let elapsed = started.elapsed();
-    let steal_pct = MachineCpu::now().steal_percent_since(&machine);
+    let steal = Steal::since(machine);
     max_pending = max_pending.max(watching.await.unwrap_or(0));
     let last = Instant::now();
     let mut drained = None;
@@ -164,6 +164,6 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Outcome> {
         elapsed,
         max_pending,
         drained,
-        steal_pct,
+        steal,
     })
 }
