@@ -18,6 +18,7 @@ mod stats;
 mod workers;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -103,6 +104,9 @@ fn main() -> anyhow::Result<()> {
             .enable_all()
             .build()?,
     };
+    if !matches!(cli.scenario, Scenario::Worker(_) | Scenario::Chatserver(_)) {
+        runtime.spawn(stop_everything_on_signal());
+    }
     runtime.block_on(async move {
         match cli.scenario {
             Scenario::Fanout(args) => fanout::run(args).await,
@@ -115,6 +119,59 @@ fn main() -> anyhow::Result<()> {
             Scenario::Worker(share) => observers::run(share).await,
         }
     })
+}
+
+/// On SIGINT or SIGTERM, stops every process this run started (servers, client workers,
+/// stand-ins: their processes die with the bench only when it unwinds, which a signal does
+/// not) and exits. TERM first, so an nginx master or pushpin's runner stops what it started
+/// itself; what is left after 10 s is killed. A scenario may start a process meanwhile, so
+/// each step looks again.
+async fn stop_everything_on_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        eprintln!("warning: cannot watch for SIGINT and SIGTERM; an interrupted run may leave servers running");
+        return;
+    };
+    let code = tokio::select! {
+        _ = interrupt.recv() => 130,
+        _ = terminate.recv() => 143,
+    };
+    eprintln!("== interrupted: stopping every process this run started");
+    let me = std::process::id();
+    let started = || -> Vec<String> {
+        procs::with_descendants(&[me])
+            .into_iter()
+            .filter(|pid| *pid != me && !procs::has_ended(*pid))
+            .map(|pid| pid.to_string())
+            .collect()
+    };
+    for (signal, patience) in [
+        ("-TERM", Duration::from_secs(10)),
+        ("-KILL", Duration::from_secs(2)),
+    ] {
+        let until = tokio::time::Instant::now() + patience;
+        loop {
+            let pids = started();
+            if pids.is_empty() {
+                std::process::exit(code);
+            }
+            if tokio::time::Instant::now() >= until {
+                break;
+            }
+            // `kill` itself is a child for a moment, and gone by the next look.
+            let _ = tokio::process::Command::new("kill")
+                .arg(signal)
+                .args(&pids)
+                .stderr(std::process::Stdio::null())
+                .status()
+                .await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    std::process::exit(code);
 }
 
 /// The command line that reproduces this run.

@@ -68,6 +68,12 @@ fn parent(pid: u32) -> Option<u32> {
     stat_fields(pid)?.get(1)?.parse().ok()
 }
 
+/// Whether `pid` has ended and waits only for its parent to read its status (a zombie):
+/// nothing is left of it to stop.
+pub fn has_ended(pid: u32) -> bool {
+    stat_fields(pid).is_some_and(|fields| fields.first().is_some_and(|state| state == "Z"))
+}
+
 /// `roots` and every process under them.
 pub fn with_descendants(roots: &[u32]) -> Vec<u32> {
     let all: Vec<u32> = std::fs::read_dir("/proc")
