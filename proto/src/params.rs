@@ -51,16 +51,6 @@ impl Pairs {
             .map(|(name, value)| (&self.text[name.clone()], &self.text[value.clone()]))
     }
 
-    /// How many pairs there are.
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
-    }
-
     /// Appends a pair.
     pub fn push(&mut self, name: &str, value: &str) {
         let name = self.append(name);
@@ -124,8 +114,8 @@ pub fn decode_urlencoded(input: &[u8], source: Source) -> Result<Pairs, Invalid>
     let mut pairs = Pairs {
         // Decoding never lengthens a component.
         text: String::with_capacity(input.len()),
-        // Room for a call's usual handful; a query of empty fields must not reserve for each.
-        spans: Vec::with_capacity((memchr::memchr_iter(b'&', input).count() + 1).min(8)),
+        // A re-observe's four without growing; a longer call grows as a Vec does.
+        spans: Vec::with_capacity(4),
     };
     let mut rest = input;
     while !rest.is_empty() {
@@ -233,12 +223,12 @@ impl Merged {
 
     /// How many parameters there are.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.spans.len()
     }
 
     /// Whether there are none.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.0.spans.is_empty()
     }
 
     /// Every value, in the order of their names.
