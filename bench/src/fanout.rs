@@ -12,7 +12,7 @@ use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
-use crate::procs::{print_steal, MachineCpu, Sample, Steal};
+use crate::procs::{print_steal, CpuSeconds, MachineCpu, Sample, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
 use crate::Servers;
@@ -161,7 +161,7 @@ struct Report {
     later: Sample,
     idle_cpu: f64,
     /// Server CPU seconds from the first round's publish to the last round's deliveries.
-    rounds_cpu: f64,
+    rounds_cpu: CpuSeconds,
     /// The machine's CPU time stolen by the hypervisor over the rounds, in per cent.
     rounds_steal: Steal,
     nats_per_second: Option<f64>,
@@ -257,7 +257,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         rounds.push((round, Percentiles::of(&mut latencies)));
     }
     // Steadier than the rates, which move with what the two cores' other processes do.
-    let rounds_cpu = Sample::of(&server.pids()).cpu_seconds_since(&rounds_start);
+    let rounds_cpu = Sample::of(&server.pids()).cpu_split_since(&rounds_start);
     let rounds_steal = Steal::since(rounds_machine);
     let failures = std::mem::take(&mut workers.failures);
     let worker_count = workers.len();
@@ -372,10 +372,18 @@ impl Report {
         };
         let mean_rate = rates.iter().sum::<f64>() / rates.len().max(1) as f64;
         let delivered: usize = all.iter().map(|p| p.count).sum();
-        let cpu_us_per_delivery = self.rounds_cpu * 1e6 / delivered.max(1) as f64;
+        let per_delivery = |seconds: f64| seconds * 1e6 / delivered.max(1) as f64;
+        let cpu_us_per_delivery = per_delivery(self.rounds_cpu.total());
+        let (user_us, system_us) = (
+            per_delivery(self.rounds_cpu.user),
+            per_delivery(self.rounds_cpu.system),
+        );
+        // The split says how much of a delivery is the server's own code: the kernel's share
+        // (the socket calls and the loopback delivery) is much the same for every server.
         println!(
-            "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery",
-            self.rounds_cpu
+            "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery \
+             ({user_us:.1} in user space, {system_us:.1} in the kernel)",
+            self.rounds_cpu.total()
         );
         print_steal(self.rounds_steal, "in the rounds");
         for (failure, count) in &self.failures {
@@ -384,7 +392,7 @@ impl Report {
         println!(
             "summary target={name} observers={} rooms={} comets={} held={} setup_s={:.1} kib_per_held={per_held:.1} \
              mib_before={:.1} mib_holding={:.1} mib_after_30s={:.1} idle_cpu_pct={:.1} nats_msgs_per_s={} p50_ms={:.1} worst_p99_ms={:.1} deliveries_per_s={mean_rate:.0} \
-             cpu_us_per_delivery={cpu_us_per_delivery:.1} \
+             cpu_us_per_delivery={cpu_us_per_delivery:.1} user_us_per_delivery={user_us:.1} system_us_per_delivery={system_us:.1} \
              delivered={delivered}/{} failures={} steal_pct={}",
             args.observers,
             args.rooms,

@@ -8,10 +8,31 @@ use std::time::{Duration, Instant};
 pub struct Sample {
     /// Resident memory, KiB.
     pub rss_kib: u64,
-    /// User plus system CPU time, in clock ticks.
-    pub cpu_ticks: u64,
+    /// CPU time in user space and in the kernel, in clock ticks.
+    pub ticks: CpuTicks,
     /// When it was read.
     pub at: Instant,
+}
+
+/// CPU time in clock ticks, as /proc/PID/stat counts it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTicks {
+    pub user: u64,
+    pub system: u64,
+}
+
+/// CPU seconds spent in user space and in the kernel (system calls, and the softirqs that
+/// run in the process's time: on loopback, the delivery of what it sends).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSeconds {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl CpuSeconds {
+    pub fn total(&self) -> f64 {
+        self.user + self.system
+    }
 }
 
 impl Sample {
@@ -20,7 +41,13 @@ impl Sample {
         let pids = with_descendants(roots);
         Self {
             rss_kib: pids.iter().filter_map(|p| rss_kib(*p)).sum(),
-            cpu_ticks: pids.iter().filter_map(|p| cpu_ticks(*p)).sum(),
+            ticks: pids
+                .iter()
+                .filter_map(|p| cpu_ticks(*p))
+                .fold(CpuTicks::default(), |sum, t| CpuTicks {
+                    user: sum.user + t.user,
+                    system: sum.system + t.system,
+                }),
             at: Instant::now(),
         }
     }
@@ -36,7 +63,16 @@ impl Sample {
 
     /// CPU seconds used since `earlier` (user plus system).
     pub fn cpu_seconds_since(&self, earlier: &Sample) -> f64 {
-        self.cpu_ticks.saturating_sub(earlier.cpu_ticks) as f64 / ticks_per_second()
+        self.cpu_split_since(earlier).total()
+    }
+
+    /// CPU seconds used since `earlier`, in user space and in the kernel.
+    pub fn cpu_split_since(&self, earlier: &Sample) -> CpuSeconds {
+        let per_tick = 1.0 / ticks_per_second();
+        CpuSeconds {
+            user: self.ticks.user.saturating_sub(earlier.ticks.user) as f64 * per_tick,
+            system: self.ticks.system.saturating_sub(earlier.ticks.system) as f64 * per_tick,
+        }
     }
 }
 
@@ -58,10 +94,13 @@ fn stat_fields(pid: u32) -> Option<Vec<String>> {
     Some(after_name.split_whitespace().map(str::to_owned).collect())
 }
 
-fn cpu_ticks(pid: u32) -> Option<u64> {
+fn cpu_ticks(pid: u32) -> Option<CpuTicks> {
     // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
     let fields = stat_fields(pid)?;
-    Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+    Some(CpuTicks {
+        user: fields.get(11)?.parse().ok()?,
+        system: fields.get(12)?.parse().ok()?,
+    })
 }
 
 fn parent(pid: u32) -> Option<u32> {
@@ -193,6 +232,27 @@ mod tests {
         let steal = later.steal_percent_since(&earlier);
         assert!((steal - 100.0 * 50.0 / 225.0).abs() < 1e-9, "{steal}");
         assert!(MachineCpu::parse("cpu0 1 2 3").is_none());
+    }
+
+    /// Arithmetic with no system calls shows as user time, not kernel time (utime and stime
+    /// read from the right fields).
+    #[test]
+    fn a_busy_loop_counts_as_user_time() {
+        let me = std::process::id();
+        let start = Sample::of(&[me]);
+        let give_up = Instant::now() + Duration::from_secs(20);
+        let mut x = 1u64;
+        let spent = loop {
+            for _ in 0..50_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+            }
+            let spent = Sample::of(&[me]).cpu_split_since(&start);
+            if spent.total() >= 0.3 || Instant::now() > give_up {
+                break spent;
+            }
+        };
+        assert!(spent.total() >= 0.3, "the loop ran: {spent:?}");
+        assert!(spent.user >= 2.0 * spent.system, "{spent:?}");
     }
 
     #[test]
