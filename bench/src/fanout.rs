@@ -378,8 +378,9 @@ impl Report {
             per_delivery(self.rounds_cpu.user),
             per_delivery(self.rounds_cpu.system),
         );
-        // The split says how much of a delivery is the server's own code: the kernel's share
-        // (the socket calls and the loopback delivery) is much the same for every server.
+        // User space is the server's own code. The kernel's share is mostly the socket calls
+        // and the loopback delivery every server makes, plus the thread switches its design
+        // causes.
         println!(
             "server CPU in the rounds: {:.2} s, {cpu_us_per_delivery:.1} µs per delivery \
              ({user_us:.1} in user space, {system_us:.1} in the kernel)",

@@ -134,8 +134,7 @@ pub async fn run(share: Share) -> anyhow::Result<()> {
             server: share.servers[index % share.servers.len()],
             source: share.sources[index % share.sources.len()],
             room: room_name(index % share.rooms),
-            observe_prefix: members.get(offset).map(observe_prefix).unwrap_or_default(),
-            member: members.get(offset).cloned(),
+            resume: members.get(offset).map(Resume::of),
             last_modified: None,
             etag: None,
         };
@@ -255,9 +254,8 @@ struct Observer {
     server: SocketAddr,
     source: Ipv4Addr,
     room: String,
-    member: Option<Member>,
-    /// A lingr observe's target up to its counter, which alone changes between observes.
-    observe_prefix: String,
+    /// Where a lingr observer's next observe resumes.
+    resume: Option<Resume>,
     last_modified: Option<String>,
     etag: Option<String>,
 }
@@ -378,8 +376,8 @@ impl Observer {
     }
 
     fn target(&self) -> String {
-        match (&self.protocol, &self.member) {
-            (Protocol::Lingr, Some(member)) => format!("{}{}", self.observe_prefix, member.counter),
+        match (&self.protocol, &self.resume) {
+            (Protocol::Lingr, Some(resume)) => format!("{}{}", resume.prefix, resume.counter),
             _ => format!("/sub?room={}", self.room),
         }
     }
@@ -402,8 +400,10 @@ impl Observer {
                 // Only what the bench needs, borrowed where it can be: a generic JSON value
                 // per answer cost this client more per delivery than nchan's whole protocol,
                 // on the two cores it shares with the server.
-                let body: ObserveAnswer<'_> = serde_json::from_slice(&answer.body)
-                    .map_err(|_| format!("status {} without JSON", answer.status))?;
+                let body: ObserveAnswer<'_> =
+                    serde_json::from_slice(&answer.body).map_err(|err| {
+                        format!("status {} not an observe answer: {err}", answer.status)
+                    })?;
                 if answer.status != 200 {
                     return Err(format!(
                         "status {} {}",
@@ -411,8 +411,8 @@ impl Observer {
                         body.code.as_deref().unwrap_or("without a code")
                     ));
                 }
-                if let (Some(member), Some(counter)) = (&mut self.member, body.counter) {
-                    member.counter = counter;
+                if let (Some(resume), Some(counter)) = (&mut self.resume, body.counter) {
+                    resume.counter = counter;
                 }
                 Ok(body
                     .events
@@ -437,16 +437,27 @@ impl Observer {
     }
 }
 
-/// A lingr observe's target without its counter: `session`, `ticket` and `timeout` do not
-/// change from one observe to the next.
-fn observe_prefix(member: &Member) -> String {
-    let query = serde_urlencoded::to_string([
-        ("session", member.session.as_str()),
-        ("ticket", member.ticket.as_str()),
-        ("timeout", "60"),
-    ])
-    .unwrap_or_default();
-    format!("/api/room/observe?{query}&counter=")
+/// A lingr observer's next observe: its target up to the counter (`session`, `ticket` and
+/// `timeout` do not change from one observe to the next, so they are encoded once), and the
+/// counter the last answer gave.
+struct Resume {
+    prefix: String,
+    counter: u64,
+}
+
+impl Resume {
+    fn of(member: &Member) -> Self {
+        let query = serde_urlencoded::to_string([
+            ("session", member.session.as_str()),
+            ("ticket", member.ticket.as_str()),
+            ("timeout", "60"),
+        ])
+        .unwrap_or_default();
+        Self {
+            prefix: format!("/api/room/observe?{query}&counter="),
+            counter: member.counter,
+        }
+    }
 }
 
 /// What the bench reads of a lingr observe's answer (or of an error answer).
@@ -511,8 +522,7 @@ mod tests {
             server: SocketAddr::from(([127, 0, 0, 1], 1)),
             source: Ipv4Addr::LOCALHOST,
             room: room_name(0),
-            observe_prefix: observe_prefix(&member),
-            member: Some(member),
+            resume: Some(Resume::of(&member)),
             last_modified: None,
             etag: None,
         }
