@@ -8,6 +8,12 @@
 //! listen to it, in its place of acceptance: a herd accepted in a burst has its requests
 //! waiting in the sockets, unread until each task runs, and none of it is silent. Busy connections are never evicted; their number is bounded by what
 //! the handlers allow (held observes are capped below the descriptor limit).
+//!
+//! A connection that sends nothing is looked at by the registry's sweeper, not by a timer of
+//! its own: pending connections are already in order of acceptance, so of their deadline,
+//! and one task walking them in that order wakes only the watchdogs of the silent ones. A
+//! timer per connection, set while it waited for its first request, fired once after that
+//! request was held (about 12 µs per held observe: 1.2 CPU-seconds for 100,000).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,6 +61,7 @@ struct State {
 }
 
 impl State {
+    /// When the connection is to be closed (`None`: it has no deadline while busy).
     fn deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
         let phase = match self.phase {
             Phase::Opened(at) | Phase::Reading(at) => Some(at + deadlines.header_read),
@@ -69,10 +76,19 @@ impl State {
         }
     }
 
+    /// The deadline the watchdog's own timer holds: all but a silent new connection's, which
+    /// the registry's sweeper holds ([`Registry::sweep`]).
+    fn timed_deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
+        match (self.phase, self.write_blocked) {
+            (Phase::Opened(_), None) => None,
+            _ => self.deadline(deadlines),
+        }
+    }
+
     /// Whether the deadline now comes before the watchdog's timer would fire. A deadline that
     /// moved later needs no wake: the timer fires early, and the watchdog looks again.
     fn due_before_armed(&self, deadlines: &Deadlines) -> bool {
-        match (self.deadline(deadlines), self.armed) {
+        match (self.timed_deadline(deadlines), self.armed) {
             (Some(due), Some(armed)) => due < armed,
             (Some(_), None) => true,
             (None, _) => false,
@@ -117,6 +133,13 @@ impl Connection {
 
     pub(super) fn phase(&self) -> Phase {
         self.state.lock().map_or(Phase::Evicted, |s| s.phase)
+    }
+
+    /// When the connection is to be closed; now, when its state cannot be read.
+    fn deadline(&self) -> Option<Instant> {
+        self.state
+            .lock()
+            .map_or(Some(Instant::now()), |s| s.deadline(&self.deadlines))
     }
 
     /// Wakes the watchdog when the deadline comes before its timer.
@@ -164,14 +187,15 @@ impl Connection {
             };
         };
         let deadline = state.deadline(&self.deadlines);
-        state.armed = match deadline {
+        state.armed = match state.timed_deadline(&self.deadlines) {
             // No further ahead than a request's head is given: a request's first bytes and
             // its answer then move the deadline past the timer, and need no wake (they were
             // two wakes of every connection per answer in a fan-out). An idle connection's
             // watchdog looks again that often instead.
             Some(due) => Some(due.min(now + self.deadlines.header_read.max(MIN_LOOK_AHEAD))),
-            // Busy: a timer still to fire is left to fire (then the watchdog looks and rests),
-            // so the idle deadline after the answer comes after it, needing no wake either.
+            // Busy, or silent and new (the sweeper's): a timer still to fire is left to fire
+            // (then the watchdog looks and rests), so the idle deadline after the answer
+            // comes after it, needing no wake either.
             None => state.armed.filter(|at| *at > now),
         };
         Armed {
@@ -213,6 +237,8 @@ pub(super) struct Gauges {
 /// Every open connection of one listener, with the evictable ones in order of waiting.
 pub(super) struct Registry {
     maps: Mutex<Maps>,
+    /// Wakes [`Registry::sweep_forever`] for a pending connection due before it would look.
+    sweep_wanted: Notify,
     deadlines: Deadlines,
     max_pending: usize,
     max_open: usize,
@@ -225,6 +251,10 @@ struct Maps {
     open: usize,
     pending: BTreeMap<u64, Arc<Connection>>,
     idle: BTreeMap<u64, Arc<Connection>>,
+    /// The sweeper has woken the watchdogs of the pending connections up to this ticket.
+    swept: u64,
+    /// When the sweeper looks next (`None`: only when woken).
+    sweep_at: Option<Instant>,
 }
 
 impl Maps {
@@ -285,6 +315,7 @@ impl Registry {
     ) -> Self {
         Self {
             maps: Mutex::new(Maps::default()),
+            sweep_wanted: Notify::new(),
             deadlines,
             max_pending: max_pending.max(1),
             max_open: max_open.max(1),
@@ -343,12 +374,73 @@ impl Registry {
         };
         maps.pending.insert(ticket, Arc::clone(connection));
         connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
+        // Its task started late, after the sweeper passed its place: its deadline has passed
+        // too (deadlines follow tickets), and its watchdog's first look decides, after the
+        // task has read whatever request is waiting.
+        if ticket <= maps.swept {
+            connection.changed.notify_one();
+        } else if let Some(due) = connection.deadline() {
+            if maps.sweep_at.is_none_or(|at| due < at) {
+                maps.sweep_at = Some(due);
+                self.sweep_wanted.notify_one();
+            }
+        }
         let mut evicted = 0;
         while maps.pending.len() > self.max_pending && maps.evict_oldest(false) {
             evicted += 1;
         }
         self.show(&maps);
         evicted
+    }
+
+    /// Wakes the watchdog of each pending connection whose header deadline has passed, in
+    /// order of acceptance, which is the order of their deadlines; says when the next one
+    /// falls due (`None`: none is pending). Each is woken once; its watchdog closes it,
+    /// unless its request was read first.
+    pub(super) fn sweep(&self) -> Option<Instant> {
+        let Ok(mut maps) = self.maps.lock() else {
+            return None;
+        };
+        let Maps {
+            pending,
+            swept,
+            sweep_at,
+            ..
+        } = &mut *maps;
+        let now = Instant::now();
+        *sweep_at = None;
+        for (ticket, connection) in pending.range(swept.saturating_add(1)..) {
+            match connection.deadline() {
+                Some(due) if due > now => {
+                    *sweep_at = Some(due);
+                    break;
+                }
+                _ => {
+                    connection.changed.notify_one();
+                    *swept = *ticket;
+                }
+            }
+        }
+        *sweep_at
+    }
+
+    /// Sweeps ([`Registry::sweep`]) whenever the next silent connection falls due, or one
+    /// listened to comes before it; until the task is dropped.
+    pub(super) async fn sweep_forever(&self) {
+        loop {
+            let next = self.sweep();
+            // A connection listened to from here on wakes it with a stored permit.
+            let woken = self.sweep_wanted.notified();
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        () = woken => {}
+                        () = tokio::time::sleep_until(at) => {}
+                    }
+                }
+                None => woken.await,
+            }
+        }
     }
 
     /// A request starts: the connection is busy and cannot be evicted.
@@ -516,21 +608,25 @@ mod tests {
     async fn the_watchdog_is_woken_only_when_the_deadline_comes_before_its_timer() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (connection, _) = open_and_listen(&registry);
-        assert!(woken(&connection), "a new connection's first deadline");
+        assert!(
+            !woken(&connection),
+            "a new connection's deadline is the sweeper's"
+        );
         let opened = Instant::now();
         let head = opened + DEADLINES.header_read;
         assert_eq!(
             connection.arm(),
             Armed {
                 deadline: Some(head),
-                timer: Some(head)
+                timer: None
             }
         );
         registry.busy(&connection);
+        assert!(!woken(&connection), "held: no deadline, no timer");
         registry.idle(&connection);
         assert!(
-            !woken(&connection),
-            "answered: the idle deadline comes after the timer"
+            woken(&connection),
+            "answered: the idle deadline is the watchdog's own"
         );
         assert_eq!(
             connection.arm(),
@@ -539,6 +635,12 @@ mod tests {
                 timer: Some(head)
             },
             "an idle connection's watchdog looks again within a header deadline"
+        );
+        registry.busy(&connection);
+        registry.idle(&connection);
+        assert!(
+            !woken(&connection),
+            "answered again: the idle deadline comes after the timer"
         );
         tokio::time::advance(Duration::from_secs(3)).await;
         connection.on_read();
@@ -578,6 +680,68 @@ mod tests {
             first.arm().deadline.map(|due| due <= Instant::now()),
             Some(true)
         );
+    }
+
+    /// Silent connections are woken once each, in order of their deadlines; one whose
+    /// request came is not, and its watchdog has no timer to fire while the request is held.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_wakes_each_silent_connection_once_when_its_deadline_passes() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let (first, _) = open_and_listen(&registry);
+        let first_due = Instant::now() + DEADLINES.header_read;
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let (second, _) = open_and_listen(&registry);
+        let second_due = Instant::now() + DEADLINES.header_read;
+        let (held, _) = open_and_listen(&registry);
+        registry.busy(&held);
+        assert_eq!(registry.sweep(), Some(first_due));
+        assert!(!woken(&first) && !woken(&second));
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(registry.sweep(), Some(second_due));
+        assert!(woken(&first) && !woken(&second));
+        assert_eq!(registry.sweep(), Some(second_due));
+        assert!(!woken(&first), "woken once");
+        tokio::time::advance(Duration::from_secs(4)).await;
+        assert_eq!(registry.sweep(), None, "the held one is not pending");
+        assert!(woken(&second) && !woken(&held));
+        assert_eq!(
+            held.arm(),
+            Armed {
+                deadline: None,
+                timer: None
+            }
+        );
+    }
+
+    /// A task that starts after the sweep passed its connection's place: its watchdog is
+    /// woken at once, to look after the task has read what waits.
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_listened_to_after_the_sweep_passed_it_is_woken_at_once() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let (late, _) = registry.open().expect("room");
+        let (_prompt, _) = open_and_listen(&registry);
+        tokio::time::advance(DEADLINES.header_read).await;
+        assert_eq!(registry.sweep(), None);
+        assert_eq!(registry.listen(&late), 0);
+        assert!(woken(&late));
+        assert_eq!(late.arm().deadline, Some(Instant::now()));
+    }
+
+    /// The sweeper, resting with nothing pending, is woken by a new connection and wakes its
+    /// watchdog at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_wakes_a_silent_connection_at_its_deadline() {
+        let registry = Arc::new(Registry::new(10, 10, DEADLINES, Gauges::default()));
+        let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
+            let registry = Arc::clone(&registry);
+            async move { registry.sweep_forever().await }
+        }));
+        tokio::time::sleep(DEADLINES.idle).await;
+        let (silent, _) = open_and_listen(&registry);
+        tokio::time::sleep(DEADLINES.header_read - Duration::from_millis(1)).await;
+        assert!(!woken(&silent));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(woken(&silent));
     }
 
     #[test]
