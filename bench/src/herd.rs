@@ -12,7 +12,7 @@ use crate::observers::{
     self, Protocol, ONCE_ASKED_ROUND, ONCE_CONNECTING_ROUND, ONCE_RETRIED_ROUND, ONCE_ROUND,
     ONCE_SINCE_GO_ROUND,
 };
-use crate::procs::{print_steal, MachineCpu, Sample, Steal};
+use crate::procs::{print_steal, CpuSeconds, MachineCpu, Sample, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Workers};
 use crate::Servers;
@@ -63,8 +63,8 @@ struct Report {
     connecting: Percentiles,
     asked: Percentiles,
     backfills: Option<f64>,
-    /// CPU seconds the comet spent from its start to the last answer.
-    comet_cpu: f64,
+    /// CPU the comet spent from its start to the last answer.
+    comet_cpu: CpuSeconds,
     /// The machine's CPU time stolen by the hypervisor over the herd, in per cent.
     steal: Steal,
     fresh: Sample,
@@ -127,8 +127,7 @@ async fn measure(args: &Args, cluster: &mut Lingr) -> anyhow::Result<Report> {
     while let Ok(said) = workers.said.try_recv() {
         workers.absorb(said, &mut deliveries);
     }
-    let comet_cpu = herd_end.cpu_percent_since(&fresh) / 100.0
-        * herd_end.at.duration_since(fresh.at).as_secs_f64();
+    let comet_cpu = herd_end.cpu_split_since(&fresh);
     let backfills = lingr::metric(comet, "lingr_comet_backfills_total").await;
     let failures = std::mem::take(&mut workers.failures);
     workers.stop().await;
@@ -194,9 +193,11 @@ impl Report {
             self.connecting, self.asked
         );
         println!(
-            "backfills: {}; comet CPU from its start to the last answer: {:.2} s",
+            "backfills: {}; comet CPU from its start to the last answer: {:.2} s ({:.2} in user space, {:.2} in the kernel)",
             self.backfills.map_or("-".into(), |b| format!("{b:.0}")),
-            self.comet_cpu
+            self.comet_cpu.total(),
+            self.comet_cpu.user,
+            self.comet_cpu.system
         );
         println!(
             "comet memory: {:.1} MiB fresh, {:.1} MiB at most during the herd, {:.1} MiB 5 s after",
@@ -210,7 +211,7 @@ impl Report {
         }
         println!(
             "summary observers={} rooms={} events={} answered={} retried={} p50_ms={:.1} p99_ms={:.1} \
-             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={} steal_pct={}",
+             last_answer_ms={:.1} backfills={} comet_cpu_s={:.2} comet_user_s={:.2} comet_system_s={:.2} fresh_mib={:.1} peak_mib={:.1} failures={} steal_pct={}",
             args.observers,
             args.rooms,
             args.events,
@@ -220,7 +221,9 @@ impl Report {
             ms(self.from_request.p99),
             ms(self.from_go.max),
             self.backfills.map_or("-".into(), |b| format!("{b:.0}")),
-            self.comet_cpu,
+            self.comet_cpu.total(),
+            self.comet_cpu.user,
+            self.comet_cpu.system,
             mib(self.fresh.rss_kib),
             mib(self.peak_rss_kib),
             self.failures.values().sum::<usize>(),

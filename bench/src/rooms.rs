@@ -73,6 +73,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 struct CometCost {
     rooms_served: usize,
     cpu_percent: f64,
+    /// Of `cpu_percent`, what was spent in user space and in the kernel.
+    user_percent: f64,
+    system_percent: f64,
     rss_mib: f64,
     events_per_second: f64,
 }
@@ -141,11 +144,17 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
         .iter()
         .zip(&after)
         .enumerate()
-        .map(|(n, ((b, b_events), (a, a_events)))| CometCost {
-            rooms_served: if n < args.comets { served } else { 0 },
-            cpu_percent: a.cpu_percent_since(b),
-            rss_mib: a.rss_kib as f64 / 1024.0,
-            events_per_second: (a_events - b_events) / a.at.duration_since(b.at).as_secs_f64(),
+        .map(|(n, ((b, b_events), (a, a_events)))| {
+            let seconds = a.at.duration_since(b.at).as_secs_f64().max(0.001);
+            let split = a.cpu_split_since(b);
+            CometCost {
+                rooms_served: if n < args.comets { served } else { 0 },
+                cpu_percent: a.cpu_percent_since(b),
+                user_percent: 100.0 * split.user / seconds,
+                system_percent: 100.0 * split.system / seconds,
+                rss_mib: a.rss_kib as f64 / 1024.0,
+                events_per_second: (a_events - b_events) / seconds,
+            }
         })
         .collect();
     Ok(Report {
@@ -287,8 +296,14 @@ impl Report {
         );
         for (n, comet) in self.comets.iter().enumerate() {
             println!(
-                "comet {n}: serves {} rooms; CPU {:.1} % of one core, {:.1} MiB, {:.0} events/s taken in",
-                comet.rooms_served, comet.cpu_percent, comet.rss_mib, comet.events_per_second
+                "comet {n}: serves {} rooms; CPU {:.1} % of one core ({:.1} in user space, {:.1} in the kernel), \
+                 {:.1} MiB, {:.0} events/s taken in",
+                comet.rooms_served,
+                comet.cpu_percent,
+                comet.user_percent,
+                comet.system_percent,
+                comet.rss_mib,
+                comet.events_per_second
             );
         }
         for (failure, count) in &self.failures {
@@ -301,7 +316,7 @@ impl Report {
         };
         println!(
             "summary scenario=rooms rooms={} observed_rooms={} observers={} rate={} said={} delivered={}/{} \
-             deliveries_per_s={rate:.0} p50_ms={:.1} p99_ms={:.1} serving_cpu_pct={:.1} serving_mib={:.1} \
+             deliveries_per_s={rate:.0} p50_ms={:.1} p99_ms={:.1} serving_cpu_pct={:.1} serving_user_pct={:.1} serving_system_pct={:.1} serving_mib={:.1} \
              idle_cpu_pct={:.1} idle_mib={:.1} idle_events_per_s={:.0} failures={}",
             args.rooms,
             args.observed_rooms,
@@ -313,6 +328,8 @@ impl Report {
             ms(self.delivered.p50),
             ms(self.delivered.p99),
             mean(|c| c.cpu_percent),
+            mean(|c| c.user_percent),
+            mean(|c| c.system_percent),
             mean(|c| c.rss_mib),
             idle.map_or(0.0, |c| c.cpu_percent),
             idle.map_or(0.0, |c| c.rss_mib),
