@@ -16,7 +16,7 @@
 //! request was held (about 12 µs per held observe: 1.2 CPU-seconds for 100,000).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -100,9 +100,10 @@ impl State {
 ///
 /// Every request moves the deadline two or three times (read, busy, idle). Waking the
 /// watchdog for each move, and setting its timer again, cost a fan-out several polls of the
-/// connection and timer registrations per answer; it is woken only when the deadline comes
-/// before its timer, which [`Connection::arm`] sets no further ahead than a request's head is
-/// given.
+/// connection and timer registrations per answer; a move wakes it only when the deadline
+/// comes before its timer, which [`Connection::arm`] sets no further ahead than a request's
+/// head is given. While the connection is new and silent, the registry's sweeper wakes it
+/// instead ([`Registry::sweep`]).
 pub(super) struct Connection {
     state: Mutex<State>,
     changed: Notify,
@@ -135,14 +136,17 @@ impl Connection {
         self.state.lock().map_or(Phase::Evicted, |s| s.phase)
     }
 
-    /// When the connection is to be closed; now, when its state cannot be read.
-    fn deadline(&self) -> Option<Instant> {
-        self.state
-            .lock()
-            .map_or(Some(Instant::now()), |s| s.deadline(&self.deadlines))
+    /// When a connection that has sent nothing yet is due to have sent its request's head
+    /// (`None`: it has sent a request, or its state cannot be read).
+    fn header_due(&self) -> Option<Instant> {
+        match self.state.lock().map(|s| s.phase) {
+            Ok(Phase::Opened(at)) => Some(at + self.deadlines.header_read),
+            _ => None,
+        }
     }
 
-    /// Wakes the watchdog when the deadline comes before its timer.
+    /// Wakes the watchdog: when the deadline comes before its timer, or when the sweeper
+    /// finds a new connection's header deadline passed.
     pub(super) fn changed(&self) -> &Notify {
         &self.changed
     }
@@ -193,9 +197,10 @@ impl Connection {
             // two wakes of every connection per answer in a fan-out). An idle connection's
             // watchdog looks again that often instead.
             Some(due) => Some(due.min(now + self.deadlines.header_read.max(MIN_LOOK_AHEAD))),
-            // Busy, or silent and new (the sweeper's): a timer still to fire is left to fire
-            // (then the watchdog looks and rests), so the idle deadline after the answer
-            // comes after it, needing no wake either.
+            // Busy: a timer still to fire is left to fire (then the watchdog looks and rests),
+            // so the idle deadline after the answer comes after it, needing no wake either.
+            // New and silent (the sweeper's): none yet, so its first answer wakes the
+            // watchdog to set one.
             None => state.armed.filter(|at| *at > now),
         };
         Armed {
@@ -237,7 +242,7 @@ pub(super) struct Gauges {
 /// Every open connection of one listener, with the evictable ones in order of waiting.
 pub(super) struct Registry {
     maps: Mutex<Maps>,
-    /// Wakes [`Registry::sweep_forever`] for a pending connection due before it would look.
+    /// Wakes [`Registry::sweep_while_held`] for a pending connection due before it would look.
     sweep_wanted: Notify,
     deadlines: Deadlines,
     max_pending: usize,
@@ -251,7 +256,8 @@ struct Maps {
     open: usize,
     pending: BTreeMap<u64, Arc<Connection>>,
     idle: BTreeMap<u64, Arc<Connection>>,
-    /// The sweeper has woken the watchdogs of the pending connections up to this ticket.
+    /// The sweeper has woken the watchdogs of the pending connections up to this ticket, each
+    /// past its header deadline.
     swept: u64,
     /// When the sweeper looks next (`None`: only when woken).
     sweep_at: Option<Instant>,
@@ -374,15 +380,15 @@ impl Registry {
         };
         maps.pending.insert(ticket, Arc::clone(connection));
         connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
-        // Its task started late, after the sweeper passed its place: its deadline has passed
-        // too (deadlines follow tickets), and its watchdog's first look decides, after the
-        // task has read whatever request is waiting.
-        if ticket <= maps.swept {
-            connection.changed.notify_one();
-        } else if let Some(due) = connection.deadline() {
-            if maps.sweep_at.is_none_or(|at| due < at) {
-                maps.sweep_at = Some(due);
-                self.sweep_wanted.notify_one();
+        // A task that started after the sweeper passed its place needs no sweep: its header
+        // deadline has passed too (they follow tickets), and its watchdog's first look, after
+        // the task has read whatever request is waiting, closes it.
+        if ticket > maps.swept {
+            if let Some(due) = connection.header_due() {
+                if maps.sweep_at.is_none_or(|at| due < at) {
+                    maps.sweep_at = Some(due);
+                    self.sweep_wanted.notify_one();
+                }
             }
         }
         let mut evicted = 0;
@@ -395,50 +401,60 @@ impl Registry {
 
     /// Wakes the watchdog of each pending connection whose header deadline has passed, in
     /// order of acceptance, which is the order of their deadlines; says when the next one
-    /// falls due (`None`: none is pending). Each is woken once; its watchdog closes it,
-    /// unless its request was read first.
+    /// falls due (`None`: none is pending that it has not woken). Each is woken once; its
+    /// watchdog closes it, unless its request was read first.
     pub(super) fn sweep(&self) -> Option<Instant> {
-        let Ok(mut maps) = self.maps.lock() else {
-            return None;
-        };
-        let Maps {
-            pending,
-            swept,
-            sweep_at,
-            ..
-        } = &mut *maps;
-        let now = Instant::now();
-        *sweep_at = None;
-        for (ticket, connection) in pending.range(swept.saturating_add(1)..) {
-            match connection.deadline() {
-                Some(due) if due > now => {
-                    *sweep_at = Some(due);
-                    break;
-                }
-                _ => {
-                    connection.changed.notify_one();
-                    *swept = *ticket;
+        let (due, next) = {
+            let Ok(mut maps) = self.maps.lock() else {
+                return None;
+            };
+            let Maps {
+                pending,
+                swept,
+                sweep_at,
+                ..
+            } = &mut *maps;
+            let now = Instant::now();
+            *sweep_at = None;
+            let mut due = Vec::new();
+            for (ticket, connection) in pending.range(swept.saturating_add(1)..) {
+                match connection.header_due() {
+                    Some(at) if at > now => {
+                        *sweep_at = Some(at);
+                        break;
+                    }
+                    _ => {
+                        due.push(Arc::clone(connection));
+                        *swept = *ticket;
+                    }
                 }
             }
+            (due, *sweep_at)
+        };
+        // Woken outside the lock: a burst of silent connections expiring together is as many
+        // wakes of other threads, which the acceptor and every request would wait behind.
+        for connection in due {
+            connection.changed.notify_one();
         }
-        *sweep_at
+        next
     }
 
     /// Sweeps ([`Registry::sweep`]) whenever the next silent connection falls due, or one
-    /// listened to comes before it; until the task is dropped.
-    pub(super) async fn sweep_forever(&self) {
-        loop {
-            let next = self.sweep();
-            // A connection listened to from here on wakes it with a stored permit.
-            let woken = self.sweep_wanted.notified();
-            match next {
-                Some(at) => {
-                    tokio::select! {
-                        () = woken => {}
-                        () = tokio::time::sleep_until(at) => {}
-                    }
-                }
-                None => woken.await,
+    /// listened to comes before it, for as long as anything else holds the registry: a server
+    /// whose future was dropped leaves its connections running, still held to their deadlines.
+    pub(super) async fn sweep_while_held(registry: Weak<Self>) {
+        while let Some(registry) = registry.upgrade() {
+            let next = registry.sweep();
+            // A connection listened to from here on wakes it with a stored permit. With none
+            // pending it looks again after a while all the same, to notice it is the last
+            // holder.
+            let woken = registry.sweep_wanted.notified();
+            let at = next.unwrap_or_else(|| {
+                Instant::now() + registry.deadlines.header_read.max(MIN_LOOK_AHEAD)
+            });
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(at) => {}
             }
         }
     }
@@ -713,35 +729,84 @@ mod tests {
         );
     }
 
-    /// A task that starts after the sweep passed its connection's place: its watchdog is
-    /// woken at once, to look after the task has read what waits.
+    /// A task that starts after the sweep passed its connection's place: its header deadline
+    /// has passed too, so its watchdog's first look closes it (after the task has read what
+    /// waits) without the sweeper.
     #[tokio::test(start_paused = true)]
-    async fn a_connection_listened_to_after_the_sweep_passed_it_is_woken_at_once() {
+    async fn a_connection_listened_to_after_the_sweep_passed_it_is_due_at_once() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (late, _) = registry.open().expect("room");
         let (_prompt, _) = open_and_listen(&registry);
         tokio::time::advance(DEADLINES.header_read).await;
         assert_eq!(registry.sweep(), None);
         assert_eq!(registry.listen(&late), 0);
-        assert!(woken(&late));
         assert_eq!(late.arm().deadline, Some(Instant::now()));
     }
 
-    /// The sweeper, resting with nothing pending, is woken by a new connection and wakes its
-    /// watchdog at its deadline.
+    /// A write blocked before any request (an error answered to a bad head) is the watchdog's
+    /// to time, with the header deadline.
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_with_a_blocked_write_has_a_timer() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let (connection, _) = open_and_listen(&registry);
+        connection.on_write(true);
+        assert!(woken(&connection));
+        let head = Instant::now() + DEADLINES.header_read;
+        assert_eq!(connection.arm().timer, Some(head));
+    }
+
+    /// Runs the sweeper for `registry` as the server does.
+    fn spawn_sweeper(registry: &Arc<Registry>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(Registry::sweep_while_held(Arc::downgrade(registry)))
+    }
+
+    /// The sweeper wakes a silent connection's watchdog at its deadline, not before.
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_wakes_a_silent_connection_at_its_deadline() {
         let registry = Arc::new(Registry::new(10, 10, DEADLINES, Gauges::default()));
-        let _sweeper = tokio_util::task::AbortOnDropHandle::new(tokio::spawn({
-            let registry = Arc::clone(&registry);
-            async move { registry.sweep_forever().await }
-        }));
+        let _sweeper = spawn_sweeper(&registry);
         tokio::time::sleep(DEADLINES.idle).await;
         let (silent, _) = open_and_listen(&registry);
         tokio::time::sleep(DEADLINES.header_read - Duration::from_millis(1)).await;
         assert!(!woken(&silent));
         tokio::time::sleep(Duration::from_millis(2)).await;
         assert!(woken(&silent));
+    }
+
+    /// A connection accepted earlier but listened to later is due before the one the sweeper
+    /// sleeps for: it wakes the sweeper, which wakes it at its own deadline. (With nothing
+    /// pending the sweeper looks every header deadline anyway; the steps avoid those looks.)
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_due_before_the_sweepers_next_look_wakes_it() {
+        let registry = Arc::new(Registry::new(10, 10, DEADLINES, Gauges::default()));
+        let _sweeper = spawn_sweeper(&registry);
+        let ms = Duration::from_millis;
+        tokio::time::sleep(ms(9_500)).await;
+        let (earlier, _) = registry.open().expect("room");
+        tokio::time::sleep(ms(100)).await;
+        let (later, _) = open_and_listen(&registry);
+        // After the sweeper's look at 10 s, which left it asleep until `later` is due.
+        tokio::time::sleep(ms(900)).await;
+        assert_eq!(registry.listen(&earlier), 0);
+        tokio::time::sleep(ms(9_050)).await;
+        assert!(woken(&earlier) && !woken(&later));
+        tokio::time::sleep(ms(100)).await;
+        assert!(woken(&later));
+    }
+
+    /// A server whose future was dropped leaves the sweeper to its connections; it ends with
+    /// the last of them.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_ends_with_the_registry() {
+        let registry = Arc::new(Registry::new(10, 10, DEADLINES, Gauges::default()));
+        let sweeper = spawn_sweeper(&registry);
+        let (connection, _) = open_and_listen(&registry);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!sweeper.is_finished());
+        drop(registry);
+        tokio::time::sleep(DEADLINES.header_read * 3).await;
+        assert!(sweeper.is_finished());
+        drop(connection);
     }
 
     #[test]

@@ -169,7 +169,7 @@ impl ConnectionMetrics {
 /// What every connection of one listener shares.
 struct Shared {
     app: App,
-    registry: Registry,
+    registry: Arc<Registry>,
     metrics: ConnectionMetrics,
     requests: RequestMetrics,
     limits: HttpLimits,
@@ -192,21 +192,20 @@ pub async fn serve(
     let connection_metrics = ConnectionMetrics::register(&metrics);
     let shared = Arc::new(Shared {
         app,
-        registry: Registry::new(
+        registry: Arc::new(Registry::new(
             limits.max_pending_connections,
             limits.connection_cap(),
             limits.deadlines(),
             connection_metrics.gauges.clone(),
-        ),
+        )),
         metrics: connection_metrics,
         requests: RequestMetrics::register(&metrics),
         limits,
         force_close: CancellationToken::new(),
     });
-    let _sweeper = AbortOnDropHandle::new(tokio::spawn({
-        let shared = Arc::clone(&shared);
-        async move { shared.registry.sweep_forever().await }
-    }));
+    // Not stopped with this future: it ends when the last connection has let go of the
+    // registry.
+    tokio::spawn(Registry::sweep_while_held(Arc::downgrade(&shared.registry)));
     let connections = TaskTracker::new();
     let acceptor = Acceptor::start(
         listener,
