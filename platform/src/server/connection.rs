@@ -259,7 +259,8 @@ struct Maps {
     /// The sweeper has woken the watchdogs of the pending connections up to this ticket, each
     /// past its header deadline.
     swept: u64,
-    /// When the sweeper looks next (`None`: only when woken).
+    /// When the sweeper looks next for a pending connection (`None`: none is pending that it
+    /// has not woken; it looks again within a header deadline, or when woken).
     sweep_at: Option<Instant>,
 }
 
