@@ -72,12 +72,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 /// One comet's cost over the saying.
 struct CometCost {
     rooms_served: usize,
-    cpu_percent: f64,
-    /// Of `cpu_percent`, what was spent in user space and in the kernel.
+    /// CPU in user space and in the kernel, in per cent of one core.
     user_percent: f64,
     system_percent: f64,
     rss_mib: f64,
     events_per_second: f64,
+}
+
+impl CometCost {
+    /// CPU in all, in per cent of one core.
+    fn cpu_percent(&self) -> f64 {
+        self.user_percent + self.system_percent
+    }
 }
 
 struct Report {
@@ -149,7 +155,6 @@ async fn measure(args: &Args, cluster: &Lingr) -> anyhow::Result<Report> {
             let split = a.cpu_split_since(b);
             CometCost {
                 rooms_served: if n < args.comets { served } else { 0 },
-                cpu_percent: a.cpu_percent_since(b),
                 user_percent: 100.0 * split.user / seconds,
                 system_percent: 100.0 * split.system / seconds,
                 rss_mib: a.rss_kib as f64 / 1024.0,
@@ -299,7 +304,7 @@ impl Report {
                 "comet {n}: serves {} rooms; CPU {:.1} % of one core ({:.1} in user space, {:.1} in the kernel), \
                  {:.1} MiB, {:.0} events/s taken in",
                 comet.rooms_served,
-                comet.cpu_percent,
+                comet.cpu_percent(),
                 comet.user_percent,
                 comet.system_percent,
                 comet.rss_mib,
@@ -327,11 +332,11 @@ impl Report {
             self.expected,
             ms(self.delivered.p50),
             ms(self.delivered.p99),
-            mean(|c| c.cpu_percent),
+            mean(CometCost::cpu_percent),
             mean(|c| c.user_percent),
             mean(|c| c.system_percent),
             mean(|c| c.rss_mib),
-            idle.map_or(0.0, |c| c.cpu_percent),
+            idle.map_or(0.0, CometCost::cpu_percent),
             idle.map_or(0.0, |c| c.rss_mib),
             idle.map_or(0.0, |c| c.events_per_second),
             self.failures.values().sum::<usize>(),
