@@ -730,11 +730,11 @@ mod tests {
         );
     }
 
-    /// A task that starts after the sweep passed its connection's place: its header deadline
-    /// has passed too, so its watchdog's first look closes it (after the task has read what
-    /// waits) without the sweeper.
+    /// A task that starts after the sweep passed its connection's place: listening does not
+    /// restart its header deadline, which has passed, so its watchdog's first look closes it
+    /// (after the task has read what waits) without the sweeper.
     #[tokio::test(start_paused = true)]
-    async fn a_connection_listened_to_after_the_sweep_passed_it_is_due_at_once() {
+    async fn listening_late_does_not_extend_the_header_deadline() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (late, _) = registry.open().expect("room");
         let (_prompt, _) = open_and_listen(&registry);
