@@ -44,6 +44,11 @@ pub struct Args {
     /// Seconds of holding over which idle CPU and NATS traffic are measured.
     #[arg(long, default_value_t = 10)]
     idle: u64,
+    /// Seconds between one round's last delivery and the next round (default: none). Events in
+    /// a chat room come further apart than a server's per-connection timers run; a pause
+    /// longer than those measures what an answer costs after them.
+    #[arg(long, default_value_t = 0.0)]
+    pause: f64,
     /// Seconds to wait before each round when the server cannot say how many it holds
     /// (pushpin; default 2 s plus 1.5 ms per observer).
     #[arg(long)]
@@ -236,6 +241,9 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     let rounds_start = Sample::of(&server.pids());
     let rounds_machine = MachineCpu::now();
     for round in 1..=args.rounds {
+        if round > 1 {
+            tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
+        }
         wait_held(server, args.observers, settle, Duration::from_secs(30)).await;
         let text = observers::message(round);
         for (room, connection) in publisher.iter_mut().enumerate() {
