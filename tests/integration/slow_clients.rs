@@ -162,17 +162,13 @@ async fn silent_connections_close_after_the_header_read_timeout_while_others_are
     world.stop().await;
 }
 
-#[tokio::test]
-async fn headers_trickled_a_byte_at_a_time_are_cut_off() {
-    let world = World::start(&["--header-read-timeout", "2"]).await;
-    let mut stream = TcpStream::connect(address(world.api()))
-        .await
-        .expect("connect");
-    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+/// Sends `request` a byte every 150 ms until the server closes the connection; says how many
+/// bytes it took, and failing if it took them all.
+async fn trickle_until_cut_off(stream: &mut TcpStream, request: &[u8]) {
     let started = Instant::now();
     let mut sent = 0;
     for byte in request {
-        if stream.write_all(&[*byte]).await.is_err() || is_closed(&mut stream).await {
+        if stream.write_all(&[*byte]).await.is_err() || is_closed(stream).await {
             break;
         }
         sent += 1;
@@ -183,7 +179,37 @@ async fn headers_trickled_a_byte_at_a_time_are_cut_off() {
         "the server waited for {sent} bytes over {:?}",
         started.elapsed()
     );
+}
+
+/// A request's head that never ends.
+const TRICKLED: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+#[tokio::test]
+async fn headers_trickled_a_byte_at_a_time_are_cut_off() {
+    let world = World::start(&["--header-read-timeout", "2"]).await;
+    let mut stream = TcpStream::connect(address(world.api()))
+        .await
+        .expect("connect");
+    trickle_until_cut_off(&mut stream, TRICKLED).await;
     world.normal_client_is_served("trickle").await;
+    world.stop().await;
+}
+
+/// The same on a kept-alive connection, whose idle deadline (a minute here) is far longer:
+/// the head of its next request is held to the header deadline from its first byte.
+#[tokio::test]
+async fn a_later_requests_headers_trickled_are_cut_off() {
+    let world = World::start(&["--header-read-timeout", "2", "--idle-timeout", "60"]).await;
+    let mut stream = TcpStream::connect(address(world.api()))
+        .await
+        .expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("first request");
+    assert_eq!(read_response(&mut stream).await, 200);
+    trickle_until_cut_off(&mut stream, TRICKLED).await;
+    world.normal_client_is_served("trickle-later").await;
     world.stop().await;
 }
 

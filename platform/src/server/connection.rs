@@ -9,11 +9,14 @@
 //! waiting in the sockets, unread until each task runs, and none of it is silent. Busy connections are never evicted; their number is bounded by what
 //! the handlers allow (held observes are capped below the descriptor limit).
 //!
-//! A connection that sends nothing is looked at by the registry's sweeper, not by a timer of
-//! its own: pending connections are already in order of acceptance, so of their deadline,
-//! and one task walking them in that order wakes only the watchdogs of the silent ones. A
-//! timer per connection, set while it waited for its first request, fired once after that
-//! request was held (about 12 µs per held observe: 1.2 CPU-seconds for 100,000).
+//! A connection that sends nothing, and one idling between requests, is looked at by the
+//! registry's sweeper, not by a timer of its own: pending connections are already in order of
+//! acceptance and idle ones in order of idling, so of their deadlines, and one task walking
+//! each set in that order wakes only the watchdogs of those past due. A timer per connection,
+//! set while it waited for a request, fired once after that request was held (about 12 µs per
+//! held observe: 1.2 CPU-seconds for 100,000), and was set again by the next answer: a wake,
+//! a timer and its firing for every answer of an observe held longer than a header deadline,
+//! which is most of a chat room's.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -76,11 +79,12 @@ impl State {
         }
     }
 
-    /// The deadline the watchdog's own timer holds: all but a silent new connection's, which
-    /// the registry's sweeper holds ([`Registry::sweep`]).
+    /// The deadline the watchdog's own timer holds: a later request's head, a blocked write
+    /// and a closing. A silent new connection's and an idle one's are the registry's sweeper's
+    /// ([`Registry::sweep`]).
     fn timed_deadline(&self, deadlines: &Deadlines) -> Option<Instant> {
         match (self.phase, self.write_blocked) {
-            (Phase::Opened(_), None) => None,
+            (Phase::Opened(_) | Phase::Idle(_), None) => None,
             _ => self.deadline(deadlines),
         }
     }
@@ -101,9 +105,9 @@ impl State {
 /// Every request moves the deadline two or three times (read, busy, idle). Waking the
 /// watchdog for each move, and setting its timer again, cost a fan-out several polls of the
 /// connection and timer registrations per answer; a move wakes it only when the deadline
-/// comes before its timer, which [`Connection::arm`] sets no further ahead than a request's
-/// head is given. While the connection is new and silent, the registry's sweeper wakes it
-/// instead ([`Registry::sweep`]).
+/// comes before its timer. While the connection is new and silent, or idle, the registry's
+/// sweeper wakes it instead ([`Registry::sweep`]), so a request answered at once, or held,
+/// wakes it not at all.
 pub(super) struct Connection {
     state: Mutex<State>,
     changed: Notify,
@@ -145,8 +149,17 @@ impl Connection {
         }
     }
 
+    /// When a connection idling between requests is due to close (`None`: it is not idle,
+    /// or its state cannot be read).
+    fn idle_due(&self) -> Option<Instant> {
+        match self.state.lock().map(|s| s.phase) {
+            Ok(Phase::Idle(at)) => Some(at + self.deadlines.idle),
+            _ => None,
+        }
+    }
+
     /// Wakes the watchdog: when the deadline comes before its timer, or when the sweeper
-    /// finds a new connection's header deadline passed.
+    /// finds a new or idle connection's deadline passed.
     pub(super) fn changed(&self) -> &Notify {
         &self.changed
     }
@@ -161,13 +174,22 @@ impl Connection {
         }
     }
 
-    /// Bytes arrived: an idle connection starts reading a request's head.
+    /// Bytes arrived: an idle connection starts reading a request's head. This wakes nothing:
+    /// a head mostly arrives whole, and its request makes the connection busy within the same
+    /// poll, so a wake here would be one per request. A head that has to wait for more bytes
+    /// wakes the watchdog then ([`Connection::on_read_wait`]).
     pub(super) fn on_read(&self) {
-        self.update(|state| {
+        if let Ok(mut state) = self.state.lock() {
             if matches!(state.phase, Phase::Idle(_)) {
                 state.phase = Phase::Reading(Instant::now());
             }
-        });
+        }
+    }
+
+    /// A read has to wait for the client: if a request's head is partly read, its deadline
+    /// is the watchdog's to time.
+    pub(super) fn on_read_wait(&self) {
+        self.update(|_| {});
     }
 
     /// A write could not go out (`blocked`) or went out: a client that stops reading is
@@ -192,15 +214,11 @@ impl Connection {
         };
         let deadline = state.deadline(&self.deadlines);
         state.armed = match state.timed_deadline(&self.deadlines) {
-            // No further ahead than a request's head is given: a request's first bytes and
-            // its answer then move the deadline past the timer, and need no wake (they were
-            // two wakes of every connection per answer in a fan-out). An idle connection's
-            // watchdog looks again that often instead.
+            // No further ahead than a request's head is given, so that a deadline moved
+            // later (a blocked write that went out) is looked at again within that.
             Some(due) => Some(due.min(now + self.deadlines.header_read.max(MIN_LOOK_AHEAD))),
-            // Busy: a timer still to fire is left to fire (then the watchdog looks and rests),
-            // so the idle deadline after the answer comes after it, needing no wake either.
-            // New and silent (the sweeper's): none yet, so its first answer wakes the
-            // watchdog to set one.
+            // Busy, idle or new and silent: a timer still to fire is left to fire (then the
+            // watchdog looks and rests); cancelling it would cost a wake.
             None => state.armed.filter(|at| *at > now),
         };
         Armed {
@@ -210,8 +228,8 @@ impl Connection {
     }
 }
 
-/// The shortest a watchdog's timer is set ahead while a connection has a deadline, so that a
-/// tiny header deadline cannot have it spin.
+/// The shortest a watchdog's timer, or the sweeper with nothing due, is set ahead, so that a
+/// tiny header deadline cannot have either spin.
 const MIN_LOOK_AHEAD: Duration = Duration::from_secs(1);
 
 /// What the watchdog learns when it looks.
@@ -259,8 +277,11 @@ struct Maps {
     /// The sweeper has woken the watchdogs of the pending connections up to this ticket, each
     /// past its header deadline.
     swept: u64,
-    /// When the sweeper looks next for a pending connection (`None`: none is pending that it
-    /// has not woken; it looks again within a header deadline, or when woken).
+    /// The same for the idle connections and their idle deadline. An idle connection that
+    /// has started reading a request's head is woken when the sweep reaches it too, and its
+    /// watchdog times that head.
+    swept_idle: u64,
+    /// When the sweeper looks next (`None`: it has not looked yet).
     sweep_at: Option<Instant>,
 }
 
@@ -268,6 +289,14 @@ impl Maps {
     fn ticket(&mut self) -> u64 {
         self.next_ticket += 1;
         self.next_ticket
+    }
+
+    /// Makes sure the sweeper looks by `due`, waking it if it would look later.
+    fn sweep_by(&mut self, due: Instant, sweep_wanted: &Notify) {
+        if self.sweep_at.is_none_or(|at| due < at) {
+            self.sweep_at = Some(due);
+            sweep_wanted.notify_one();
+        }
     }
 
     fn take_slot(&mut self, connection: &Connection) {
@@ -386,10 +415,7 @@ impl Registry {
         // the task has read whatever request is waiting, closes it.
         if ticket > maps.swept {
             if let Some(due) = connection.header_due() {
-                if maps.sweep_at.is_none_or(|at| due < at) {
-                    maps.sweep_at = Some(due);
-                    self.sweep_wanted.notify_one();
-                }
+                maps.sweep_by(due, &self.sweep_wanted);
             }
         }
         let mut evicted = 0;
@@ -400,59 +426,58 @@ impl Registry {
         evicted
     }
 
-    /// Wakes the watchdog of each pending connection whose header deadline has passed, in
-    /// order of acceptance, which is the order of their deadlines; says when the next one
-    /// falls due (`None`: none is pending that it has not woken). Each is woken once; its
-    /// watchdog closes it, unless its request was read first.
-    pub(super) fn sweep(&self) -> Option<Instant> {
-        let (due, next) = {
+    /// Wakes the watchdog of each pending connection whose header deadline has passed, and of
+    /// each idle one whose idle deadline has, in order of acceptance or of idling, which is
+    /// the order of their deadlines; says when to look next: when the next one falls due, or
+    /// within a header deadline. Each is woken once; its watchdog closes it, unless a request
+    /// was read first.
+    pub(super) fn sweep(&self) -> Instant {
+        let (woken, next) = {
             let Ok(mut maps) = self.maps.lock() else {
-                return None;
+                return Instant::now() + self.look_ahead();
             };
             let Maps {
                 pending,
+                idle,
                 swept,
+                swept_idle,
                 sweep_at,
                 ..
             } = &mut *maps;
             let now = Instant::now();
-            *sweep_at = None;
-            let mut due = Vec::new();
-            for (ticket, connection) in pending.range(swept.saturating_add(1)..) {
-                match connection.header_due() {
-                    Some(at) if at > now => {
-                        *sweep_at = Some(at);
-                        break;
-                    }
-                    _ => {
-                        due.push(Arc::clone(connection));
-                        *swept = *ticket;
-                    }
-                }
-            }
-            (due, *sweep_at)
+            let mut woken = Vec::new();
+            let pending_next = sweep_set(pending, swept, now, Connection::header_due, &mut woken);
+            let idle_next = sweep_set(idle, swept_idle, now, Connection::idle_due, &mut woken);
+            let next = pending_next
+                .into_iter()
+                .chain(idle_next)
+                .fold(now + self.look_ahead(), Instant::min);
+            *sweep_at = Some(next);
+            (woken, next)
         };
-        // Woken outside the lock: a burst of silent connections expiring together is as many
-        // wakes of other threads, which the acceptor and every request would wait behind.
-        for connection in due {
+        // Woken outside the lock: a burst of connections expiring together is as many wakes
+        // of other threads, which the acceptor and every request would wait behind.
+        for connection in woken {
             connection.changed.notify_one();
         }
         next
     }
 
-    /// Sweeps ([`Registry::sweep`]) whenever the next silent connection falls due, or one
-    /// listened to comes before it, for as long as anything else holds the registry: a server
-    /// whose future was dropped leaves its connections running, still held to their deadlines.
+    /// How far ahead the sweeper looks at most: with nothing due it still looks, to notice it
+    /// is the last holder of the registry.
+    fn look_ahead(&self) -> Duration {
+        self.deadlines.header_read.max(MIN_LOOK_AHEAD)
+    }
+
+    /// Sweeps ([`Registry::sweep`]) whenever the next connection falls due, or one listened
+    /// to or idling comes before it, for as long as anything else holds the registry: a
+    /// server whose future was dropped leaves its connections running, still held to their
+    /// deadlines.
     pub(super) async fn sweep_while_held(registry: Weak<Self>) {
         while let Some(registry) = registry.upgrade() {
-            let next = registry.sweep();
-            // A connection listened to from here on wakes it with a stored permit. With none
-            // pending it looks again after a while all the same, to notice it is the last
-            // holder.
+            let at = registry.sweep();
+            // A connection due before `at` from here on wakes it with a stored permit.
             let woken = registry.sweep_wanted.notified();
-            let at = next.unwrap_or_else(|| {
-                Instant::now() + registry.deadlines.header_read.max(MIN_LOOK_AHEAD)
-            });
             tokio::select! {
                 () = woken => {}
                 () = tokio::time::sleep_until(at) => {}
@@ -483,10 +508,14 @@ impl Registry {
             }
             let ticket = maps.ticket();
             maps.idle.insert(ticket, Arc::clone(connection));
+            // Taken under the registry's lock, as the ticket is: the idle set's order is then
+            // the order of its deadlines.
+            let since = Instant::now();
             connection.update(|state| {
                 state.slot = Some(Slot::Idle(ticket));
-                state.phase = Phase::Idle(Instant::now());
+                state.phase = Phase::Idle(since);
             });
+            maps.sweep_by(since + self.deadlines.idle, &self.sweep_wanted);
             self.show(&maps);
         }
     }
@@ -500,6 +529,28 @@ impl Registry {
             self.show(&maps);
         }
     }
+}
+
+/// Walks `set` from the ticket after `swept`, taking into `woken` each connection whose
+/// deadline (by `due`) has passed, or cannot be told; stops at the first not yet due and
+/// says when that one is.
+fn sweep_set(
+    set: &BTreeMap<u64, Arc<Connection>>,
+    swept: &mut u64,
+    now: Instant,
+    due: fn(&Connection) -> Option<Instant>,
+    woken: &mut Vec<Arc<Connection>>,
+) -> Option<Instant> {
+    for (ticket, connection) in set.range(swept.saturating_add(1)..) {
+        match due(connection) {
+            Some(at) if at > now => return Some(at),
+            _ => {
+                woken.push(Arc::clone(connection));
+                *swept = *ticket;
+            }
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -630,11 +681,10 @@ mod tests {
             "a new connection's deadline is the sweeper's"
         );
         let opened = Instant::now();
-        let head = opened + DEADLINES.header_read;
         assert_eq!(
             connection.arm(),
             Armed {
-                deadline: Some(head),
+                deadline: Some(opened + DEADLINES.header_read),
                 timer: None
             }
         );
@@ -642,28 +692,30 @@ mod tests {
         assert!(!woken(&connection), "held: no deadline, no timer");
         registry.idle(&connection);
         assert!(
-            woken(&connection),
-            "answered: the idle deadline is the watchdog's own"
+            !woken(&connection),
+            "answered: the idle deadline is the sweeper's too"
         );
         assert_eq!(
             connection.arm(),
             Armed {
                 deadline: Some(opened + DEADLINES.idle),
-                timer: Some(head)
-            },
-            "an idle connection's watchdog looks again within a header deadline"
-        );
-        registry.busy(&connection);
-        registry.idle(&connection);
-        assert!(
-            !woken(&connection),
-            "answered again: the idle deadline comes after the timer"
+                timer: None
+            }
         );
         tokio::time::advance(Duration::from_secs(3)).await;
         connection.on_read();
+        connection.on_read_wait();
         assert!(
-            !woken(&connection),
-            "a request's head is due after the timer: no wake"
+            woken(&connection),
+            "a head that waits for more bytes is the watchdog's"
+        );
+        let head = Instant::now() + DEADLINES.header_read;
+        assert_eq!(
+            connection.arm(),
+            Armed {
+                deadline: Some(head),
+                timer: Some(head)
+            }
         );
         registry.busy(&connection);
         assert_eq!(
@@ -699,6 +751,27 @@ mod tests {
         );
     }
 
+    /// The common request: its head arrives whole and it is answered at once, or held. None
+    /// of that wakes the watchdog or sets its timer.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_read_whole_and_answered_wakes_nothing() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let (connection, _) = open_and_listen(&registry);
+        registry.busy(&connection);
+        registry.idle(&connection);
+        for _ in 0..3 {
+            connection.on_read_wait();
+            tokio::time::advance(Duration::from_secs(20)).await;
+            connection.on_read();
+            registry.busy(&connection);
+            connection.on_read_wait();
+            tokio::time::advance(Duration::from_secs(30)).await;
+            registry.idle(&connection);
+        }
+        assert!(!woken(&connection));
+        assert_eq!(connection.arm().timer, None);
+    }
+
     /// Silent connections are woken once each, in order of their deadlines; one whose
     /// request came is not, and its watchdog has no timer to fire while the request is held.
     #[tokio::test(start_paused = true)]
@@ -711,15 +784,19 @@ mod tests {
         let second_due = Instant::now() + DEADLINES.header_read;
         let (held, _) = open_and_listen(&registry);
         registry.busy(&held);
-        assert_eq!(registry.sweep(), Some(first_due));
+        assert_eq!(registry.sweep(), first_due);
         assert!(!woken(&first) && !woken(&second));
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(registry.sweep(), Some(second_due));
+        assert_eq!(registry.sweep(), second_due);
         assert!(woken(&first) && !woken(&second));
-        assert_eq!(registry.sweep(), Some(second_due));
+        assert_eq!(registry.sweep(), second_due);
         assert!(!woken(&first), "woken once");
         tokio::time::advance(Duration::from_secs(4)).await;
-        assert_eq!(registry.sweep(), None, "the held one is not pending");
+        assert_eq!(
+            registry.sweep(),
+            Instant::now() + DEADLINES.header_read,
+            "the held one is not pending: the sweeper only looks again a while later"
+        );
         assert!(woken(&second) && !woken(&held));
         assert_eq!(
             held.arm(),
@@ -728,6 +805,44 @@ mod tests {
                 timer: None
             }
         );
+    }
+
+    /// Idle connections are woken once each at their idle deadline, in order of idling; one
+    /// whose next request came is not, and one whose next head is partly read is woken with
+    /// the rest (its watchdog then times that head).
+    #[tokio::test(start_paused = true)]
+    async fn the_sweep_wakes_each_idle_connection_once_at_its_idle_deadline() {
+        let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
+        let answered = |connection: &Arc<Connection>| {
+            registry.busy(connection);
+            registry.idle(connection);
+        };
+        let (first, _) = open_and_listen(&registry);
+        let (reading, _) = open_and_listen(&registry);
+        let (asked_again, _) = open_and_listen(&registry);
+        answered(&first);
+        let first_due = Instant::now() + DEADLINES.idle;
+        answered(&reading);
+        answered(&asked_again);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (second, _) = open_and_listen(&registry);
+        answered(&second);
+        let second_due = Instant::now() + DEADLINES.idle;
+        reading.on_read();
+        registry.busy(&asked_again);
+        tokio::time::advance(first_due - Instant::now() - Duration::from_millis(1)).await;
+        registry.sweep();
+        assert!(!woken(&first) && !woken(&reading));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(registry.sweep(), second_due);
+        assert!(woken(&first) && woken(&reading));
+        assert!(!woken(&asked_again) && !woken(&second));
+        assert_eq!(first.arm().deadline, Some(first_due));
+        assert_eq!(registry.sweep(), second_due);
+        assert!(!woken(&first), "woken once");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        registry.sweep();
+        assert!(woken(&second));
     }
 
     /// A task that starts after the sweep passed its connection's place: listening does not
@@ -739,7 +854,7 @@ mod tests {
         let (late, _) = registry.open().expect("room");
         let (_prompt, _) = open_and_listen(&registry);
         tokio::time::advance(DEADLINES.header_read).await;
-        assert_eq!(registry.sweep(), None);
+        registry.sweep();
         assert_eq!(registry.listen(&late), 0);
         assert_eq!(late.arm().deadline, Some(Instant::now()));
     }
@@ -795,6 +910,26 @@ mod tests {
         assert!(woken(&later));
     }
 
+    /// An idle connection due before the sweeper's next look (an idle deadline shorter than a
+    /// header deadline) wakes the sweeper, which wakes it at its deadline.
+    #[tokio::test(start_paused = true)]
+    async fn the_sweeper_wakes_an_idle_connection_at_its_idle_deadline() {
+        let deadlines = Deadlines {
+            idle: Duration::from_secs(2),
+            ..DEADLINES
+        };
+        let registry = Arc::new(Registry::new(10, 10, deadlines, Gauges::default()));
+        let _sweeper = spawn_sweeper(&registry);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (connection, _) = open_and_listen(&registry);
+        registry.busy(&connection);
+        registry.idle(&connection);
+        tokio::time::sleep(deadlines.idle - Duration::from_millis(1)).await;
+        assert!(!woken(&connection));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(woken(&connection));
+    }
+
     /// A server whose future was dropped leaves the sweeper to its connections; it ends with
     /// the last of them.
     #[tokio::test(start_paused = true)]
@@ -822,17 +957,18 @@ mod tests {
         assert_eq!(connection.arm().deadline, None);
     }
 
-    #[test]
-    fn a_tiny_header_deadline_cannot_make_the_watchdog_spin() {
+    #[tokio::test(start_paused = true)]
+    async fn a_tiny_header_deadline_cannot_make_the_watchdog_or_the_sweeper_spin() {
         let deadlines = Deadlines {
             header_read: Duration::ZERO,
             ..DEADLINES
         };
         let registry = Registry::new(10, 10, deadlines, Gauges::default());
-        let (connection, _) = registry.open().expect("room");
+        let (connection, _) = open_and_listen(&registry);
         registry.busy(&connection);
-        registry.idle(&connection);
+        connection.on_write(true);
         let looked = Instant::now();
         assert!(connection.arm().timer >= Some(looked + MIN_LOOK_AHEAD));
+        assert!(registry.sweep() >= looked + MIN_LOOK_AHEAD);
     }
 }

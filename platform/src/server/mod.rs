@@ -13,7 +13,7 @@
 //! hyper's own header-read timeout also runs between keep-alive requests, which would close a
 //! load balancer's pooled connections after 10 s; hence this module's watchdog, one per
 //! connection, driven by what the connection does, and woken by the registry's sweeper while
-//! a new connection has sent nothing.
+//! a new connection has sent nothing or a connection idles between requests.
 //!
 //! Each request carries the client's address ([`ClientAddr`], see the `client_addr` module) and
 //! the body timeout. Connections are accepted on a thread of their own (the `acceptor`
@@ -416,7 +416,7 @@ impl Drop for IdleOnDrop<'_> {
     }
 }
 
-/// A socket that tells its connection when bytes arrive and when a write has to wait.
+/// A socket that tells its connection when bytes arrive, and when a read or a write has to wait.
 struct Watched {
     stream: TcpStream,
     connection: Arc<Connection>,
@@ -437,8 +437,10 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.connection.on_read();
+        match polled {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => self.connection.on_read(),
+            Poll::Pending => self.connection.on_read_wait(),
+            _ => {}
         }
         polled
     }
