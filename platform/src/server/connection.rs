@@ -19,6 +19,7 @@
 //! which is most of a chat room's.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -106,11 +107,13 @@ impl State {
 /// watchdog for each move, and setting its timer again, cost a fan-out several polls of the
 /// connection and timer registrations per answer; a move wakes it only when the deadline
 /// comes before its timer. While the connection is new and silent, or idle, the registry's
-/// sweeper wakes it instead ([`Registry::sweep`]), so a request answered at once, or held,
-/// wakes it not at all.
+/// sweeper wakes it instead ([`Registry::sweep`]); a request whose head arrives whole, answered
+/// at once or held, wakes it not at all.
 pub(super) struct Connection {
     state: Mutex<State>,
     changed: Notify,
+    /// An idle connection began to read a request's head since its task last waited.
+    head_begun: AtomicBool,
     deadlines: Deadlines,
 }
 
@@ -132,6 +135,7 @@ impl Connection {
                 armed: None,
             }),
             changed: Notify::new(),
+            head_begun: AtomicBool::new(false),
             deadlines,
         })
     }
@@ -164,11 +168,15 @@ impl Connection {
         &self.changed
     }
 
-    fn update(&self, change: impl FnOnce(&mut State)) {
-        let wake = self.state.lock().is_ok_and(|mut state| {
-            change(&mut state);
-            state.due_before_armed(&self.deadlines)
-        });
+    /// Applies `change`, which says whether it moved what the deadline depends on, and wakes
+    /// the watchdog if the deadline now comes before its timer. A change that moved nothing
+    /// wakes nothing: every write that goes out says so, also while a head is being read,
+    /// whose timing is [`Connection::on_wait`]'s to start.
+    fn update(&self, change: impl FnOnce(&mut State) -> bool) {
+        let wake = self
+            .state
+            .lock()
+            .is_ok_and(|mut state| change(&mut state) && state.due_before_armed(&self.deadlines));
         if wake {
             self.changed.notify_one();
         }
@@ -176,29 +184,39 @@ impl Connection {
 
     /// Bytes arrived: an idle connection starts reading a request's head. This wakes nothing:
     /// a head mostly arrives whole, and its request makes the connection busy within the same
-    /// poll, so a wake here would be one per request. A head that has to wait for more bytes
-    /// wakes the watchdog then ([`Connection::on_read_wait`]).
+    /// poll of its task, so a wake here would be one per request. A head still unfinished
+    /// when the task has to wait wakes the watchdog then ([`Connection::on_wait`]).
     pub(super) fn on_read(&self) {
         if let Ok(mut state) = self.state.lock() {
             if matches!(state.phase, Phase::Idle(_)) {
                 state.phase = Phase::Reading(Instant::now());
+                self.head_begun.store(true, Ordering::Relaxed);
             }
         }
     }
 
-    /// A read has to wait for the client: if a request's head is partly read, its deadline
-    /// is the watchdog's to time.
-    pub(super) fn on_read_wait(&self) {
-        self.update(|_| {});
+    /// The connection's task has done what it can until the client sends more: a head begun
+    /// since it last waited and not finished is the watchdog's to time. Not at a read that
+    /// has to wait: hyper reads once more after a whole head, before it calls the handler.
+    pub(super) fn on_wait(&self) {
+        if self.head_begun.swap(false, Ordering::Relaxed) {
+            self.update(|_| true);
+        }
     }
 
     /// A write could not go out (`blocked`) or went out: a client that stops reading is
     /// dropped after the write deadline instead of pinning the answer in memory.
     pub(super) fn on_write(&self, blocked: bool) {
         self.update(|state| match (blocked, state.write_blocked) {
-            (true, None) => state.write_blocked = Some(Instant::now()),
-            (false, Some(_)) => state.write_blocked = None,
-            _ => {}
+            (true, None) => {
+                state.write_blocked = Some(Instant::now());
+                true
+            }
+            (false, Some(_)) => {
+                state.write_blocked = None;
+                true
+            }
+            _ => false,
         });
     }
 
@@ -260,7 +278,8 @@ pub(super) struct Gauges {
 /// Every open connection of one listener, with the evictable ones in order of waiting.
 pub(super) struct Registry {
     maps: Mutex<Maps>,
-    /// Wakes [`Registry::sweep_while_held`] for a pending connection due before it would look.
+    /// Wakes [`Registry::sweep_while_held`] for a pending or idle connection due before it
+    /// would look.
     sweep_wanted: Notify,
     deadlines: Deadlines,
     max_pending: usize,
@@ -332,6 +351,7 @@ impl Maps {
                 connection.update(|state| {
                     state.slot = None;
                     state.phase = Phase::Evicted;
+                    true
                 });
                 true
             }
@@ -409,7 +429,10 @@ impl Registry {
             return 0;
         };
         maps.pending.insert(ticket, Arc::clone(connection));
-        connection.update(|state| state.slot = Some(Slot::Pending(ticket)));
+        connection.update(|state| {
+            state.slot = Some(Slot::Pending(ticket));
+            false
+        });
         // A task that started after the sweeper passed its place needs no sweep: its header
         // deadline has passed too (they follow tickets), and its watchdog's first look, after
         // the task has read whatever request is waiting, closes it.
@@ -496,6 +519,7 @@ impl Registry {
             if !matches!(state.phase, Phase::Evicted | Phase::Closed) {
                 state.phase = Phase::Busy;
             }
+            true
         });
     }
 
@@ -514,6 +538,7 @@ impl Registry {
             connection.update(|state| {
                 state.slot = Some(Slot::Idle(ticket));
                 state.phase = Phase::Idle(since);
+                true
             });
             maps.sweep_by(since + self.deadlines.idle, &self.sweep_wanted);
             self.show(&maps);
@@ -524,7 +549,10 @@ impl Registry {
     pub(super) fn close(&self, connection: &Connection) {
         if let Ok(mut maps) = self.maps.lock() {
             maps.take_slot(connection);
-            connection.update(|state| state.phase = Phase::Closed);
+            connection.update(|state| {
+                state.phase = Phase::Closed;
+                true
+            });
             maps.open = maps.open.saturating_sub(1);
             self.show(&maps);
         }
@@ -704,10 +732,15 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(3)).await;
         connection.on_read();
-        connection.on_read_wait();
+        connection.on_write(false);
+        assert!(
+            !woken(&connection),
+            "the head may be whole, and a write that went out moves nothing"
+        );
+        connection.on_wait();
         assert!(
             woken(&connection),
-            "a head that waits for more bytes is the watchdog's"
+            "a head unfinished when the task waits is the watchdog's"
         );
         let head = Instant::now() + DEADLINES.header_read;
         assert_eq!(
@@ -751,22 +784,24 @@ mod tests {
         );
     }
 
-    /// The common request: its head arrives whole and it is answered at once, or held. None
-    /// of that wakes the watchdog or sets its timer.
+    /// The common request, in the order its task sees it: its head arrives whole, it is held
+    /// (the task waits), answered, and the task waits for the next. None of that wakes the
+    /// watchdog or sets its timer.
     #[tokio::test(start_paused = true)]
     async fn a_request_read_whole_and_answered_wakes_nothing() {
         let registry = Registry::new(10, 10, DEADLINES, Gauges::default());
         let (connection, _) = open_and_listen(&registry);
         registry.busy(&connection);
         registry.idle(&connection);
+        connection.on_wait();
         for _ in 0..3 {
-            connection.on_read_wait();
             tokio::time::advance(Duration::from_secs(20)).await;
             connection.on_read();
             registry.busy(&connection);
-            connection.on_read_wait();
+            connection.on_wait();
             tokio::time::advance(Duration::from_secs(30)).await;
             registry.idle(&connection);
+            connection.on_wait();
         }
         assert!(!woken(&connection));
         assert_eq!(connection.arm().timer, None);

@@ -27,6 +27,7 @@ mod client_addr;
 mod connection;
 mod runtimes;
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -267,9 +268,8 @@ async fn serve_connection(
     let mut http = Box::pin(http);
     // The watchdog is a task of its own, whose verdict this one waits for. A fan-out wakes the
     // connection two or three times per answer, and polling the watchdog's tokens, timer and
-    // notification each time was ~5 % of a comet's CPU; and the watchdog's timer, set while
-    // the connection idled between requests, fires once while the next observe is held, which
-    // in this task polled hyper and the observe's own select too.
+    // notification each time was ~5 % of a comet's CPU; and a watchdog's timer firing while an
+    // observe is held polled hyper and the observe's own select too.
     let mut watchdog = spawn_watch(
         Arc::clone(&shared),
         Arc::clone(&connection),
@@ -281,7 +281,7 @@ async fn serve_connection(
             // Biased towards the connection: a request that has fully arrived is served even
             // if the process was too busy to look until after its deadline.
             biased;
-            result = http.as_mut() => {
+            result = poll_then_wait(http.as_mut(), &connection) => {
                 if let Err(err) = result {
                     tracing::debug!(error = %err, "connection ended with an error");
                 }
@@ -301,6 +301,21 @@ async fn serve_connection(
     // idle: that must happen before it is closed, or a closed connection would idle on.
     drop(http);
     shared.registry.close(&connection);
+}
+
+/// Polls hyper's side of the connection, telling the connection when the task has to wait for
+/// the client ([`Connection::on_wait`]).
+fn poll_then_wait<'a, F: Future>(
+    mut http: Pin<&'a mut F>,
+    connection: &'a Connection,
+) -> impl Future<Output = F::Output> + 'a {
+    std::future::poll_fn(move |cx| {
+        let polled = http.as_mut().poll(cx);
+        if polled.is_pending() {
+            connection.on_wait();
+        }
+        polled
+    })
 }
 
 /// What a connection's watchdog decided.
@@ -416,7 +431,7 @@ impl Drop for IdleOnDrop<'_> {
     }
 }
 
-/// A socket that tells its connection when bytes arrive, and when a read or a write has to wait.
+/// A socket that tells its connection when bytes arrive and when a write has to wait.
 struct Watched {
     stream: TcpStream,
     connection: Arc<Connection>,
@@ -437,10 +452,8 @@ impl AsyncRead for Watched {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
-        match polled {
-            Poll::Ready(Ok(())) if buf.filled().len() > before => self.connection.on_read(),
-            Poll::Pending => self.connection.on_read_wait(),
-            _ => {}
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.connection.on_read();
         }
         polled
     }
