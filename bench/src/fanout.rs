@@ -331,6 +331,10 @@ impl Report {
         if let (Protocol::Lingr, Some(threads)) = (args.target, args.servers.comet_threads) {
             name = format!("{name}-{threads}-thread");
         }
+        // So are rounds apart: what they measure is an answer after a long hold.
+        if args.pause > 0.0 {
+            name = format!("{name}-paused");
+        }
         println!(
             "== fanout: {name}, {} observers in {} room(s){}, {} worker process(es), {} source addresses",
             args.observers,
