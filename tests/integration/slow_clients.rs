@@ -181,6 +181,17 @@ async fn trickle_until_cut_off(stream: &mut TcpStream, request: &[u8]) {
     );
 }
 
+/// A connection to `base` kept alive after one request was answered.
+async fn kept_alive(base: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(address(base)).await.expect("connect");
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("request");
+    assert_eq!(read_response(&mut stream).await, 200);
+    stream
+}
+
 /// A request's head that never ends.
 const TRICKLED: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
@@ -202,19 +213,8 @@ async fn headers_trickled_a_byte_at_a_time_are_cut_off() {
 #[tokio::test]
 async fn a_later_requests_headers_trickled_are_cut_off() {
     let world = World::start(&["--header-read-timeout", "2", "--idle-timeout", "60"]).await;
-    let answered_once = || async {
-        let mut stream = TcpStream::connect(address(world.api()))
-            .await
-            .expect("connect");
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("first request");
-        assert_eq!(read_response(&mut stream).await, 200);
-        stream
-    };
-    let idling_before = answered_once().await;
-    let mut stream = answered_once().await;
+    let idling_before = kept_alive(world.api()).await;
+    let mut stream = kept_alive(world.api()).await;
     trickle_until_cut_off(&mut stream, TRICKLED).await;
     world.normal_client_is_served("trickle-later").await;
     drop(idling_before);
@@ -375,15 +375,7 @@ async fn idle_connections_past_the_connection_cap_make_room_for_new_clients() {
     let world = World::start(&["--max-connections", "24", "--idle-timeout", "600"]).await;
     let mut idle = Vec::new();
     for _ in 0..24 {
-        let mut stream = TcpStream::connect(address(world.api()))
-            .await
-            .expect("connect");
-        stream
-            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("request");
-        assert_eq!(read_response(&mut stream).await, 200);
-        idle.push(stream);
+        idle.push(kept_alive(world.api()).await);
     }
     // Every descriptor the api allows is held by an idle keep-alive connection; a new client
     // still gets in, each time pushing out the connection idle the longest.
