@@ -162,8 +162,8 @@ async fn silent_connections_close_after_the_header_read_timeout_while_others_are
     world.stop().await;
 }
 
-/// Sends `request` a byte every 150 ms until the server closes the connection; says how many
-/// bytes it took, and failing if it took them all.
+/// Sends `request` a byte every 150 ms until the server closes the connection, failing if
+/// the server took all of it.
 async fn trickle_until_cut_off(stream: &mut TcpStream, request: &[u8]) {
     let started = Instant::now();
     let mut sent = 0;

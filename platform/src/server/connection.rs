@@ -144,19 +144,11 @@ impl Connection {
         self.state.lock().map_or(Phase::Evicted, |s| s.phase)
     }
 
-    /// When a connection that has sent nothing yet is due to have sent its request's head
-    /// (`None`: it has sent a request, or its state cannot be read).
-    fn header_due(&self) -> Option<Instant> {
+    /// The deadline the registry's sweeper holds: a silent new connection's request head, an
+    /// idle one's close (`None`: neither, or its state cannot be read).
+    fn swept_due(&self) -> Option<Instant> {
         match self.state.lock().map(|s| s.phase) {
             Ok(Phase::Opened(at)) => Some(at + self.deadlines.header_read),
-            _ => None,
-        }
-    }
-
-    /// When a connection idling between requests is due to close (`None`: it is not idle,
-    /// or its state cannot be read).
-    fn idle_due(&self) -> Option<Instant> {
-        match self.state.lock().map(|s| s.phase) {
             Ok(Phase::Idle(at)) => Some(at + self.deadlines.idle),
             _ => None,
         }
@@ -429,15 +421,14 @@ impl Registry {
             return 0;
         };
         maps.pending.insert(ticket, Arc::clone(connection));
-        connection.update(|state| {
+        if let Ok(mut state) = connection.state.lock() {
             state.slot = Some(Slot::Pending(ticket));
-            false
-        });
+        }
         // A task that started after the sweeper passed its place needs no sweep: its header
         // deadline has passed too (they follow tickets), and its watchdog's first look, after
         // the task has read whatever request is waiting, closes it.
         if ticket > maps.swept {
-            if let Some(due) = connection.header_due() {
+            if let Some(due) = connection.swept_due() {
                 maps.sweep_by(due, &self.sweep_wanted);
             }
         }
@@ -469,8 +460,8 @@ impl Registry {
             } = &mut *maps;
             let now = Instant::now();
             let mut woken = Vec::new();
-            let pending_next = sweep_set(pending, swept, now, Connection::header_due, &mut woken);
-            let idle_next = sweep_set(idle, swept_idle, now, Connection::idle_due, &mut woken);
+            let pending_next = sweep_set(pending, swept, now, &mut woken);
+            let idle_next = sweep_set(idle, swept_idle, now, &mut woken);
             let next = pending_next
                 .into_iter()
                 .chain(idle_next)
@@ -559,18 +550,18 @@ impl Registry {
     }
 }
 
-/// Walks `set` from the ticket after `swept`, taking into `woken` each connection whose
-/// deadline (by `due`) has passed, or cannot be told; stops at the first not yet due and
-/// says when that one is.
+/// Walks `set` (pending or idle connections) from the ticket after `swept`, taking into
+/// `woken` each connection whose swept deadline has passed, or cannot be told (an idle one
+/// reading a head: its watchdog times that); stops at the first not yet due and says when
+/// that one is.
 fn sweep_set(
     set: &BTreeMap<u64, Arc<Connection>>,
     swept: &mut u64,
     now: Instant,
-    due: fn(&Connection) -> Option<Instant>,
     woken: &mut Vec<Arc<Connection>>,
 ) -> Option<Instant> {
     for (ticket, connection) in set.range(swept.saturating_add(1)..) {
-        match due(connection) {
+        match connection.swept_due() {
             Some(at) if at > now => return Some(at),
             _ => {
                 woken.push(Arc::clone(connection));
@@ -911,6 +902,15 @@ mod tests {
         tokio::spawn(Registry::sweep_while_held(Arc::downgrade(registry)))
     }
 
+    /// Sleeps until just before `due` from now, then just after it, asserting that the
+    /// connection's watchdog is woken only by then.
+    async fn woken_at(connection: &Connection, due: Duration) {
+        tokio::time::sleep(due - Duration::from_millis(1)).await;
+        assert!(!woken(connection), "woken before its deadline");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        assert!(woken(connection), "not woken at its deadline");
+    }
+
     /// The sweeper wakes a silent connection's watchdog at its deadline, not before.
     #[tokio::test(start_paused = true)]
     async fn the_sweeper_wakes_a_silent_connection_at_its_deadline() {
@@ -918,10 +918,7 @@ mod tests {
         let _sweeper = spawn_sweeper(&registry);
         tokio::time::sleep(DEADLINES.idle).await;
         let (silent, _) = open_and_listen(&registry);
-        tokio::time::sleep(DEADLINES.header_read - Duration::from_millis(1)).await;
-        assert!(!woken(&silent));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert!(woken(&silent));
+        woken_at(&silent, DEADLINES.header_read).await;
     }
 
     /// A connection accepted earlier but listened to later is due before the one the sweeper
@@ -959,10 +956,7 @@ mod tests {
         let (connection, _) = open_and_listen(&registry);
         registry.busy(&connection);
         registry.idle(&connection);
-        tokio::time::sleep(deadlines.idle - Duration::from_millis(1)).await;
-        assert!(!woken(&connection));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        assert!(woken(&connection));
+        woken_at(&connection, deadlines.idle).await;
     }
 
     /// A server whose future was dropped leaves the sweeper to its connections; it ends with
