@@ -307,6 +307,24 @@ async fn a_comet_started_after_events_were_said_fills_them_from_the_stream() {
         counters(&events(&from_start)),
         [said.clone(), more.clone()].concat()
     );
+    let mut last = Vec::new();
+    for i in 0..8 {
+        last.push(c.say_ok(&base, &alice, &format!("last {i}")).await);
+    }
+    // Once the tiny replica holds the newest, its buffer has moved 8 events past the run
+    // read above: an old counter is still answered with every event after it, not with
+    // the run's part and the rest left for later.
+    let newest = c
+        .observe(&tiny.base(), &alice, last[last.len() - 2], 5)
+        .await
+        .ok();
+    assert_eq!(counters(&events(&newest)), last[last.len() - 1..]);
+    let everything = c.observe(&tiny.base(), &alice, alice.counter, 5).await.ok();
+    assert_eq!(
+        counters(&events(&everything)),
+        [said, more, last].concat(),
+        "one answer carries every event after the counter"
+    );
     late.stop().await;
     tiny.stop().await;
     api.stop().await;

@@ -424,14 +424,17 @@ impl Room {
         };
         let start = run.events.partition_point(|(c, _)| *c <= after);
         let mut events: Vec<(u64, Bytes)> = run.events[start..].iter().take(max).cloned().collect();
-        if events.len() < max && run.to >= buffer.covered_after {
+        if events.len() < max {
+            if run.to < buffer.covered_after {
+                // The buffer has moved on since the run was read: an answer carries every
+                // event after the counter up to `max` (the contract), not the run's part of
+                // them, so what lies between is read first.
+                return Collected::Missing {
+                    from: run.to,
+                    upto: buffer.covered_after,
+                };
+            }
             events.extend(from_buffer(run.to, max - events.len()));
-        } else if events.is_empty() {
-            // Nothing in the run after `after`, and the buffer has moved on since it was read.
-            return Collected::Missing {
-                from: run.to,
-                upto: buffer.covered_after,
-            };
         }
         Collected::Events(events)
     }
@@ -728,9 +731,17 @@ mod tests {
         let a = started(&hub, "a", 10);
         hub.keep_run(&a, 0, 10, vec![(4, json(4))]);
         feed(&a, [11, 12, 13]);
-        // The buffer now covers after 12 only; 11 was evicted and is in no run.
+        // The buffer now covers after 12 only; 11 was evicted and is in no run. An older
+        // counter is not answered with the run's part alone either: its answer would stop
+        // at 4 with 11 and 13 waiting.
         assert_eq!(a.collect(4, 10), Collected::Missing { from: 10, upto: 12 });
-        assert_eq!(a.collect(0, 10), Collected::Events(vec![(4, json(4))]));
+        assert_eq!(a.collect(0, 10), Collected::Missing { from: 10, upto: 12 });
+        assert_eq!(a.collect(0, 1), Collected::Events(vec![(4, json(4))]));
+        hub.keep_run(&a, 10, 12, vec![(11, json(11))]);
+        assert_eq!(
+            a.collect(0, 10),
+            Collected::Events(vec![(4, json(4)), (11, json(11)), (13, json(13))])
+        );
     }
 
     #[test]
