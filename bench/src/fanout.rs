@@ -47,18 +47,28 @@ pub struct Args {
     /// Seconds between one round's last delivery and the next round (default: none). Events in
     /// a chat room come further apart than a server's per-connection timers run; a pause
     /// longer than those measures what an answer costs after them.
-    #[arg(long, default_value_t = 0.0)]
-    pause: f64,
+    #[arg(long, default_value = "0", value_parser = seconds)]
+    pause: Duration,
     /// Seconds to wait before each round when the server cannot say how many it holds
     /// (pushpin; default 2 s plus 1.5 ms per observer).
-    #[arg(long)]
-    settle: Option<f64>,
+    #[arg(long, value_parser = seconds)]
+    settle: Option<Duration>,
     /// Fail unless every observer was held and got every round's message (the smoke run in
     /// the test command).
     #[arg(long)]
     check: bool,
     #[command(flatten)]
     servers: Servers,
+}
+
+/// A number of seconds given on the command line, refused with a clear error when it is
+/// negative or not a number (a `Duration` made from one would panic).
+fn seconds(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| format!("`{text}` is not 0 or more seconds that a duration can hold"))
 }
 
 /// The server under test.
@@ -216,8 +226,9 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         )
         .await
         .context("opening observes")?;
-    let settle =
-        Duration::from_secs_f64(args.settle.unwrap_or(2.0 + 0.0015 * args.observers as f64));
+    let settle = args
+        .settle
+        .unwrap_or_else(|| Duration::from_secs_f64(2.0 + 0.0015 * args.observers as f64));
     let held = wait_held(server, args.observers, settle, Duration::from_secs(300))
         .await
         .unwrap_or(opened);
@@ -242,7 +253,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
     let rounds_machine = MachineCpu::now();
     for round in 1..=args.rounds {
         if round > 1 {
-            tokio::time::sleep(Duration::from_secs_f64(args.pause)).await;
+            tokio::time::sleep(args.pause).await;
         }
         wait_held(server, args.observers, settle, Duration::from_secs(30)).await;
         let text = observers::message(round);
@@ -332,7 +343,7 @@ impl Report {
             name = format!("{name}-{threads}-thread");
         }
         // So are rounds apart: what they measure is an answer after a long hold.
-        if args.pause > 0.0 {
+        if !args.pause.is_zero() {
             name = format!("{name}-paused");
         }
         println!(
@@ -424,5 +435,20 @@ impl Report {
             self.rounds_steal,
         );
         println!("{}", crate::reproduce());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_refused_when_negative_or_not_a_number() {
+        assert_eq!(seconds("12"), Ok(Duration::from_secs(12)));
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("0"), Ok(Duration::ZERO));
+        for bad in ["-1", "-0.001", "NaN", "inf", "twelve", ""] {
+            assert!(seconds(bad).is_err(), "{bad:?} was taken");
+        }
     }
 }
