@@ -731,16 +731,21 @@ mod tests {
         let a = started(&hub, "a", 10);
         hub.keep_run(&a, 0, 10, vec![(4, json(4))]);
         feed(&a, [11, 12, 13]);
-        // The buffer now covers after 12 only; 11 was evicted and is in no run. An older
-        // counter is not answered with the run's part alone either: its answer would stop
-        // at 4 with 11 and 13 waiting.
+        // The buffer now covers after 12 only; 11 and 12 were evicted and are in no run. An
+        // older counter is not answered with the run's part alone either: its answer would
+        // stop at 4 with 11, 12 and 13 waiting.
         assert_eq!(a.collect(4, 10), Collected::Missing { from: 10, upto: 12 });
         assert_eq!(a.collect(0, 10), Collected::Missing { from: 10, upto: 12 });
         assert_eq!(a.collect(0, 1), Collected::Events(vec![(4, json(4))]));
-        hub.keep_run(&a, 10, 12, vec![(11, json(11))]);
+        hub.keep_run(&a, 10, 12, vec![(11, json(11)), (12, json(12))]);
         assert_eq!(
             a.collect(0, 10),
-            Collected::Events(vec![(4, json(4)), (11, json(11)), (13, json(13))])
+            Collected::Events(vec![
+                (4, json(4)),
+                (11, json(11)),
+                (12, json(12)),
+                (13, json(13))
+            ])
         );
     }
 

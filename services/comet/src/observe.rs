@@ -119,7 +119,7 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<Bytes>,
                 }
                 mirrored |= present;
             }
-            Collected::Missing { from, upto } => {
+            Collected::Missing { from, .. } => {
                 // Before the hold, within the call's deadline; after a wait (a gap found in
                 // the live events), a read of its own.
                 let limit = if held {
@@ -128,10 +128,8 @@ async fn observe_room(state: &CometState, params: &Params) -> Result<Vec<Bytes>,
                     due
                 };
                 // Rare, so boxed: a held observe does not carry this state while it waits.
-                let filled = tokio::time::timeout_at(
-                    limit,
-                    backfill(state, &room, &ticket.room, from, upto),
-                );
+                let filled =
+                    tokio::time::timeout_at(limit, backfill(state, &room, &ticket.room, from));
                 Box::pin(filled).await.unwrap_or_else(|_| {
                     Err(ApiError::unavailable(
                         "backfilling an observe",
@@ -161,9 +159,11 @@ const SLICE_ABOVE: usize = 4096;
 /// than hang (guarantee 8). Before the hold, the call's own deadline bounds it instead.
 const BACKFILL_LIMIT: Duration = CALL_DEADLINE;
 
-/// Reads the room's events in `(from, upto]` from the stream into the room, unless the
+/// Reads the room's events missing after `from` from the stream into the room, unless the
 /// observe that had the turn before did so already, or failed a moment ago (then the stream
-/// is down, and every waiting observe answers 503 at once instead of trying in turn).
+/// is down, and every waiting observe answers 503 at once instead of trying in turn). What is
+/// missing is looked up once the turn is had: the read before may have filled part of it,
+/// and the buffer may have moved on while this observe waited.
 ///
 /// The read runs as a task of its own that keeps the room's turn: an observe that stops
 /// waiting for it (its time is up) leaves it to finish and be kept for the observes after.
@@ -172,12 +172,11 @@ async fn backfill(
     room: &Arc<Room>,
     room_id: &RoomId,
     from: u64,
-    upto: u64,
 ) -> Result<(), ApiError> {
     let turn = room.backfill_turn().await;
-    if !matches!(room.collect(from, 1), Collected::Missing { .. }) {
+    let Collected::Missing { from, upto } = room.collect(from, 1) else {
         return Ok(());
-    }
+    };
     if room.read_failed_recently() {
         return Err(ApiError::unavailable(
             "backfilling an observe",
