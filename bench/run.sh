@@ -57,6 +57,15 @@ run "fanout-$big-lingr-1-thread" fanout --target lingr --observers "$big" --roun
 for target in lingr nchan; do
     run "fanout-$big-$target-paused" fanout --target "$target" --observers "$big" --rounds 4 --pause 12
 done
+# Each server on a core of its own and the client on the others, instead of both on every
+# core: a server of several threads then no longer takes turns with the client on each.
+cpus=$(nproc)
+if [ "$cpus" -ge 2 ]; then
+    for target in lingr nchan; do
+        run "fanout-$big-$target-pinned" fanout --target "$target" --observers "$big" --rounds 5 \
+            --server-cpus "$((cpus - 1))" --client-cpus "0-$((cpus - 2))"
+    done
+fi
 run "fanout-$most-lingr" fanout --target lingr --observers "$most" --rounds 5
 run "fanout-$most-nchan" fanout --target nchan --observers "$most" --rounds 5
 # Scenario 1 at scale: 100,000 across six comets (a process opens at most 20,000 files), in ten

@@ -12,6 +12,7 @@ use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
 use crate::observers::{self, Protocol};
 use crate::peers::{Nchan, Pushpin};
+use crate::pin::Pinning;
 use crate::procs::{print_steal, CpuSeconds, MachineCpu, Sample, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::workers::{processes_for, Deliveries, Plan, Said, Workers};
@@ -59,6 +60,8 @@ pub struct Args {
     check: bool,
     #[command(flatten)]
     servers: Servers,
+    #[command(flatten)]
+    pinning: Pinning,
 }
 
 /// A number of seconds given on the command line, refused with a clear error when it is
@@ -195,6 +198,7 @@ async fn measure(args: &Args, server: &Server) -> anyhow::Result<Report> {
         Server::Lingr(lingr, _) => Some(lingr.api),
         _ => None,
     };
+    args.pinning.apply(&server.pids())?;
     let mut workers = Workers::start(&Plan {
         protocol: args.target,
         servers: &servers,
@@ -345,6 +349,10 @@ impl Report {
         // So are rounds apart: what they measure is an answer after a long hold.
         if !args.pause.is_zero() {
             name = format!("{name}-paused");
+        }
+        // And a server pinned to cores the client does not use.
+        if args.pinning.pinned() {
+            name = format!("{name}-pinned");
         }
         println!(
             "== fanout: {name}, {} observers in {} room(s){}, {} worker process(es), {} source addresses",

@@ -10,6 +10,7 @@ mod http;
 mod lingr;
 mod observers;
 mod peers;
+mod pin;
 mod procs;
 mod replicas;
 mod rooms;

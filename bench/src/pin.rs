@@ -1,0 +1,58 @@
+//! Pins the server under test and the client to CPUs of their own. On a machine whose every
+//! core the client shares with the server, a server of several threads takes turns with the
+//! client on each core, and a fan-out measures that sharing as much as the server
+//! (docs/BENCHMARKS.md, "After the seventh run"). Pinned, each has its cores.
+
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+
+/// Where the server and the client run; neither or both.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Pinning {
+    /// CPUs the server's processes run on, as `taskset -c` takes them (e.g. `1`, or `2-3`);
+    /// the client runs on `--client-cpus`. For lingr, the comets are the server (the api,
+    /// NATS and history run anywhere).
+    #[arg(long, requires = "client_cpus")]
+    server_cpus: Option<String>,
+    /// CPUs the client's processes run on (e.g. `0`).
+    #[arg(long, requires = "server_cpus")]
+    client_cpus: Option<String>,
+}
+
+impl Pinning {
+    /// Whether the run is pinned.
+    pub fn pinned(&self) -> bool {
+        self.server_cpus.is_some()
+    }
+
+    /// Pins every thread of the `server` processes to the server's CPUs and this process to
+    /// the client's; call it after the server started and before the client's workers do,
+    /// which then inherit this process's CPUs (as the server's later threads inherit theirs).
+    ///
+    /// # Errors
+    /// When `taskset` (util-linux) cannot be run or refuses a CPU list.
+    pub fn apply(&self, server: &[u32]) -> anyhow::Result<()> {
+        let (Some(server_cpus), Some(client_cpus)) = (&self.server_cpus, &self.client_cpus) else {
+            return Ok(());
+        };
+        for pid in server {
+            taskset(server_cpus, *pid)?;
+        }
+        taskset(client_cpus, std::process::id())
+    }
+}
+
+/// Sets the CPUs of every thread of `pid`.
+fn taskset(cpus: &str, pid: u32) -> anyhow::Result<()> {
+    let status = Command::new("taskset")
+        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("running taskset (util-linux) to pin a process")?;
+    anyhow::ensure!(
+        status.success(),
+        "taskset could not pin process {pid} to CPUs {cpus}"
+    );
+    Ok(())
+}
