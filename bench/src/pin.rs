@@ -10,9 +10,10 @@ use anyhow::Context as _;
 /// Where the server and the client run; neither or both.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Pinning {
-    /// CPUs the server's processes run on, as `taskset -c` takes them (e.g. `1`, or `2-3`);
-    /// the client runs on `--client-cpus`. For lingr, the comets are the server (the api,
-    /// NATS and history run anywhere).
+    /// CPUs the server's processes, and every process under them, run on, as `taskset -c`
+    /// takes them (e.g. `1`, or `2-3`); the client runs on `--client-cpus`. For lingr, the
+    /// comets are the server (the api, NATS and history keep every CPU, the server's
+    /// included).
     #[arg(long, requires = "client_cpus")]
     server_cpus: Option<String>,
     /// CPUs the client's processes run on (e.g. `0`).
@@ -26,9 +27,13 @@ impl Pinning {
         self.server_cpus.is_some()
     }
 
-    /// Pins every thread of the `server` processes to the server's CPUs and this process to
-    /// the client's; call it after the server started and before the client's workers do,
-    /// which then inherit this process's CPUs (as the server's later threads inherit theirs).
+    /// Pins every thread of the `server` processes, and of every process under them (nginx's
+    /// workers, pushpin's services, a comet under `--comet-wrapper`: already running, they
+    /// would not take on their parent's new CPUs), to the server's CPUs, and this process to
+    /// the client's. Call it after the server started (this process starts it, so it would
+    /// otherwise inherit the client's CPUs) and before the client's workers start: they then
+    /// inherit this process's CPUs, as whatever the server starts later inherits the
+    /// server's.
     ///
     /// # Errors
     /// When `taskset` (util-linux) cannot be run or refuses a CPU list.
@@ -36,23 +41,25 @@ impl Pinning {
         let (Some(server_cpus), Some(client_cpus)) = (&self.server_cpus, &self.client_cpus) else {
             return Ok(());
         };
-        for pid in server {
-            taskset(server_cpus, *pid)?;
+        for pid in crate::procs::with_descendants(server) {
+            taskset(server_cpus, pid)?;
         }
         taskset(client_cpus, std::process::id())
     }
 }
 
-/// Sets the CPUs of every thread of `pid`.
+/// Sets the CPUs of every thread of `pid`. `--all-tasks` fails when a thread ends between
+/// its listing and its pinning (an idle runtime thread does): a second try lists them again.
 fn taskset(cpus: &str, pid: u32) -> anyhow::Result<()> {
-    let status = Command::new("taskset")
-        .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
-        .stdout(Stdio::null())
-        .status()
-        .context("running taskset (util-linux) to pin a process")?;
-    anyhow::ensure!(
-        status.success(),
-        "taskset could not pin process {pid} to CPUs {cpus}"
-    );
-    Ok(())
+    for _ in 0..2 {
+        let status = Command::new("taskset")
+            .args(["--all-tasks", "--pid", "--cpu-list", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .status()
+            .context("running taskset (util-linux) to pin a process")?;
+        if status.success() {
+            return Ok(());
+        }
+    }
+    anyhow::bail!("taskset could not pin process {pid} to CPUs {cpus} (its message is above)")
 }
