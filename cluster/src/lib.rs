@@ -91,8 +91,13 @@ impl Cluster {
     pub async fn start(settings: Settings) -> anyhow::Result<Self> {
         let admin_url = settings.postgres.clone();
         let dir = settings.dir.clone();
-        let nats_port = free_port()?;
-        let monitor_port = free_port()?;
+        // Every port at once: picked one by one, each freed before the next was picked, two
+        // processes of one cluster could be given the same one (the smoke run's api once
+        // found its port taken by another role).
+        let mut ports = free_ports(2 + settings.roles.len())?.into_iter();
+        let mut port = || ports.next().context("a free port for each process");
+        let nats_port = port()?;
+        let monitor_port = port()?;
         let nats = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string()])
             .args(["-m", &monitor_port.to_string()])
@@ -110,7 +115,7 @@ impl Cluster {
             .map_or(admin_url.clone(), |(base, _)| format!("{base}/{database}"));
         let mut processes = Vec::new();
         for role in &settings.roles {
-            let listen = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+            let listen = SocketAddr::from(([127, 0, 0, 1], port()?));
             processes.push(Process {
                 role: role.name,
                 base: format!("http://{listen}"),
@@ -272,10 +277,15 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `count` distinct free ports: each is held until all are picked, since a port freed at once
+/// can be the next one the kernel picks.
+fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    held.iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 async fn create_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
@@ -310,5 +320,15 @@ mod tests {
         assert_eq!(log_tail(&path, 10), "a\nb\nc\nd\ne");
         std::fs::remove_file(&path).expect("removed");
         assert!(log_tail(&path, 2).starts_with("(unreadable"));
+    }
+
+    #[test]
+    fn a_clusters_ports_are_distinct() {
+        for _ in 0..20 {
+            let mut ports = free_ports(64).expect("free ports");
+            ports.sort_unstable();
+            ports.dedup();
+            assert_eq!(ports.len(), 64);
+        }
     }
 }
