@@ -6,7 +6,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use crate::support::topology::spawn_role_with;
-use futures::StreamExt as _;
 
 use crate::guarantees::stream_counters;
 use crate::support::{all_roles, eventually, fast_api, history_only, sigterm, Db, TestApp};
@@ -151,18 +150,11 @@ async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothi
             .await
         })
     };
-    let js = app.jetstream().await;
-    let occupants = js
-        .get_key_value(lingr_proto::subjects::OCCUPANTS_BUCKET)
-        .await
-        .expect("occupants bucket");
+    let stored_occupants = || app.live_keys(lingr_proto::subjects::OCCUPANTS_BUCKET, ">");
     eventually(
         "the occupant to be stored",
         Duration::from_secs(10),
-        || async {
-            let mut keys = occupants.keys().await.ok()?;
-            keys.next().await.map(|_| ())
-        },
+        || async { (!stored_occupants().await.is_empty()).then_some(()) },
     )
     .await;
     c.get(&base, "session/destroy", &[("session", &session)])
@@ -175,12 +167,16 @@ async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothi
     );
     let entered = enter.await.expect("enter task");
     entered.assert_error(401, "invalid_session");
-    let mut keys = occupants.keys().await.expect("keys");
     assert!(
-        keys.next().await.is_none(),
+        stored_occupants().await.is_empty(),
         "the refused enter left an occupant behind"
     );
-    let stream = js.get_stream("ROOMS").await.expect("stream");
+    let stream = app
+        .jetstream()
+        .await
+        .get_stream("ROOMS")
+        .await
+        .expect("stream");
     assert_eq!(
         stream.cached_info().state.messages,
         0,

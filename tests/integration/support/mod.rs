@@ -115,6 +115,40 @@ impl TestApp {
         async_nats::jetstream::new(client)
     }
 
+    /// The keys of `bucket` matching `pattern` (a NATS subject pattern such as `>` or
+    /// `comet.>`) that hold a value now, deleted ones left out.
+    ///
+    /// Listed from the stream's subjects in one request, not with `kv::Store::keys`: that
+    /// one reads through a consumer, and on a bucket whose keys are rewritten or deleted
+    /// while it reads (the presence bucket, every flush) it waited past a 30 s limit in CI.
+    pub async fn live_keys(&self, bucket: &str, pattern: &str) -> Vec<String> {
+        use futures::TryStreamExt as _;
+        let js = self.jetstream().await;
+        let store = js.get_key_value(bucket).await.expect("bucket");
+        let prefix = format!("$KV.{bucket}.");
+        let stream = js
+            .get_stream(format!("KV_{bucket}"))
+            .await
+            .expect("bucket stream");
+        let subjects: Vec<(String, usize)> = stream
+            .info_with_subjects(format!("{prefix}{pattern}"))
+            .await
+            .expect("stream subjects")
+            .try_collect()
+            .await
+            .expect("stream subjects");
+        let mut live = Vec::new();
+        for (subject, _) in subjects {
+            let Some(key) = subject.strip_prefix(&prefix) else {
+                continue;
+            };
+            if store.get(key).await.expect("get").is_some() {
+                live.push(key.to_owned());
+            }
+        }
+        live
+    }
+
     /// Starts `roles`: in this process, or as `lingr` processes when
     /// `LINGR_TEST_TOPOLOGY=processes`.
     pub async fn start(&self, roles: Roles) -> Running {
