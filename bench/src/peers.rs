@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use lingr_cluster::free_ports;
 use tokio::process::{Child, Command};
 
 use crate::http::Connection;
@@ -23,7 +24,7 @@ pub struct Nchan {
 impl Nchan {
     /// Starts a private nginx in `dir`.
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        let address = loopback(free_ports(1)?[0]);
         let locations = r#"
         location = /sub {
             nchan_subscriber longpoll;
@@ -118,7 +119,11 @@ impl Pushpin {
     }
 
     async fn start_once(dir: &Path) -> anyhow::Result<Self> {
-        let origin_address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        // Picked together, so no two of pushpin's parts are given the same port.
+        let [origin, http, publish, push, sub, command]: [u16; 6] = free_ports(6)?
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("six ports were asked for"))?;
+        let origin_address = loopback(origin);
         let origin_locations = r#"
         location = /sub {
             add_header Grip-Hold response;
@@ -154,9 +159,8 @@ impl Pushpin {
         for sub in ["run", "log"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let publish_address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
-        let port = |_: ()| free_port();
+        let address = loopback(http);
+        let publish_address = loopback(publish);
         let config = format!(
             "[global]\ninclude={internal}\nrundir={run}\nipc_prefix=bench-\nport_offset=0\n\
              stats_connection_ttl=120\n\
@@ -182,9 +186,9 @@ impl Pushpin {
             routes = dir.join("routes").display(),
             http = address.port(),
             publish = publish_address.port(),
-            push = port(())?,
-            sub = port(())?,
-            command = port(())?,
+            push = push,
+            sub = sub,
+            command = command,
         );
         std::fs::write(dir.join("pushpin.conf"), config)?;
         let runner = spawn_logged(
@@ -361,9 +365,7 @@ async fn wait_listening(address: SocketAddr) -> anyhow::Result<()> {
     anyhow::bail!("nothing listens on {address} after 10 s")
 }
 
-/// A port nothing listens on now.
-pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+/// `port` on 127.0.0.1.
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
 }

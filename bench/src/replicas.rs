@@ -10,13 +10,14 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
+use lingr_cluster::free_ports;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 use crate::http::Connection;
 use crate::lingr::{self, Lingr, Member};
-use crate::peers::free_port;
+use crate::peers::loopback;
 use crate::procs::{print_steal, MachineCpu, Steal};
 use crate::stats::{ms, Percentiles};
 use crate::Servers;
@@ -209,8 +210,8 @@ async fn start_stand_ins(count: usize) -> anyhow::Result<(Vec<Child>, Vec<Socket
     let exe = std::env::current_exe()?;
     let mut children = Vec::new();
     let mut addresses = Vec::new();
-    for _ in 0..count {
-        let address = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    for port in free_ports(count)? {
+        let address = loopback(port);
         children.push(
             Command::new(&exe)
                 .args(["chatserver", "--listen", &address.to_string()])

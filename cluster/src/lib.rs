@@ -279,7 +279,7 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
 
 /// `count` distinct free ports: each is held until all are picked, since a port freed at once
 /// can be the next one the kernel picks.
-fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
     let held = (0..count)
         .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
         .collect::<Result<Vec<_>, _>>()?;
