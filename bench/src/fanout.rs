@@ -135,7 +135,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let server = match args.target {
         Protocol::Lingr => {
-            let options = args.servers.lingr_options(args.comets);
+            let mut options = args.servers.lingr_options(args.comets);
+            options.comet_wrapper = args.pinning.comet_wrapper(&options.comet_wrapper);
             let cluster = Lingr::start(&options, dir.path().to_owned()).await?;
             let mut connection =
                 Connection::open(cluster.api, std::net::Ipv4Addr::LOCALHOST).await?;
@@ -146,7 +147,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
             Server::Lingr(cluster, writers)
         }
-        Protocol::Nchan => Server::Nchan(Nchan::start(dir.path()).await?),
+        Protocol::Nchan => {
+            Server::Nchan(Nchan::start(dir.path(), args.pinning.server_workers()?).await?)
+        }
         Protocol::Pushpin => Server::Pushpin(Pushpin::start(dir.path()).await?),
     };
     let outcome = measure(&args, &server).await;

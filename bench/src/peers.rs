@@ -22,8 +22,8 @@ pub struct Nchan {
 }
 
 impl Nchan {
-    /// Starts a private nginx in `dir`.
-    pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+    /// Starts a private nginx of `workers` worker processes in `dir`.
+    pub async fn start(dir: &Path, workers: usize) -> anyhow::Result<Self> {
         let address = loopback(free_ports(1)?[0]);
         let locations = r#"
         location = /sub {
@@ -40,7 +40,7 @@ impl Nchan {
         location = /status {
             nchan_stub_status;
         }"#;
-        let nginx = start_nginx(dir, "nchan", address, locations, true).await?;
+        let nginx = start_nginx(dir, "nchan", address, locations, true, workers).await?;
         Ok(Self { nginx, address })
     }
 
@@ -131,7 +131,9 @@ impl Pushpin {
             add_header Grip-Timeout 60;
             return 200 "timeout\n";
         }"#;
-        let origin = start_nginx(dir, "origin", origin_address, origin_locations, false).await?;
+        // The origin only answers each subscribe with its hold; two workers keep it far from
+        // the bottleneck.
+        let origin = start_nginx(dir, "origin", origin_address, origin_locations, false, 2).await?;
 
         let zurl_dir = dir.join("zurl");
         std::fs::create_dir_all(&zurl_dir)?;
@@ -307,6 +309,7 @@ async fn start_nginx(
     address: SocketAddr,
     locations: &str,
     nchan: bool,
+    workers: usize,
 ) -> anyhow::Result<Child> {
     let prefix = dir.join(name);
     std::fs::create_dir_all(prefix.join("temp"))?;
@@ -318,7 +321,7 @@ async fn start_nginx(
         ""
     };
     let config = format!(
-        "{module}\nworker_processes 2;\nworker_rlimit_nofile 20000;\npid {pid};\n\
+        "{module}\nworker_processes {workers};\nworker_rlimit_nofile 20000;\npid {pid};\n\
          error_log {prefix}/error.log warn;\n\
          events {{ worker_connections 20000; }}\n\
          http {{\n    access_log off;\n    client_body_temp_path {temp}/body;\n\

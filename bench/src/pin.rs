@@ -12,8 +12,9 @@ use anyhow::Context as _;
 pub struct Pinning {
     /// CPUs the server's processes, and every process under them, run on, as `taskset -c`
     /// takes them (e.g. `1`, or `2-3`); the client runs on `--client-cpus`. For lingr, the
-    /// comets are the server (the api, NATS and history keep every CPU, the server's
-    /// included).
+    /// comets are the server, started on these CPUs, so each picks one connection runtime per
+    /// CPU here unless `--comet-threads` says otherwise (the api, NATS and history keep every
+    /// CPU, the server's included).
     #[arg(long, requires = "client_cpus")]
     server_cpus: Option<String>,
     /// CPUs the client's processes run on (e.g. `0`).
@@ -25,6 +26,30 @@ impl Pinning {
     /// Whether the run is pinned.
     pub fn pinned(&self) -> bool {
         self.server_cpus.is_some()
+    }
+
+    /// How many workers (nginx's) or connection runtimes (a comet's) the server runs: one
+    /// per CPU it is given, as each is configured for the cores it has (nginx's `auto`, a
+    /// comet's default); unpinned, one per core of the machine.
+    ///
+    /// # Errors
+    /// When `--server-cpus` is not a CPU list.
+    pub fn server_workers(&self) -> anyhow::Result<usize> {
+        match &self.server_cpus {
+            Some(cpus) => cpu_count(cpus),
+            None => Ok(std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)),
+        }
+    }
+
+    /// `wrapper` (the command a comet runs under) started on the server's CPUs when pinned.
+    /// A comet picks one connection runtime per CPU it may use when it starts, as in a pod
+    /// given that many CPUs; pinned only after it started, it would keep one per core of the
+    /// machine on its fewer cores.
+    pub fn comet_wrapper(&self, wrapper: &str) -> String {
+        match &self.server_cpus {
+            Some(cpus) => format!("taskset --cpu-list {cpus} {wrapper}"),
+            None => wrapper.to_owned(),
+        }
     }
 
     /// Pins every thread of the `server` processes, and of every process under them (nginx's
@@ -48,6 +73,20 @@ impl Pinning {
     }
 }
 
+/// How many CPUs a list such as `taskset -c` takes (`1`, `2-3`, `0,2-3`) names.
+fn cpu_count(list: &str) -> anyhow::Result<usize> {
+    let bad = || anyhow::anyhow!("{list:?} is not a CPU list such as 1, 2-3 or 0,2-3");
+    list.split(',').try_fold(0, |count, part| {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        let (first, last): (usize, usize) = (
+            first.trim().parse().map_err(|_| bad())?,
+            last.trim().parse().map_err(|_| bad())?,
+        );
+        anyhow::ensure!(first <= last, bad());
+        Ok(count + last - first + 1)
+    })
+}
+
 /// Sets the CPUs of every thread of `pid`. `--all-tasks` fails when a thread ends between
 /// its listing and its pinning (an idle runtime thread does): a second try lists them again.
 fn taskset(cpus: &str, pid: u32) -> anyhow::Result<()> {
@@ -62,4 +101,19 @@ fn taskset(cpus: &str, pid: u32) -> anyhow::Result<()> {
         }
     }
     anyhow::bail!("taskset could not pin process {pid} to CPUs {cpus} (its message is above)")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cpu_count;
+
+    #[test]
+    fn cpu_lists_are_counted_as_taskset_reads_them() {
+        assert_eq!(cpu_count("1").ok(), Some(1));
+        assert_eq!(cpu_count("2-3").ok(), Some(2));
+        assert_eq!(cpu_count("0,2-5").ok(), Some(5));
+        for bad in ["", "a", "3-1", "1,", "-1"] {
+            assert!(cpu_count(bad).is_err(), "{bad:?} was taken as a CPU list");
+        }
+    }
 }
