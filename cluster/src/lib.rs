@@ -98,13 +98,14 @@ impl Cluster {
         let mut port = || ports.next().context("a free port for each process");
         let nats_port = port()?;
         let monitor_port = port()?;
+        let nats_log = std::fs::File::create(dir.join(NATS_LOG))?;
         let nats = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string()])
             .args(["-m", &monitor_port.to_string()])
             .arg("-sd")
             .arg(dir.join("nats"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(nats_log.try_clone()?))
+            .stderr(Stdio::from(nats_log))
             .kill_on_drop(true)
             .spawn()
             .context("starting nats-server (is it installed?)")?;
@@ -142,11 +143,14 @@ impl Cluster {
                 // The directory may be a temporary one that goes with the failed start: the
                 // error carries what the process said.
                 let log = cluster.log_path(index);
+                let nats_log = dir.join(NATS_LOG);
                 return Err(err.context(format!(
-                    "{} {index} did not start; the end of {}:\n{}",
+                    "{} {index} did not start; the end of {}:\n{}\nthe end of {}:\n{}",
                     process.role,
                     log.display(),
-                    log_tail(&log, 30)
+                    log_tail(&log, 30),
+                    nats_log.display(),
+                    log_tail(&nats_log, 30)
                 )));
             }
         }
@@ -252,6 +256,11 @@ impl Cluster {
         let _ = drop_database(&self.settings.postgres, &self.database).await;
     }
 }
+
+/// The nats-server's log in the cluster's directory: a role that cannot set up its streams
+/// (JetStream requests timing out for 30 s, seen in two whole benchmark runs) fails with its
+/// end, since the directory may go with the failed start.
+const NATS_LOG: &str = "nats-server.log";
 
 async fn wait_ready(base: &str) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
