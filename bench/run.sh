@@ -67,8 +67,8 @@ done
 # Each server on a core of its own and the client on the others, instead of both on every
 # core: a server of several threads then no longer takes turns with the client on each. The
 # comet starts on its core, so it picks one connection runtime for it, as in a pod of one
-# CPU; nginx keeps its workers (one per core of the machine). The CPUs are those this run may
-# use, which in a container need not start at 0.
+# CPU, and nginx runs one worker for it. The CPUs are those this run may use, which in a
+# container need not start at 0.
 allowed=()
 IFS=, read -ra parts <<<"$(awk '/^Cpus_allowed_list/ {print $2}' /proc/self/status)"
 for part in "${parts[@]}"; do

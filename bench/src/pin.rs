@@ -73,18 +73,24 @@ impl Pinning {
     }
 }
 
-/// How many CPUs a list such as `taskset -c` takes (`1`, `2-3`, `0,2-3`) names.
+/// How many distinct CPUs a list such as `taskset -c` takes (`1`, `2-3`, `0,2-3`) names.
+/// Spaces and taskset's strides (`0-6:2`) are refused: the list is also passed on to taskset
+/// as one argument.
 fn cpu_count(list: &str) -> anyhow::Result<usize> {
+    /// Above any CPU number Linux gives (its default `NR_CPUS` limit is 8,192).
+    const MAX_CPU: usize = 1 << 16;
     let bad = || anyhow::anyhow!("{list:?} is not a CPU list such as 1, 2-3 or 0,2-3");
-    list.split(',').try_fold(0, |count, part| {
+    let mut cpus = std::collections::BTreeSet::new();
+    for part in list.split(',') {
         let (first, last) = part.split_once('-').unwrap_or((part, part));
         let (first, last): (usize, usize) = (
-            first.trim().parse().map_err(|_| bad())?,
-            last.trim().parse().map_err(|_| bad())?,
+            first.parse().map_err(|_| bad())?,
+            last.parse().map_err(|_| bad())?,
         );
-        anyhow::ensure!(first <= last, bad());
-        Ok(count + last - first + 1)
-    })
+        anyhow::ensure!(first <= last && last < MAX_CPU, bad());
+        cpus.extend(first..=last);
+    }
+    Ok(cpus.len())
 }
 
 /// Sets the CPUs of every thread of `pid`. `--all-tasks` fails when a thread ends between
@@ -112,7 +118,12 @@ mod tests {
         assert_eq!(cpu_count("1").ok(), Some(1));
         assert_eq!(cpu_count("2-3").ok(), Some(2));
         assert_eq!(cpu_count("0,2-5").ok(), Some(5));
-        for bad in ["", "a", "3-1", "1,", "-1"] {
+        assert_eq!(
+            cpu_count("1,1-2").ok(),
+            Some(2),
+            "a CPU named twice counts once"
+        );
+        for bad in ["", "a", "3-1", "1,", "-1", "0, 1", "0-6:2", "0-99999999999"] {
             assert!(cpu_count(bad).is_err(), "{bad:?} was taken as a CPU list");
         }
     }

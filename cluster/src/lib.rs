@@ -98,7 +98,8 @@ impl Cluster {
         let mut port = || ports.next().context("a free port for each process");
         let nats_port = port()?;
         let monitor_port = port()?;
-        let nats_log = std::fs::File::create(dir.join(NATS_LOG))?;
+        let nats_log = std::fs::File::create(dir.join(NATS_LOG))
+            .with_context(|| format!("creating {}", dir.join(NATS_LOG).display()))?;
         let nats = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &nats_port.to_string()])
             .args(["-m", &monitor_port.to_string()])
@@ -258,8 +259,9 @@ impl Cluster {
 }
 
 /// The nats-server's log in the cluster's directory: a role that cannot set up its streams
-/// (JetStream requests timing out for 30 s, seen in two whole benchmark runs) fails with its
-/// end, since the directory may go with the failed start.
+/// (JetStream requests timing out for 30 s, seen in two scenarios of one whole benchmark run
+/// and in one single run) fails with its end, since the directory may go with the failed
+/// start.
 const NATS_LOG: &str = "nats-server.log";
 
 async fn wait_ready(base: &str) -> anyhow::Result<()> {

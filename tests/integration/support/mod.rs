@@ -118,9 +118,10 @@ impl TestApp {
     /// The keys of `bucket` matching `pattern` (a NATS subject pattern such as `>` or
     /// `comet.>`) that hold a value now, deleted ones left out.
     ///
-    /// Listed from the stream's subjects in one request, not with `kv::Store::keys`: that
-    /// one reads through a consumer, and on a bucket whose keys are rewritten or deleted
-    /// while it reads (the presence bucket, every flush) it waited past a 30 s limit in CI.
+    /// Listed from the stream's subjects (STREAM.INFO requests, paged), then read one by one,
+    /// not with `kv::Store::keys`: that one reads through a consumer, and on a bucket whose
+    /// keys are rewritten or deleted while it reads (the presence bucket, every flush) it
+    /// waited past a 30 s limit in CI.
     pub async fn live_keys(&self, bucket: &str, pattern: &str) -> Vec<String> {
         use futures::TryStreamExt as _;
         let js = self.jetstream().await;
