@@ -137,12 +137,7 @@ async fn history_killed_after_its_commit_and_before_its_acks_keeps_every_event_o
     // Its successor is handed the unacknowledged batch again, acknowledges it, and stores
     // nothing twice.
     let history = app.start(history_only()).await;
-    let stream = app
-        .jetstream()
-        .await
-        .get_stream("ROOMS")
-        .await
-        .expect("stream");
+    let stream = app.events_stream().await;
     eventually(
         "the batch to be redelivered and acknowledged",
         Duration::from_secs(30),

@@ -247,12 +247,7 @@ async fn stream_replicas_reach_nats_and_an_unplaceable_stream_keeps_a_replica_no
     let _ = wanting_three.kill().await;
 
     let (mut one, _) = spawn_role(&app, "api", owned(&["--stream-replicas", "1"])).await;
-    let mut stream = app
-        .jetstream()
-        .await
-        .get_stream(lingr_proto::subjects::EVENTS_STREAM)
-        .await
-        .expect("the stream exists");
+    let mut stream = app.events_stream().await;
     assert_eq!(stream.info().await.expect("info").config.num_replicas, 1);
     let _ = one.kill().await;
     app.cleanup().await;

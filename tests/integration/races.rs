@@ -171,12 +171,7 @@ async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothi
         stored_occupants().await.is_empty(),
         "the refused enter left an occupant behind"
     );
-    let stream = app
-        .jetstream()
-        .await
-        .get_stream("ROOMS")
-        .await
-        .expect("stream");
+    let stream = app.events_stream().await;
     assert_eq!(
         stream.cached_info().state.messages,
         0,

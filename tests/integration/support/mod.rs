@@ -115,6 +115,15 @@ impl TestApp {
         async_nats::jetstream::new(client)
     }
 
+    /// The event stream, as the api made it.
+    pub async fn events_stream(&self) -> async_nats::jetstream::stream::Stream {
+        self.jetstream()
+            .await
+            .get_stream(lingr_proto::subjects::EVENTS_STREAM)
+            .await
+            .expect("the event stream exists")
+    }
+
     /// The keys of `bucket` matching `pattern` (a NATS subject pattern such as `>` or
     /// `comet.>`) that hold a value now, deleted ones left out.
     ///
