@@ -722,11 +722,9 @@ async fn the_trace_context_of_a_say_travels_with_its_event_in_nats() {
         .await
         .ok();
     let counter = said["counter"].as_u64().expect("counter");
-    let js = app.jetstream().await;
-    let stored = js
-        .get_stream("ROOMS")
+    let stored = app
+        .events_stream()
         .await
-        .expect("stream")
         .direct_get(counter)
         .await
         .expect("stored message");

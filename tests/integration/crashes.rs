@@ -188,7 +188,7 @@ async fn an_occupant_whose_api_died_before_publishing_its_enter_is_listed_to_nob
     assert!(lost.is_err(), "the api died before answering: {lost:?}");
     killed_at_its_fault_point(&mut crashing).await;
     assert!(
-        !app.live_keys(lingr_proto::subjects::OCCUPANTS_BUCKET, ">")
+        !app.live_entries(lingr_proto::subjects::OCCUPANTS_BUCKET, ">")
             .await
             .is_empty(),
         "the crash left its occupant stored, without an enter event"

@@ -14,8 +14,7 @@ use crate::support::{
 
 /// The counters JetStream holds for `room`, read straight from the stream.
 pub async fn stream_counters(app: &TestApp, room: &str) -> Vec<u64> {
-    let js = app.jetstream().await;
-    let stream = js.get_stream("ROOMS").await.expect("stream");
+    let stream = app.events_stream().await;
     let subject = format!("rooms.{room}.events");
     let mut found = Vec::new();
     let mut next = 1;

@@ -386,13 +386,11 @@ async fn presence_writes(app: &TestApp) -> u64 {
 /// The occupants listed by comet replicas' presence batches.
 async fn batched_occupants(app: &TestApp) -> Vec<String> {
     use lingr_proto::records::PresenceRecord;
-    let presence = presence_bucket(app).await;
     let mut listed = Vec::new();
-    for key in app
-        .live_keys(lingr_proto::subjects::PRESENCE_BUCKET, "comet.>")
+    for (_, raw) in app
+        .live_entries(lingr_proto::subjects::PRESENCE_BUCKET, "comet.>")
         .await
     {
-        let raw = presence.get(&key).await.expect("get").unwrap_or_default();
         if let Ok(PresenceRecord::Batch(batch)) = serde_json::from_slice(&raw) {
             listed.extend(batch.occupants.iter().map(|o| o.as_str().to_owned()));
         }

@@ -150,7 +150,7 @@ async fn an_enter_racing_its_session_being_destroyed_is_refused_and_leaves_nothi
             .await
         })
     };
-    let stored_occupants = || app.live_keys(lingr_proto::subjects::OCCUPANTS_BUCKET, ">");
+    let stored_occupants = || app.live_entries(lingr_proto::subjects::OCCUPANTS_BUCKET, ">");
     eventually(
         "the occupant to be stored",
         Duration::from_secs(10),

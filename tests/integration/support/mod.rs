@@ -125,13 +125,13 @@ impl TestApp {
     }
 
     /// The keys of `bucket` matching `pattern` (a NATS subject pattern such as `>` or
-    /// `comet.>`) that hold a value now, deleted ones left out.
+    /// `comet.>`) that hold a value now, with that value; deleted ones left out.
     ///
     /// Listed from the stream's subjects (STREAM.INFO requests, paged), then read one by one,
     /// not with `kv::Store::keys`: that one reads through a consumer, and on a bucket whose
     /// keys are rewritten or deleted while it reads (the presence bucket, every flush) it
     /// waited past a 30 s limit in CI.
-    pub async fn live_keys(&self, bucket: &str, pattern: &str) -> Vec<String> {
+    pub async fn live_entries(&self, bucket: &str, pattern: &str) -> Vec<(String, Vec<u8>)> {
         use futures::TryStreamExt as _;
         let js = self.jetstream().await;
         let store = js.get_key_value(bucket).await.expect("bucket");
@@ -152,8 +152,8 @@ impl TestApp {
             let Some(key) = subject.strip_prefix(&prefix) else {
                 continue;
             };
-            if store.get(key).await.expect("get").is_some() {
-                live.push(key.to_owned());
+            if let Some(value) = store.get(key).await.expect("get") {
+                live.push((key.to_owned(), value.to_vec()));
             }
         }
         live
