@@ -272,7 +272,10 @@ impl Observer {
             let opened = Connection::open(self.server, self.source).await;
             drop(permit);
             let mut connection = match opened {
-                Ok(connection) => connection,
+                Ok(mut connection) => {
+                    connection.touch_buffer();
+                    connection
+                }
                 Err(err) => {
                     let _ = reports.send(Report::Failed(format!("connect: {err}")));
                     if let Some(sent) = first_sent.take() {
