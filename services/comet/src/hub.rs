@@ -731,20 +731,46 @@ mod tests {
         );
     }
 
+    /// Each buffered event keeps its own origin (stored at its counter's second here), also
+    /// after older ones leave the buffer; events read by a backfill, and any once the buffer
+    /// restarted, have none.
     #[test]
     fn only_buffered_events_have_origins() {
+        let stored_at = |counter: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(counter);
         let hub = Hub::new(2);
         let a = started(&hub, "a", 20);
-        feed(&a, [21, 24]);
-        hub.keep_run(&a, 5, 20, vec![(7, json(7)), (12, json(12))]);
-        let found = |counters: &[u64]| -> Vec<u64> {
-            let origins = a.origins(counters.iter().copied());
-            origins.into_iter().map(|(counter, _)| counter).collect()
-        };
-        assert_eq!(found(&[7, 12, 21, 24]), vec![21, 24]);
-        assert_eq!(found(&[7, 12]), Vec::<u64>::new(), "read by a backfill");
-        feed(&a, [25]);
-        assert_eq!(found(&[21, 24, 25]), vec![24, 25], "21 left the buffer");
+        for counter in [21, 24, 25] {
+            let origin = Origin {
+                trace: None,
+                stored_at: stored_at(counter),
+            };
+            let previous = a.newest();
+            assert_eq!(
+                a.apply(counter, previous, Some(json(counter)), origin),
+                Applied::Next
+            );
+            if counter == 24 {
+                hub.keep_run(&a, 5, 20, vec![(7, json(7)), (12, json(12))]);
+                assert_eq!(found(&a, &[7, 12, 21, 24]), vec![21, 24]);
+                assert_eq!(found(&a, &[7, 12]), Vec::<u64>::new(), "read by a backfill");
+            }
+        }
+        assert_eq!(found(&a, &[21, 24, 25]), vec![24, 25], "21 left the buffer");
+        for (counter, origin) in a.origins([24, 25].into_iter()) {
+            assert_eq!(origin.stored_at, stored_at(counter), "its own origin");
+        }
+        assert!(a.catch_up_to(30));
+        assert_eq!(
+            found(&a, &[24, 25]),
+            Vec::<u64>::new(),
+            "the buffer restarted"
+        );
+    }
+
+    /// Which of `counters` `room` found an origin for.
+    fn found(room: &Room, counters: &[u64]) -> Vec<u64> {
+        let origins = room.origins(counters.iter().copied());
+        origins.into_iter().map(|(counter, _)| counter).collect()
     }
 
     #[test]
