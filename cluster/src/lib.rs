@@ -146,12 +146,12 @@ impl Cluster {
                 let log = cluster.log_path(index);
                 let nats_log = dir.join(NATS_LOG);
                 return Err(err.context(format!(
-                    "{} {index} did not start; the end of {}:\n{}\nthe end of {}:\n{}",
+                    "{} {index} did not start; the end of {}:\n{}\nfrom {}:\n{}",
                     process.role,
                     log.display(),
                     log_tail(&log, 30),
                     nats_log.display(),
-                    log_tail(&nats_log, 30)
+                    nats_log_excerpt(&nats_log, 30)
                 )));
             }
         }
@@ -288,6 +288,23 @@ fn log_tail(path: &std::path::Path, lines: usize) -> String {
     }
 }
 
+/// nats-server's log from where it crashed, if it did (Go's `panic:` or `fatal error:` line,
+/// then the goroutine's trace), else its end: a failed start showed only the end of a panic's
+/// trace, whose cause is on its first line.
+fn nats_log_excerpt(path: &std::path::Path, lines: usize) -> String {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return log_tail(path, lines);
+    };
+    let all: Vec<&str> = text.lines().collect();
+    let crash = all
+        .iter()
+        .position(|line| line.starts_with("panic:") || line.starts_with("fatal error:"));
+    match crash {
+        Some(from) => all[from..all.len().min(from + lines)].join("\n"),
+        None => log_tail(path, lines),
+    }
+}
+
 /// `count` distinct free ports: each is held until all are picked, since a port freed at once
 /// can be the next one the kernel picks.
 pub fn free_ports(count: usize) -> anyhow::Result<Vec<u16>> {
@@ -331,6 +348,21 @@ mod tests {
         assert_eq!(log_tail(&path, 10), "a\nb\nc\nd\ne");
         std::fs::remove_file(&path).expect("removed");
         assert!(log_tail(&path, 2).starts_with("(unreadable"));
+    }
+
+    #[test]
+    fn a_crashed_nats_server_shows_its_crash_from_the_start() {
+        let path = std::env::temp_dir().join(format!("lingr-nats-log-{}", std::process::id()));
+        std::fs::write(
+            &path,
+            "started\npanic: nil map\n\ngoroutine 7\nframe\nframe\n",
+        )
+        .expect("written");
+        assert_eq!(nats_log_excerpt(&path, 3), "panic: nil map\n\ngoroutine 7");
+        std::fs::write(&path, "a\nb\nc\n").expect("written");
+        assert_eq!(nats_log_excerpt(&path, 2), "b\nc", "no crash: its end");
+        std::fs::remove_file(&path).expect("removed");
+        assert!(nats_log_excerpt(&path, 2).starts_with("(unreadable"));
     }
 
     #[test]
