@@ -146,12 +146,12 @@ impl Cluster {
                 let log = cluster.log_path(index);
                 let nats_log = dir.join(NATS_LOG);
                 return Err(err.context(format!(
-                    "{} {index} did not start; the end of {}:\n{}\nfrom {}:\n{}",
+                    "{} {index} did not start; from {}:\n{}\nfrom {}:\n{}",
                     process.role,
                     log.display(),
-                    log_tail(&log, 30),
+                    log_excerpt(&log, 30),
                     nats_log.display(),
-                    nats_log_excerpt(&nats_log, 30)
+                    log_excerpt(&nats_log, 30)
                 )));
             }
         }
@@ -260,8 +260,8 @@ impl Cluster {
 
 /// The nats-server's log in the cluster's directory: a role that cannot set up its streams
 /// (JetStream requests timing out for 30 s, seen in two scenarios of one whole benchmark run
-/// and in one single run) fails with its end, since the directory may go with the failed
-/// start.
+/// and in one single run) fails with an excerpt of it ([`log_excerpt`]), since the directory
+/// may go with the failed start.
 const NATS_LOG: &str = "nats-server.log";
 
 async fn wait_ready(base: &str) -> anyhow::Result<()> {
@@ -277,31 +277,21 @@ async fn wait_ready(base: &str) -> anyhow::Result<()> {
     anyhow::bail!("{base} did not become ready in 30 s")
 }
 
-/// The last `lines` lines of the log at `path`, or why it could not be read.
-fn log_tail(path: &std::path::Path, lines: usize) -> String {
+/// `lines` lines of the log at `path`, or why it could not be read: from where the process
+/// crashed, if it did (a Go `panic:` or `fatal error:` line, then the goroutine's trace; only
+/// nats-server writes them), else its end. A failed start showed only the end of a
+/// nats-server panic's trace, whose cause is on its first line.
+fn log_excerpt(path: &std::path::Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
+            let from = all
+                .iter()
+                .position(|line| line.starts_with("panic:") || line.starts_with("fatal error:"))
+                .unwrap_or(all.len().saturating_sub(lines));
+            all[from..all.len().min(from + lines)].join("\n")
         }
         Err(err) => format!("(unreadable: {err})"),
-    }
-}
-
-/// nats-server's log from where it crashed, if it did (Go's `panic:` or `fatal error:` line,
-/// then the goroutine's trace), else its end: a failed start showed only the end of a panic's
-/// trace, whose cause is on its first line.
-fn nats_log_excerpt(path: &std::path::Path, lines: usize) -> String {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return log_tail(path, lines);
-    };
-    let all: Vec<&str> = text.lines().collect();
-    let crash = all
-        .iter()
-        .position(|line| line.starts_with("panic:") || line.starts_with("fatal error:"));
-    match crash {
-        Some(from) => all[from..all.len().min(from + lines)].join("\n"),
-        None => log_tail(path, lines),
     }
 }
 
@@ -341,28 +331,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failed_start_shows_the_end_of_the_log() {
+    fn a_failed_start_shows_a_log_from_its_crash_or_its_end() {
         let path = std::env::temp_dir().join(format!("lingr-cluster-log-{}", std::process::id()));
         std::fs::write(&path, "a\nb\nc\nd\ne\n").expect("written");
-        assert_eq!(log_tail(&path, 2), "d\ne");
-        assert_eq!(log_tail(&path, 10), "a\nb\nc\nd\ne");
-        std::fs::remove_file(&path).expect("removed");
-        assert!(log_tail(&path, 2).starts_with("(unreadable"));
-    }
-
-    #[test]
-    fn a_crashed_nats_server_shows_its_crash_from_the_start() {
-        let path = std::env::temp_dir().join(format!("lingr-nats-log-{}", std::process::id()));
+        assert_eq!(log_excerpt(&path, 2), "d\ne");
+        assert_eq!(log_excerpt(&path, 10), "a\nb\nc\nd\ne");
         std::fs::write(
             &path,
             "started\npanic: nil map\n\ngoroutine 7\nframe\nframe\n",
         )
         .expect("written");
-        assert_eq!(nats_log_excerpt(&path, 3), "panic: nil map\n\ngoroutine 7");
-        std::fs::write(&path, "a\nb\nc\n").expect("written");
-        assert_eq!(nats_log_excerpt(&path, 2), "b\nc", "no crash: its end");
+        assert_eq!(log_excerpt(&path, 3), "panic: nil map\n\ngoroutine 7");
         std::fs::remove_file(&path).expect("removed");
-        assert!(nats_log_excerpt(&path, 2).starts_with("(unreadable"));
+        assert!(log_excerpt(&path, 2).starts_with("(unreadable"));
     }
 
     #[test]
